@@ -1,0 +1,127 @@
+/*
+ * kettle/loop.h - the reactor: one kt_loop per thread, its timers, signals
+ * and cross-thread wake-ups.
+ *
+ * An iteration: read the monotonic clock once, wait for I/O up to the
+ * nearest timer deadline, dispatch I/O, fire expired timers, run ready future
+ * continuations, flush queued writes, finish closed handles.
+ */
+#ifndef KETTLE_LOOP_H
+#define KETTLE_LOOP_H
+
+#include <kettle/common.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct kt_loop kt_loop;
+typedef struct kt_timer kt_timer;
+
+/* I/O backends. KT_IO_AUTO tries io_uring, then epoll. */
+typedef enum kt_io_kind {
+    KT_IO_AUTO = 0,
+    KT_IO_EPOLL,
+    KT_IO_URING,
+    KT_IO_LIBEVENT,
+} kt_io_kind;
+
+/* "auto", "epoll", "io_uring" (or "uring"), "libevent" -> kind. 0 or -EINVAL. */
+int kt_io_parse(const char *name, kt_io_kind *out);
+/* The canonical name of a kind ("auto", "epoll", "io_uring", "libevent"). */
+const char *kt_io_name(kt_io_kind kind);
+
+typedef struct kt_loop_options {
+    kt_io_kind io;          /* KT_IO_AUTO: the environment's KETTLE_IO, else io_uring then epoll */
+    unsigned uring_entries; /* io_uring submission queue size; 0 = default (4096) */
+    unsigned uring_buffers; /* provided receive buffers; 0 = default (1024 x 16 KiB) */
+} kt_loop_options;
+
+/*
+ * Create a loop. opts may be NULL (all defaults). With KT_IO_AUTO, a failing
+ * io_uring set-up (ENOSYS, EPERM, EINVAL, ENOMEM for locked memory) falls back
+ * to epoll and logs one line naming the cause. A forced backend that cannot
+ * run returns its error (-ENOSYS when not built in). 0 or negative errno.
+ */
+int kt_loop_new(kt_loop **out, const kt_loop_options *opts);
+
+/* Free a loop. Every stream, listener and future must be closed or released
+ * first; pending timers are simply dropped. */
+void kt_loop_free(kt_loop *loop);
+
+/* The backend in use: "epoll", "io_uring" or "libevent". */
+const char *kt_loop_backend(const kt_loop *loop);
+/* Why KT_IO_AUTO fell back from io_uring (strerror text), or NULL. */
+const char *kt_loop_fallback_reason(const kt_loop *loop);
+
+typedef enum kt_run_mode {
+    KT_RUN_DEFAULT = 0, /* until kt_loop_stop() */
+    KT_RUN_ONCE,        /* one iteration, waiting for I/O or a timer if nothing is ready */
+    KT_RUN_NOWAIT,      /* one iteration without waiting */
+} kt_run_mode;
+
+/* Run the loop. Returns 0, or a negative errno if the backend failed. */
+int kt_loop_run(kt_loop *loop, kt_run_mode mode);
+/* Make kt_loop_run(KT_RUN_DEFAULT) return after the current iteration.
+ * Loop thread only (from another thread, use kt_loop_post). */
+void kt_loop_stop(kt_loop *loop);
+
+/* Cached monotonic time of this iteration, in nanoseconds. */
+uint64_t kt_loop_now(const kt_loop *loop);
+/* Re-read the clock (for long callbacks). */
+void kt_loop_update_time(kt_loop *loop);
+
+/* Run fn(arg) on the loop's thread in its next iteration. Thread-safe; the
+ * only kettle call that may be made from another thread. 0 or -ENOMEM. */
+typedef void (*kt_post_cb)(void *arg);
+int kt_loop_post(kt_loop *loop, kt_post_cb fn, void *arg);
+
+/* Deliver signo through the loop (signalfd): the signal is blocked for the
+ * calling thread and cb runs from the loop when it arrives. One callback per
+ * signal; a new call replaces it, cb NULL removes it. 0 or negative errno. */
+typedef void (*kt_signal_cb)(kt_loop *loop, int signo, void *arg);
+int kt_loop_signal(kt_loop *loop, int signo, kt_signal_cb cb, void *arg);
+
+typedef struct kt_loop_stats {
+    uint64_t iterations;
+    uint64_t longest_iteration_ns; /* busy time of the longest iteration (wait excluded) */
+    uint64_t timers_pending;
+    uint64_t streams;              /* open streams */
+    uint64_t futures_live;         /* futures allocated and not yet recycled */
+} kt_loop_stats;
+void kt_loop_get_stats(const kt_loop *loop, kt_loop_stats *out);
+
+/* ---- timers ------------------------------------------------------------ */
+
+/*
+ * A timer is embedded in the caller's memory (no allocation per timer beyond
+ * the loop's heap array). Fields are private. Equal deadlines fire in the
+ * order they were started. O(log n) start and stop.
+ */
+typedef void (*kt_timer_cb)(kt_timer *t, void *arg);
+struct kt_timer {
+    uint64_t deadline; /* private */
+    uint64_t seq;      /* private: FIFO order among equal deadlines */
+    uint64_t repeat;   /* private */
+    size_t index;      /* private: position in the heap, SIZE_MAX when idle */
+    kt_timer_cb cb;    /* private */
+    void *arg;         /* private */
+    kt_loop *loop;     /* private */
+};
+
+void kt_timer_init(kt_loop *loop, kt_timer *t, kt_timer_cb cb, void *arg);
+/* Arm: first fire after timeout_ns from the loop's current time, then every
+ * repeat_ns if non-zero (scheduled from the previous deadline, not from when
+ * the callback ran, so a repeating timer does not drift). Restarting an
+ * armed timer re-arms it. A timer armed from inside a timer callback with a
+ * zero timeout fires in the next iteration, never in the same pass.
+ * 0 or -ENOMEM (the timer stays idle). */
+int kt_timer_start(kt_timer *t, uint64_t timeout_ns, uint64_t repeat_ns);
+/* Disarm; harmless on an idle timer. Safe from inside its own callback. */
+void kt_timer_stop(kt_timer *t);
+bool kt_timer_active(const kt_timer *t);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,26 @@
+#!/bin/sh
+# Install the Debian packages kettle needs to build, test and benchmark.
+# Idempotent: does nothing when everything is already there. Needs root.
+set -eu
+PKGS="build-essential autoconf automake libtool pkg-config
+liburing-dev libevent-dev libinih-dev libsystemd-dev libcmocka-dev
+libseccomp-dev libedit-dev clang valgrind python3 redis-server redis-tools
+systemd"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "deps: missing packages:$missing (run as root, or: sudo apt-get install$missing)" >&2
+    exit 1
+fi
+echo "deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q >/dev/null
+# shellcheck disable=SC2086
+apt-get install -y -q --no-install-recommends $missing >/dev/null
+# The Debian package starts a redis-server on 6379; kettle's tests start their own.
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi

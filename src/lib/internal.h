@@ -1,0 +1,259 @@
+/*
+ * internal.h - libkettle's private declarations: the loop and stream
+ * structures, the I/O backend operations table, and the hooks by which the
+ * loop drives the timer and future modules.
+ *
+ * Ownership of this file by module: the loop/stream core (loop.c, stream.c)
+ * owns struct kt_loop and struct kt_stream; timer.c owns struct
+ * kt__timer_heap; future.c keeps its state behind loop->futures; each
+ * backend keeps its state behind loop->io_data and stream/listener io_ctx.
+ */
+#ifndef KETTLE_INTERNAL_H
+#define KETTLE_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <sys/uio.h>
+#include <kettle/kettle.h>
+
+#define KT__UNUSED(x) ((void)(x))
+#define KT__ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- handles: what an I/O backend dispatches on -------------------------- */
+
+enum kt__handle_type { KT__H_STREAM = 1, KT__H_LISTENER, KT__H_WATCH };
+
+/* First member of every object registered with a backend. */
+struct kt__handle {
+    uint8_t type; /* enum kt__handle_type */
+    int fd;
+};
+
+/* A readable descriptor watched on the loop's behalf (eventfd, signalfd). */
+struct kt__watch {
+    struct kt__handle h;
+    void (*cb)(struct kt__watch *w); /* called while the fd is readable */
+    void *io_ctx;                    /* backend private */
+};
+
+/* ---- output chain -------------------------------------------------------- */
+
+/* A block of queued output. Blocks come from and return to a per-loop free
+ * list; a stream with nothing queued holds none. */
+typedef struct kt__block {
+    struct kt__block *next;
+    uint32_t pos;  /* first unsent byte */
+    uint32_t last; /* end of queued bytes */
+    uint32_t size; /* capacity of data[] */
+    char data[];
+} kt__block;
+
+#define KT__BLOCK_SIZE (16384 - sizeof(kt__block))
+
+/* ---- timers (timer.c) ------------------------------------------------------ */
+
+struct kt__timer_heap {
+    kt_timer **nodes; /* 4-ary min-heap ordered by (deadline, seq) */
+    size_t len, cap;
+    uint64_t next_seq;
+};
+
+int kt__timers_init(kt_loop *loop);
+void kt__timers_destroy(kt_loop *loop);
+/* Nanoseconds until the nearest deadline from loop->now: 0 if one is due,
+ * -1 if there is no timer. */
+int64_t kt__timers_timeout(const kt_loop *loop);
+/* Fire every timer due at loop->now (timers armed during this pass wait for
+ * the next one). */
+void kt__timers_run(kt_loop *loop);
+
+/* ---- futures (future.c) ------------------------------------------------------ */
+
+struct kt__futures; /* free list, ready queue: private to future.c */
+
+int kt__futures_init(kt_loop *loop);
+/* Run queued continuations until the queue is empty (continuations that
+ * queue more run in the same call). Returns the number run. */
+size_t kt__futures_run(kt_loop *loop);
+bool kt__futures_ready(const kt_loop *loop);
+void kt__futures_destroy(kt_loop *loop);
+uint64_t kt__futures_live(const kt_loop *loop);
+
+/* ---- the backend operations table ------------------------------------------ */
+
+/*
+ * One const table per backend (io-epoll.c, io-uring.c, io-libevent.c),
+ * at the level of streams rather than raw readiness, so that a completion
+ * backend can use multishot accept/recv and batched sends. Completions are
+ * reported back through the kt__stream_* / kt__listener_* functions below.
+ */
+struct kt__io_ops {
+    const char *name;
+    kt_io_kind kind;
+    /* Set up loop->io_data. -ENOSYS, -EPERM, -EINVAL (and -ENOMEM for
+     * locked memory) from io_uring make KT_IO_AUTO fall back to epoll. */
+    int (*init)(kt_loop *loop, const kt_loop_options *opts);
+    void (*destroy)(kt_loop *loop);
+    /* Submit queued work, wait up to timeout_ns (-1 forever, 0 not at all)
+     * and dispatch completions. 0 or negative errno (EINTR is not an error). */
+    int (*poll)(kt_loop *loop, int64_t timeout_ns);
+
+    /* Accept connections: kt__listener_accepted() for each, and
+     * kt__listener_failed() on errors (EMFILE included). */
+    int (*listen_start)(kt_listener *l);
+    void (*listen_stop)(kt_listener *l);
+    /* Stop and close l->h.fd; call kt__listener_closed() once nothing is in
+     * flight (may be synchronous). */
+    void (*listen_close)(kt_listener *l);
+
+    /* A new stream on s->h.fd (accepted, connecting or opened). */
+    int (*stream_open)(kt_stream *s);
+    /* Start a non-blocking connect; report with kt__stream_connected(). */
+    int (*connect)(kt_stream *s, const kt_addr *addr);
+    /* Deliver received bytes with kt__stream_data(), FIN with
+     * kt__stream_eof(), errors with kt__stream_failed(). */
+    int (*read_start)(kt_stream *s);
+    void (*read_stop)(kt_stream *s);
+    /* Send queued output: kt__stream_iov() gives the vectors,
+     * kt__stream_sent() retires what went out. Called once per iteration for
+     * each stream with new output; a completion backend queues the send and
+     * submits it with the next poll. */
+    void (*flush)(kt_stream *s);
+    /* Stop everything, close s->h.fd, and call kt__stream_closed() once no
+     * operation is in flight (may be synchronous). */
+    void (*close)(kt_stream *s);
+
+    int (*watch_start)(kt_loop *loop, struct kt__watch *w);
+    void (*watch_stop)(kt_loop *loop, struct kt__watch *w);
+};
+
+extern const struct kt__io_ops kt__io_epoll;
+#ifdef HAVE_LIBURING
+extern const struct kt__io_ops kt__io_uring;
+#endif
+#ifdef HAVE_LIBEVENT
+extern const struct kt__io_ops kt__io_libevent;
+#endif
+
+/* ---- core structures (loop.c, stream.c) ------------------------------------ */
+
+struct kt__post {
+    struct kt__post *next;
+    kt_post_cb fn;
+    void *arg;
+};
+
+struct kt_listener {
+    struct kt__handle h;
+    kt_loop *loop;
+    kt_accept_cb cb;
+    void *arg;
+    unsigned flags;     /* KT__L_* */
+    kt_timer pause;     /* EMFILE back-off */
+    void *io_ctx;       /* backend private */
+    uint32_t io_pending;
+    uint32_t io_flags;
+};
+
+#define KT__L_ACCEPTING 0x01u /* the backend is accepting */
+#define KT__L_PAUSED    0x02u /* the user paused it */
+#define KT__L_CLOSING   0x04u
+#define KT__L_UNIX      0x08u
+
+struct kt_stream {
+    struct kt__handle h;
+    kt_loop *loop;
+    kt_stream_cbs cbs;
+    void *arg;
+    unsigned flags;           /* KT__S_* */
+
+    char *rbuf;               /* unconsumed input, NULL when none */
+    size_t rlen, rcap;
+
+    kt__block *out_head, *out_tail;
+    size_t out_bytes;         /* queued, not yet sent */
+    size_t high, low;         /* backpressure marks */
+
+    kt_stream *next_dirty;    /* loop->dirty list: output to flush */
+    kt_stream *next_pending;  /* loop->pending (input to deliver) or loop->closing */
+    kt_stream *prev_all, *next_all; /* every open stream of the loop */
+
+    kt_timer timer;           /* connect timeout, then linger on close */
+    uint64_t linger;
+
+    void *io_ctx;             /* backend private */
+    uint32_t io_pending;      /* backend: operations in flight */
+    uint32_t io_flags;        /* backend private flags */
+};
+
+#define KT__S_READING     0x0001u /* the user wants bytes */
+#define KT__S_CONNECTING  0x0002u
+#define KT__S_EOF         0x0004u /* FIN received */
+#define KT__S_SHUT_WANTED 0x0008u /* FIN to send once output drains */
+#define KT__S_SHUT_DONE   0x0010u
+#define KT__S_CLOSING     0x0020u /* kt_stream_close called */
+#define KT__S_DIRTY       0x0040u /* on loop->dirty */
+#define KT__S_PENDING     0x0080u /* on loop->pending */
+#define KT__S_BLOCKED     0x0100u /* above the high-water mark */
+#define KT__S_FAILED      0x0200u /* on_error delivered */
+#define KT__S_UNIX        0x0400u
+#define KT__S_CLOSED      0x0800u /* backend finished: on loop->closing */
+#define KT__S_IN_READ_CB  0x1000u
+
+struct kt_loop {
+    const struct kt__io_ops *io;
+    void *io_data;              /* backend private */
+    const char *fallback_reason;
+    uint64_t now;               /* monotonic ns, read once per iteration */
+    bool stop;
+
+    struct kt__timer_heap timers;
+    struct kt__futures *futures;
+
+    kt_stream *dirty;           /* streams with output to flush */
+    kt_stream *pending;         /* streams with kept input to redeliver */
+    kt_stream *closing;         /* closed by the backend, on_close due */
+    kt_stream *all;             /* every stream not yet freed */
+    kt__block *free_blocks;
+    size_t nfree_blocks;
+    int spare_fd;               /* released on EMFILE */
+
+    struct kt__watch wake;      /* eventfd */
+    pthread_mutex_t post_lock;
+    struct kt__post *post_head, *post_tail;
+
+    struct kt__watch sig;       /* signalfd, -1 until a signal is watched */
+    sigset_t sigmask;
+    struct { kt_signal_cb cb; void *arg; } sigs[65];
+
+    kt_loop_stats stats;
+};
+
+/* ---- completions reported by backends (stream.c) ------------------------- */
+
+/* Bytes arrived for s; they are delivered (with kept bytes first) before
+ * this returns, and copied if not consumed, so the backend may reuse data. */
+void kt__stream_data(kt_stream *s, const char *data, size_t len);
+void kt__stream_eof(kt_stream *s);
+void kt__stream_failed(kt_stream *s, int err);
+void kt__stream_connected(kt_stream *s, int status);
+/* Up to max vectors over the queued output; returns the count. */
+int kt__stream_iov(kt_stream *s, struct iovec *iov, int max);
+/* n bytes went out: free sent blocks, fire on_drain, finish a pending
+ * shutdown or flush-close. */
+void kt__stream_sent(kt_stream *s, size_t n);
+/* The backend is done with s: queue on_close and the free. */
+void kt__stream_closed(kt_stream *s);
+
+/* A connection was accepted (fd non-blocking, close-on-exec). */
+void kt__listener_accepted(kt_listener *l, int fd);
+/* Accepting failed with err: EMFILE/ENFILE trigger the spare-descriptor
+ * trick and a timed pause; other errors are logged. */
+void kt__listener_failed(kt_listener *l, int err);
+void kt__listener_closed(kt_listener *l);
+
+/* Output blocks (stream.c). */
+kt__block *kt__block_get(kt_loop *loop);
+void kt__block_put(kt_loop *loop, kt__block *b);
+
+#endif

@@ -1,0 +1,130 @@
+/*
+ * util.c - the clock and the parsers for durations, sizes and integers
+ * shared by the programs' command lines and config files.
+ */
+#include "config.h"
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include "internal.h"
+
+uint64_t kt_clock_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+int kt_parse_i64(const char *s, size_t len, int64_t *out)
+{
+    size_t i = 0;
+    bool neg = false;
+    uint64_t v = 0;
+
+    if (len == 0)
+        return -EINVAL;
+    if (s[0] == '-') {
+        neg = true;
+        i = 1;
+        if (len == 1)
+            return -EINVAL;
+    }
+    for (; i < len; i++) {
+        unsigned d = (unsigned char)s[i] - '0';
+        if (d > 9)
+            return -EINVAL;
+        if (v > (UINT64_MAX - d) / 10)
+            return -ERANGE;
+        v = v * 10 + d;
+    }
+    if (neg) {
+        if (v > (uint64_t)INT64_MAX + 1)
+            return -ERANGE;
+        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    } else {
+        if (v > (uint64_t)INT64_MAX)
+            return -ERANGE;
+        *out = (int64_t)v;
+    }
+    return 0;
+}
+
+/* Split "12.5ms" into a finite non-negative number and its unit suffix. */
+static int split_number(const char *s, double *num, const char **unit)
+{
+    char *end;
+    while (isspace((unsigned char)*s))
+        s++;
+    if (*s == '\0' || *s == '-' || *s == '+')
+        return -EINVAL;
+    errno = 0;
+    *num = strtod(s, &end);
+    if (end == s || errno != 0 || !isfinite(*num) || *num < 0)
+        return -EINVAL;
+    while (isspace((unsigned char)*end))
+        end++;
+    *unit = end;
+    size_t n = strlen(end);
+    while (n > 0 && isspace((unsigned char)end[n - 1]))
+        n--;
+    /* trailing spaces are allowed; the caller compares the unit with them cut */
+    return (int)n;
+}
+
+int kt_parse_duration(const char *s, uint64_t unit_ns, uint64_t *out_ns)
+{
+    static const struct { const char *name; double ns; } units[] = {
+        { "ns", 1 }, { "us", 1e3 }, { "ms", 1e6 }, { "s", 1e9 }, { "sec", 1e9 },
+        { "m", 60e9 }, { "min", 60e9 }, { "h", 3600e9 },
+    };
+    double num, scale = (double)unit_ns;
+    const char *unit;
+    int n = split_number(s, &num, &unit);
+    if (n < 0)
+        return n;
+    if (n > 0) {
+        size_t i;
+        for (i = 0; i < KT__ARRAY_LEN(units); i++)
+            if ((size_t)n == strlen(units[i].name) && strncasecmp(unit, units[i].name, (size_t)n) == 0)
+                break;
+        if (i == KT__ARRAY_LEN(units))
+            return -EINVAL;
+        scale = units[i].ns;
+    }
+    double v = num * scale;
+    if (v >= 18446744073709551615.0)
+        return -ERANGE;
+    *out_ns = (uint64_t)llround(v);
+    return 0;
+}
+
+int kt_parse_size(const char *s, uint64_t *out)
+{
+    static const struct { const char *name; double mul; } units[] = {
+        { "b", 1 }, { "k", 1024.0 }, { "kb", 1024.0 }, { "m", 1048576.0 }, { "mb", 1048576.0 },
+        { "g", 1073741824.0 }, { "gb", 1073741824.0 },
+    };
+    double num, mul = 1;
+    const char *unit;
+    int n = split_number(s, &num, &unit);
+    if (n < 0)
+        return n;
+    if (n > 0) {
+        size_t i;
+        for (i = 0; i < KT__ARRAY_LEN(units); i++)
+            if ((size_t)n == strlen(units[i].name) && strncasecmp(unit, units[i].name, (size_t)n) == 0)
+                break;
+        if (i == KT__ARRAY_LEN(units))
+            return -EINVAL;
+        mul = units[i].mul;
+    }
+    double v = num * mul;
+    if (v >= 18446744073709551615.0)
+        return -ERANGE;
+    *out = (uint64_t)llround(v);
+    return 0;
+}
