@@ -133,9 +133,11 @@ class Proc:
         except subprocess.TimeoutExpired:
             raise AssertionError("%s did not exit within %ss" % (self.argv[0], timeout))
 
-    def stop(self, sig=signal.SIGTERM, timeout=30, expect=0):
-        """Signal, wait for exit, check the exit status and that no sanitizer
-        report was printed. Returns the exit status."""
+    def stop(self, sig=None, timeout=30, expect=0):
+        """Signal (default SIGTERM), wait for exit, check the exit status and
+        that no sanitizer report was printed. Returns the exit status."""
+        if sig is None:  # the default cannot name signal.SIGTERM: the method signal() shadows it here
+            sig = signal.SIGTERM
         if self.alive():
             self.p.send_signal(sig)
         rc = self.wait(timeout)
