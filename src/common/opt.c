@@ -314,8 +314,13 @@ int kt_opt_parse_argv(const kt_opt *table, void *cfg, int argc, char **argv,
             return -EINVAL;
         }
         if (value == NULL) {
+            bool b;
             if (o->type == KT_OPT_BOOL) {
-                value = "yes";
+                /* "--flag" alone means yes; "--flag no" takes the value */
+                if (i + 1 < argc && parse_bool(argv[i + 1], &b) == 0)
+                    value = argv[++i];
+                else
+                    value = "yes";
             } else if (i + 1 < argc) {
                 value = argv[++i];
             } else {
