@@ -52,9 +52,18 @@ typedef struct kt__block {
 
 /* ---- timers (timer.c) ------------------------------------------------------ */
 
+/* A heap slot keeps the deadline next to the pointer so that sifting reads
+ * only the array (one cache line holds the four children of a node); the
+ * timer itself is touched only to break ties and to store its new index. */
+struct kt__timer_slot {
+    uint64_t deadline;
+    kt_timer *t;
+};
+
 struct kt__timer_heap {
-    kt_timer **nodes; /* 4-ary min-heap ordered by (deadline, seq) */
-    size_t len, cap;
+    struct kt__timer_slot *slots; /* 4-ary min-heap ordered by (deadline, seq) */
+    void *mem;                    /* the allocation slots points into (aligned) */
+    size_t len, cap;              /* len = timers armed */
     uint64_t next_seq;
 };
 
@@ -153,12 +162,17 @@ struct kt_listener {
     void *io_ctx;       /* backend private */
     uint32_t io_pending;
     uint32_t io_flags;
+    kt_listener *prev_all, *next_all; /* loop->listeners: every open listener */
+    kt_listener *next_closed;         /* loop->closed_listeners: freed at the end of the iteration */
+    uint64_t emfile_at;               /* loop time of the last EMFILE/ENFILE */
 };
 
-#define KT__L_ACCEPTING 0x01u /* the backend is accepting */
+#define KT__L_ACCEPTING 0x01u /* the backend is accepting (set by stream.c; backends stop their accept batch when it clears) */
 #define KT__L_PAUSED    0x02u /* the user paused it */
 #define KT__L_CLOSING   0x04u
 #define KT__L_UNIX      0x08u
+#define KT__L_OWNPATH   0x10u /* kt_listen bound the unix path: unlink it on close */
+#define KT__L_EMFILE    0x20u /* in an out-of-descriptors episode (logged once) */
 
 struct kt_stream {
     struct kt__handle h;
@@ -175,11 +189,13 @@ struct kt_stream {
     size_t high, low;         /* backpressure marks */
 
     kt_stream *next_dirty;    /* loop->dirty list: output to flush */
-    kt_stream *next_pending;  /* loop->pending (input to deliver) or loop->closing */
+    kt_stream *next_pending;  /* loop->pending: kept input (or a connect error) to deliver */
+    kt_stream *next_closed;   /* loop->closing: backend done, on_close due */
     kt_stream *prev_all, *next_all; /* every open stream of the loop */
 
     kt_timer timer;           /* connect timeout, then linger on close */
     uint64_t linger;
+    int connect_err;          /* immediate connect failure, reported from loop->pending */
 
     void *io_ctx;             /* backend private */
     uint32_t io_pending;      /* backend: operations in flight */
@@ -199,13 +215,23 @@ struct kt_stream {
 #define KT__S_UNIX        0x0400u
 #define KT__S_CLOSED      0x0800u /* backend finished: on loop->closing */
 #define KT__S_IN_READ_CB  0x1000u
+#define KT__S_EOF_DUE     0x2000u /* FIN received while not reading: on_eof after read_start */
+#define KT__S_RBLOCK      0x4000u /* rbuf is the data[] of a kt__block from the free list */
+#define KT__S_CLOSE_SENT  0x8000u /* io->close has been called: nothing more is asked of the backend */
+
+/* Backends: after any kt__stream_* call, s may have been closed by a user
+ * callback. It stays allocated until the end of the iteration, but once
+ * KT__S_CLOSED is set (or h.fd is -1) the backend must not touch its fd. */
 
 struct kt_loop {
     const struct kt__io_ops *io;
     void *io_data;              /* backend private */
     const char *fallback_reason;
+    char fallback_buf[96];      /* fallback_reason points here */
     uint64_t now;               /* monotonic ns, read once per iteration */
+    uint64_t woke;              /* when io->poll's wait returned (kt__loop_woke), 0 if not reported */
     bool stop;
+    bool running;               /* inside kt_loop_run (no recursion) */
 
     struct kt__timer_heap timers;
     struct kt__futures *futures;
@@ -214,6 +240,8 @@ struct kt_loop {
     kt_stream *pending;         /* streams with kept input to redeliver */
     kt_stream *closing;         /* closed by the backend, on_close due */
     kt_stream *all;             /* every stream not yet freed */
+    kt_listener *listeners;     /* every listener not yet closed */
+    kt_listener *closed_listeners; /* closed, freed at the end of the iteration */
     kt__block *free_blocks;
     size_t nfree_blocks;
     int spare_fd;               /* released on EMFILE */
@@ -223,7 +251,8 @@ struct kt_loop {
     struct kt__post *post_head, *post_tail;
 
     struct kt__watch sig;       /* signalfd, -1 until a signal is watched */
-    sigset_t sigmask;
+    sigset_t sigmask;           /* signals routed to the signalfd */
+    sigset_t sig_blocked;       /* those this loop blocked itself: unblocked at free */
     struct { kt_signal_cb cb; void *arg; } sigs[65];
 
     kt_loop_stats stats;
@@ -251,6 +280,25 @@ void kt__listener_accepted(kt_listener *l, int fd);
  * trick and a timed pause; other errors are logged. */
 void kt__listener_failed(kt_listener *l, int err);
 void kt__listener_closed(kt_listener *l);
+/* listener.c -> stream.c: a stream for an accepted fd (TCP_NODELAY on TCP,
+ * io->stream_open done), or NULL with fd closed. */
+kt_stream *kt__stream_accepted(kt_loop *loop, int fd, bool unix_socket);
+
+/* ---- the loop's calls into stream.c ----------------------------------------- */
+
+/* Backends call this right after their wait returns (before dispatching):
+ * it refreshes loop->now and lets the stats exclude the wait. Optional. */
+void kt__loop_woke(kt_loop *loop);
+/* Deliver kept input and deferred connect errors to the streams of batch:
+ * loop->pending as the loop took it at the start of the iteration (so a
+ * read_start is answered in the next iteration, never re-entrantly). */
+void kt__streams_run_pending(kt_loop *loop, kt_stream *batch);
+/* io->flush each stream on loop->dirty once. */
+void kt__streams_flush(kt_loop *loop);
+/* on_close and free for loop->closing; free closed listeners. */
+void kt__streams_finish(kt_loop *loop);
+/* kt_loop_free: close whatever the user left open. */
+void kt__streams_close_all(kt_loop *loop);
 
 /* Output blocks (stream.c). */
 kt__block *kt__block_get(kt_loop *loop);
