@@ -1,0 +1,241 @@
+/*
+ * main.c - kettle-cli: send one command to kettled (or any RESP server) and
+ * print the reply as redis-cli does; with no command, read commands from a
+ * prompt (or from stdin when it is not a terminal).
+ *
+ *   kettle-cli [-h HOST] [-p PORT] [-a PASSWORD] [--raw] COMMAND ARG...
+ *
+ * Exit status: 0, or 1 on an error reply or a connection failure (the
+ * reason on stderr).
+ */
+#include "config.h"
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <kettle/common.h>
+#include <kettle/resp.h>
+#include "cli.h"
+#include "format.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "Usage: kettle-cli [OPTIONS] [COMMAND [ARG...]]\n"
+        "Send COMMAND to a kettle (or any RESP) server and print the reply as\n"
+        "redis-cli does. With no command, read commands from a prompt with line\n"
+        "editing and history (~/.kettle_history, or $KETTLE_HISTFILE), or one per\n"
+        "line from stdin when it is not a terminal.\n"
+        "\n"
+        "  -h HOST            server host name or address (default 127.0.0.1)\n"
+        "  -p PORT            server port (default 7379)\n"
+        "  -s SOCKET          connect to a unix socket instead\n"
+        "  -a PASSWORD        send AUTH PASSWORD first\n"
+        "      --user USER    send AUTH USER PASSWORD instead\n"
+        "      --raw          print replies raw: strings as they are, one per line\n"
+        "      --no-raw       print the standard form (the default)\n"
+        "      --timeout D    limit for connecting and for each reply, e.g. 2s, 500ms\n"
+        "                     (default: 10 s to connect, replies unbounded)\n"
+        "      --help         this text\n"
+        "      --version      the version\n"
+        "\n"
+        "Unlike redis-cli, the output form does not change when stdout is not a\n"
+        "terminal, and an error reply makes the exit status 1 (the error goes to\n"
+        "stderr).\n");
+}
+
+int kc_open(kc_conn *c, const kc_opts *o)
+{
+    const char *why = NULL;
+    uint64_t cto = o->timeout_ns ? o->timeout_ns : KT_SEC(10);
+    int rc = kc_connect(c, o->host, o->port, o->path, cto, &why);
+    if (rc < 0) {
+        fprintf(stderr, "Could not connect to %s: %s\n", c->name, why ? why : strerror(-rc));
+        return -1;
+    }
+    c->timeout_ns = o->timeout_ns;
+    if (o->password == NULL)
+        return 0;
+
+    char *argv[3] = { "AUTH", (char *)o->user, (char *)o->password };
+    size_t lens[3] = { 4, 0, strlen(o->password) };
+    size_t argc = 2;
+    if (o->user != NULL) {
+        lens[1] = strlen(o->user);
+        argc = 3;
+    } else {
+        argv[1] = argv[2];
+        lens[1] = lens[2];
+    }
+    kt_resp_arg args[3];
+    for (size_t i = 0; i < argc; i++)
+        args[i] = (kt_resp_arg){ argv[i], lens[i] };
+    kt_resp_reply r = { 0 };
+    rc = kc_send(c, argc, args);
+    if (rc == 0)
+        rc = kc_read_reply(c, &r, &why);
+    if (rc < 0) {
+        fprintf(stderr, "AUTH failed: %s\n", rc == -EPROTO && why ? why : strerror(-rc));
+    } else if (r.nodes[0].type == KT_RESP_ERROR_REPLY) {
+        fprintf(stderr, "AUTH failed: %.*s\n", (int)r.nodes[0].len, r.nodes[0].p);
+        rc = -EACCES;
+    }
+    kt_resp_reply_free(&r);
+    if (rc < 0) {
+        kc_close(c);
+        return -1;
+    }
+    return 0;
+}
+
+/* The text of a failure while talking to the server. */
+static const char *failure(int rc, const char *why)
+{
+    if (rc == -ECONNRESET)
+        return "Server closed the connection";
+    if (rc == -ETIMEDOUT)
+        return "timed out waiting for the reply";
+    if (rc == -EPROTO)
+        return why ? why : "protocol error";
+    return strerror(-rc);
+}
+
+int kc_run(kc_conn *c, const kc_opts *o, size_t argc, char *const *argv, const size_t *lens,
+           FILE *out, FILE *err)
+{
+    kt_resp_arg stack[16], *args = stack;
+    kt_resp_reply r = { 0 };
+    kt_buf text = { 0 };
+    const char *why = NULL;
+    int rc, result = KC_FAILED;
+
+    if (argc > 16 && (args = kt_calloc(argc, sizeof(*args))) == NULL) {
+        fprintf(stderr, "Error: out of memory\n");
+        return KC_FAILED;
+    }
+    for (size_t i = 0; i < argc; i++)
+        args[i] = (kt_resp_arg){ argv[i], lens[i] };
+    rc = kc_send(c, argc, args);
+    if (rc == 0)
+        rc = kc_read_reply(c, &r, &why);
+    if (rc < 0) {
+        fprintf(stderr, "Error: %s\n", failure(rc, why));
+        kc_close(c);
+        goto out;
+    }
+    if (kc_format_reply(&text, &r, o->raw) < 0) {
+        fprintf(stderr, "Error: out of memory\n");
+        goto out;
+    }
+    result = r.nodes[0].type == KT_RESP_ERROR_REPLY ? KC_ERROR_REPLY : KC_OK;
+    FILE *to = result == KC_ERROR_REPLY && err != NULL ? err : out;
+    fwrite(text.data, 1, text.len, to);
+    fflush(to);
+out:
+    if (args != stack)
+        kt_free(args);
+    kt_buf_free(&text);
+    kt_resp_reply_free(&r);
+    return result;
+}
+
+int main(int argc, char **argv)
+{
+    enum { OPT_HELP = 256, OPT_VERSION, OPT_RAW, OPT_NORAW, OPT_TIMEOUT, OPT_USER };
+    static const struct option longopts[] = {
+        { "help", no_argument, NULL, OPT_HELP },
+        { "version", no_argument, NULL, OPT_VERSION },
+        { "raw", no_argument, NULL, OPT_RAW },
+        { "no-raw", no_argument, NULL, OPT_NORAW },
+        { "timeout", required_argument, NULL, OPT_TIMEOUT },
+        { "user", required_argument, NULL, OPT_USER },
+        { "host", required_argument, NULL, 'h' },
+        { "port", required_argument, NULL, 'p' },
+        { "socket", required_argument, NULL, 's' },
+        { "pass", required_argument, NULL, 'a' },
+        { NULL, 0, NULL, 0 },
+    };
+    kc_opts o = { .host = "127.0.0.1", .port = 7379 };
+    int opt;
+    int64_t v;
+
+    signal(SIGPIPE, SIG_IGN);
+    /* '+': options end at the command, so "SET k -1" keeps its -1 */
+    while ((opt = getopt_long(argc, argv, "+h:p:s:a:", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'h':
+            o.host = optarg;
+            break;
+        case 'p':
+            if (kt_parse_i64(optarg, strlen(optarg), &v) < 0 || v < 1 || v > 65535) {
+                fprintf(stderr, "kettle-cli: invalid port '%s'\n", optarg);
+                return 2;
+            }
+            o.port = (int)v;
+            break;
+        case 's':
+            o.path = optarg;
+            break;
+        case 'a':
+            o.password = optarg;
+            break;
+        case OPT_USER:
+            o.user = optarg;
+            break;
+        case OPT_RAW:
+            o.raw = true;
+            break;
+        case OPT_NORAW:
+            o.raw = false;
+            break;
+        case OPT_TIMEOUT:
+            if (kt_parse_duration(optarg, KT_SEC(1), &o.timeout_ns) < 0) {
+                fprintf(stderr, "kettle-cli: invalid --timeout '%s' (e.g. 2s, 500ms)\n", optarg);
+                return 2;
+            }
+            break;
+        case OPT_HELP:
+            usage(stdout);
+            return 0;
+        case OPT_VERSION:
+            printf("kettle-cli %s\n", KT_VERSION_STRING);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (o.user != NULL && o.password == NULL) {
+        fprintf(stderr, "kettle-cli: --user needs -a PASSWORD\n");
+        return 2;
+    }
+
+    kc_conn c = { .fd = -1 };
+    int status;
+    if (optind < argc) {
+        size_t n = (size_t)(argc - optind);
+        size_t *lens = kt_calloc(n, sizeof(*lens));
+        if (lens == NULL) {
+            fprintf(stderr, "kettle-cli: out of memory\n");
+            return 1;
+        }
+        for (size_t i = 0; i < n; i++)
+            lens[i] = strlen(argv[optind + (int)i]);
+        status = 1;
+        if (kc_open(&c, &o) == 0)
+            status = kc_run(&c, &o, n, argv + optind, lens, stdout, stderr) == KC_OK ? 0 : 1;
+        kt_free(lens);
+    } else {
+        /* the prompt reconnects by itself: a server down at start is not fatal there */
+        if (kc_open(&c, &o) < 0 && !isatty(STDIN_FILENO)) {
+            kc_conn_free(&c);
+            return 1;
+        }
+        status = kc_repl(&c, &o);
+    }
+    kc_conn_free(&c);
+    return status;
+}

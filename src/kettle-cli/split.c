@@ -1,0 +1,193 @@
+/*
+ * split.c - redis-cli style argument splitting (see split.h).
+ *
+ * A quote may start anywhere in an argument ("a"'b'c is one argument, abc),
+ * as in a shell; a closing quote must be followed by a blank, the end, or
+ * another quote-free part of the same argument.
+ */
+#include "config.h"
+#include <errno.h>
+#include <string.h>
+#include <kettle/common.h>
+#include "split.h"
+
+static int is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Append one argument (copied) to a. */
+static int push(kc_args *a, const char *buf, size_t n)
+{
+    char **v = kt_realloc(a->v, (a->n + 1) * sizeof(*v));
+    if (v == NULL)
+        return -ENOMEM;
+    a->v = v;
+    size_t *l = kt_realloc(a->len, (a->n + 1) * sizeof(*l));
+    if (l == NULL)
+        return -ENOMEM;
+    a->len = l;
+    char *copy = kt_malloc(n + 1);
+    if (copy == NULL)
+        return -ENOMEM;
+    memcpy(copy, buf, n);
+    copy[n] = '\0';
+    a->v[a->n] = copy;
+    a->len[a->n] = n;
+    a->n++;
+    return 0;
+}
+
+int kc_split(const char *s, size_t len, kc_args *out, const char **why)
+{
+    memset(out, 0, sizeof(*out));
+    /* an argument is never longer than the input */
+    char *buf = kt_malloc(len + 1);
+    if (buf == NULL)
+        return -ENOMEM;
+    size_t i = 0;
+    int rc = 0;
+
+    for (;;) {
+        while (i < len && is_blank(s[i]))
+            i++;
+        if (i >= len)
+            break;
+        size_t n = 0;
+        while (i < len && !is_blank(s[i])) {
+            char c = s[i];
+            if (c == '"') {
+                i++;
+                for (;;) {
+                    if (i >= len) {
+                        *why = "unbalanced double quote";
+                        rc = -EINVAL;
+                        goto done;
+                    }
+                    c = s[i];
+                    if (c == '"') {
+                        i++;
+                        break;
+                    }
+                    if (c == '\\' && i + 1 < len) {
+                        char e = s[i + 1];
+                        int hi, lo;
+                        if (e == 'x' && i + 3 < len && (hi = hexval(s[i + 2])) >= 0 &&
+                            (lo = hexval(s[i + 3])) >= 0) {
+                            buf[n++] = (char)(hi * 16 + lo);
+                            i += 4;
+                            continue;
+                        }
+                        switch (e) {
+                        case 'n': c = '\n'; break;
+                        case 'r': c = '\r'; break;
+                        case 't': c = '\t'; break;
+                        case 'a': c = '\a'; break;
+                        case 'b': c = '\b'; break;
+                        default: c = e; break;
+                        }
+                        buf[n++] = c;
+                        i += 2;
+                        continue;
+                    }
+                    buf[n++] = c;
+                    i++;
+                }
+            } else if (c == '\'') {
+                i++;
+                for (;;) {
+                    if (i >= len) {
+                        *why = "unbalanced single quote";
+                        rc = -EINVAL;
+                        goto done;
+                    }
+                    c = s[i];
+                    if (c == '\'') {
+                        i++;
+                        break;
+                    }
+                    if (c == '\\' && i + 1 < len && s[i + 1] == '\'') {
+                        buf[n++] = '\'';
+                        i += 2;
+                        continue;
+                    }
+                    buf[n++] = c;
+                    i++;
+                }
+            } else {
+                buf[n++] = c;
+                i++;
+            }
+        }
+        rc = push(out, buf, n);
+        if (rc < 0) {
+            *why = "out of memory";
+            break;
+        }
+    }
+done:
+    kt_free(buf);
+    return rc;
+}
+
+void kc_args_free(kc_args *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        kt_free(a->v[i]);
+    kt_free(a->v);
+    kt_free(a->len);
+    memset(a, 0, sizeof(*a));
+}
+
+/* Walk s and call back on every unquoted position: returns the offsets of
+ * the first and last unquoted c. */
+static void scan(const char *s, size_t len, char c, size_t *first, size_t *last)
+{
+    int q = 0; /* 0, '"' or '\'' */
+    *first = *last = len;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (q == '"') {
+            if (ch == '\\' && i + 1 < len)
+                i++;
+            else if (ch == '"')
+                q = 0;
+        } else if (q == '\'') {
+            if (ch == '\\' && i + 1 < len && s[i + 1] == '\'')
+                i++;
+            else if (ch == '\'')
+                q = 0;
+        } else if (ch == '"' || ch == '\'') {
+            q = ch;
+        } else if (ch == c) {
+            if (*first == len)
+                *first = i;
+            *last = i;
+        }
+    }
+}
+
+size_t kc_find_unquoted(const char *s, size_t len, char c)
+{
+    size_t first, last;
+    scan(s, len, c, &first, &last);
+    return first;
+}
+
+size_t kc_rfind_unquoted(const char *s, size_t len, char c)
+{
+    size_t first, last;
+    scan(s, len, c, &first, &last);
+    return last;
+}

@@ -1,0 +1,192 @@
+"""kettle-cli prints replies as redis-cli does: the same commands against
+one redis-server through both clients give the same text, in the standard
+form (integers, nil, quoted strings with escapes, arrays numbered and
+nested, empty arrays, errors) and with --raw. Where kettle-cli differs on
+purpose it is checked too: an error reply goes to stderr with exit status 1.
+Skipped without redis-server and redis-cli."""
+import os
+import subprocess
+import tempfile
+
+import harness as h
+
+SETUP = [
+    ["SET", "s", "hello world"],
+    ["SET", "n", "42"],
+    ["RPUSH", "l", "a", "b c", 'q"uote', "new\nline", "\x01bin", "back\\slash", "tab\there"],
+    ["RPUSH", "big"] + [str(i) for i in range(12)],
+    ["HSET", "hh", "f1", "v1", "f2", "v2"],
+]
+
+# deterministic read-only commands: every reply type and shape
+COMMANDS = [
+    ["GET", "s"],
+    ["GET", "n"],
+    ["GET", "missing"],
+    ["STRLEN", "s"],
+    ["EXISTS", "s", "n", "missing"],
+    ["TYPE", "l"],
+    ["PING"],
+    ["ECHO", "caf\xe9 \x7f \r \a \b"],
+    ["LRANGE", "l", "0", "-1"],
+    ["LRANGE", "big", "0", "-1"],
+    ["LRANGE", "empty", "0", "-1"],
+    ["HGETALL", "hh"],
+    ["MGET", "s", "missing", "n"],
+    ["EVAL", "return {1,{2,'x',{}},'y',false,{{{'deep'}}}}", "0"],
+    ["EVAL", "return {1,2,3,4,5,6,7,8,9,10,{1,2}}", "0"],
+    ["EVAL", "return {1, redis.error_reply('MY bad')}", "0"],
+    ["EVAL", "return redis.status_reply('FINE')", "0"],
+    ["EVAL", "return -7", "0"],
+]
+
+ERRORS = [
+    ["NOSUCHCOMMAND", "a", "b"],
+    ["GET"],
+    ["EVAL", "return redis.error_reply('MY bad')", "0"],
+    ["LRANGE", "s", "0", "-1"],
+]
+
+
+def run(argv, **kw):
+    return subprocess.run(argv, capture_output=True, timeout=30, **kw)
+
+
+def kcli():
+    return h.program("kettle-cli")
+
+
+def test_standard_and_raw_match_redis_cli():
+    rcli = h.need("redis-cli")
+    r = h.start_redis()
+    try:
+        with h.Client(r.port) as c:
+            for cmd in SETUP:
+                assert not isinstance(c.call(*cmd), h.RespError)
+        for mode in ("--no-raw", "--raw"):
+            for cmd in COMMANDS:
+                want = run([rcli, "-p", str(r.port), mode] + cmd)
+                got = run([kcli(), "-p", str(r.port)] + ([mode] if mode == "--raw" else []) + cmd)
+                assert got.returncode == 0, (cmd, got.stderr)
+                assert got.stdout == want.stdout, "%s %s:\nredis-cli:  %r\nkettle-cli: %r" % (
+                    mode, cmd, want.stdout, got.stdout)
+                assert got.stderr == b"", got.stderr
+    finally:
+        r.stop()
+
+
+def test_error_reply_on_stderr_with_status_1():
+    rcli = h.need("redis-cli")
+    r = h.start_redis()
+    try:
+        with h.Client(r.port) as c:
+            c.call("SET", "s", "a string")
+        for mode in ("--no-raw", "--raw"):
+            for cmd in ERRORS:
+                want = run([rcli, "-p", str(r.port), mode] + cmd)
+                got = run([kcli(), "-p", str(r.port), mode] + cmd)
+                assert got.returncode == 1, (cmd, got.returncode)
+                assert got.stdout == b"", got.stdout
+                # the same text as redis-cli prints (to stdout, exit 0)
+                assert got.stderr.strip() == want.stdout.strip(), (mode, cmd, want.stdout, got.stderr)
+                if mode == "--no-raw":
+                    assert got.stderr.startswith(b"(error) "), got.stderr
+                else:
+                    assert not got.stderr.startswith(b"(error)"), got.stderr
+    finally:
+        r.stop()
+
+
+def test_connection_failure():
+    port = h.free_port()
+    got = run([kcli(), "-p", str(port), "PING"])
+    assert got.returncode == 1
+    assert b"Could not connect to 127.0.0.1:%d" % port in got.stderr, got.stderr
+    assert got.stdout == b""
+    got = run([kcli(), "-h", "no-such-host.invalid", "PING"])
+    assert got.returncode == 1 and got.stderr, got
+    got = run([kcli(), "-p", "notaport", "PING"])
+    assert got.returncode == 2
+
+
+def test_auth_and_unix_socket():
+    h.need("redis-cli")
+    with tempfile.TemporaryDirectory() as tmp:
+        sock = os.path.join(tmp, "r.sock")
+        port = h.free_port()
+        r = h.Proc([h.need("redis-server"), "--port", port, "--bind", "127.0.0.1", "--save", "",
+                    "--appendonly", "no", "--requirepass", "s3cret", "--unixsocket", sock])
+
+        def up():
+            try:
+                with h.Client(port, timeout=1) as c:
+                    return c.call("AUTH", "s3cret") == "OK"
+            except OSError:
+                return False
+        try:
+            h.wait_for(up, 10, "redis-server with a password")
+            r.port = port
+            got = run([kcli(), "-p", str(r.port), "-a", "s3cret", "PING"])
+            assert got.returncode == 0 and got.stdout == b"PONG\n", got
+            got = run([kcli(), "-p", str(r.port), "-a", "wrong", "PING"])
+            assert got.returncode == 1 and b"AUTH failed" in got.stderr, got
+            got = run([kcli(), "-p", str(r.port), "PING"])
+            assert got.returncode == 1 and got.stderr.startswith(b"(error) NOAUTH"), got
+            got = run([kcli(), "-s", sock, "-a", "s3cret", "ECHO", "via unix"])
+            assert got.returncode == 0 and got.stdout == b'"via unix"\n', got
+        finally:
+            r.stop()
+
+
+def test_commands_from_stdin():
+    rcli = h.need("redis-cli")
+    r = h.start_redis()
+    try:
+        lines = b'SET k "two words"\nGET k\nRPUSH q 1 2 3\nLRANGE q 0 -1\n\nGET nothing\nECHO "a\\tb\\x41"\n'
+        want = run([rcli, "-p", str(r.port), "--no-raw"], input=lines)
+        run([kcli(), "-p", str(r.port), "DEL", "k", "q"])
+        got = run([kcli(), "-p", str(r.port)], input=lines)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == want.stdout, (want.stdout, got.stdout)
+        # a failing line makes the status 1, the other lines still run
+        got = run([kcli(), "-p", str(r.port)], input=b"NOSUCH\nPING\n")
+        assert got.returncode == 1
+        assert got.stdout.endswith(b"PONG\n") and b"(error) ERR unknown command" in got.stdout
+        got = run([kcli(), "-p", str(r.port)], input=b'GET "unbalanced\nPING\n')
+        assert got.returncode == 1 and b"Invalid argument" in got.stderr
+        assert got.stdout == b"PONG\n"
+    finally:
+        r.stop()
+
+
+def test_against_kettle_db():
+    if not os.access(os.path.join(h.BUILDDIR, "kettle-db"), os.X_OK):
+        print("kettle-db not built: part skipped")
+        return
+    db = h.Server("kettle-db", "--latency", "none")
+    try:
+        got = run([kcli(), "-p", str(db.port), "MGET", "1", "2", "3"])
+        assert got.returncode == 0 and got.stdout == b'1) "1"\n2) "2"\n3) "3"\n', got
+        got = run([kcli(), "-p", str(db.port), "--raw", "GET", "7"])
+        assert got.stdout == b"7\n", got
+    finally:
+        db.stop()
+
+
+def test_against_kettled():
+    if not os.access(os.path.join(h.BUILDDIR, "kettled"), os.X_OK):
+        print("kettled not built: part skipped")
+        return
+    kd = h.Server("kettled")
+    try:
+        got = run([kcli(), "-p", str(kd.port), "MGET", "1", "2", "3"])
+        assert got.returncode == 0 and got.stdout == b'1) "1"\n2) "2"\n3) "3"\n', got
+        got = run([kcli(), "-p", str(kd.port), "--raw", "MGET", "4", "5"])
+        assert got.returncode == 0 and got.stdout == b"4\n5\n", got
+        got = run([kcli(), "-p", str(kd.port), "NOSUCHCOMMAND"])
+        assert got.returncode == 1 and got.stderr.startswith(b"(error) ERR"), got
+    finally:
+        kd.stop()
+
+
+h.main(globals())
