@@ -1,5 +1,5 @@
 #!/bin/sh
-# Run one test binary on one I/O backend: backend-run.sh BACKEND tests/unit/test-loop.epoll
+# Run one test binary on one I/O backend: backend-run.sh BACKEND tests/unit/epoll/test-loop.epoll
 # The binary is the test's name without its extension, in the build tree.
 # A backend that cannot run here makes the binary exit 77 (skip) and say why.
 backend=$1
