@@ -1,0 +1,71 @@
+/*
+ * conf.h - kettled's configuration: one struct, one option table (opt.h)
+ * that drives the command line, the config file, CONFIG GET/SET, --help
+ * and conf/kettled.conf, and the checks that span several options.
+ */
+#ifndef KD_CONF_H
+#define KD_CONF_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "opt.h"
+
+typedef struct kd_config {
+    char *config;               /* -c FILE (command line only) */
+    bool check_config;          /* --check-config: validate and exit */
+    bool write_conf;            /* --write-conf: print the documented config file */
+
+    kt_opt_list listen;         /* ADDR:PORT or unix:PATH, repeatable */
+    char *io;                   /* auto, io_uring, epoll, libevent */
+    char *log_level;
+    int64_t backlog;
+
+    /* clients */
+    int64_t maxclients;
+    uint64_t max_inline;        /* inline command line */
+    uint64_t max_bulk;          /* one bulk argument */
+    int64_t max_args;           /* arguments of one command */
+    uint64_t max_query_buffer;  /* unparsed input kept per client */
+    uint64_t max_output_buffer; /* unsent replies per client: closed past it */
+    int64_t max_pending;        /* requests in flight per client before reading pauses */
+    int64_t max_keys;           /* keys of one MGET, MGETSEQ or MGETANY */
+    uint64_t idle_timeout;      /* 0: never */
+    uint64_t request_timeout;   /* 0: none */
+    char *requirepass;          /* AUTH password, NULL: none */
+
+    /* backends */
+    kt_opt_list backend;        /* ADDR:PORT, repeatable; none: the embedded database */
+    int64_t backend_connections;
+    int64_t backend_pipeline;
+    int64_t backend_queue_limit;
+    uint64_t connect_timeout;
+    uint64_t backend_timeout;   /* oldest reply overdue by this: connection failed */
+    uint64_t backend_retry_min, backend_retry_max;
+    int64_t eject_after;        /* consecutive failures; 0: never eject */
+    uint64_t eject_time;
+    int64_t hash_points;        /* virtual nodes per server */
+    char *embedded_latency;
+    kt_opt_list embedded_option; /* "NAME VALUE" passed to the embedded database */
+
+    uint64_t shutdown_timeout;
+} kd_config;
+
+extern const kt_opt kd_options[];
+/* One-letter options for kt_opt_parse_argv. */
+extern const char *const kd_shorts[];
+
+/* Defaults, then the config file (-c) and the command line over it.
+ * 0 or -EINVAL (errors logged). cfg is initialised even on failure:
+ * release it with kd_config_free(). */
+int kd_config_load(kd_config *cfg, int argc, char **argv);
+/* Checks that span options (max-keys below max-args, retry-min <=
+ * retry-max, ...). 0 or -EINVAL with *why set to static text. */
+int kd_config_validate(const kd_config *cfg, const char **why);
+/* True if option `name` differs between a and b (rendered as text). */
+bool kd_config_differs(const kd_config *a, const kd_config *b, const char *name);
+void kd_config_free(kd_config *cfg);
+/* --help text: usage, commands, options. */
+void kd_config_usage(FILE *out);
+
+#endif

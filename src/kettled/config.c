@@ -1,0 +1,238 @@
+/*
+ * config.c - kettled's option table. Each option has the same name on the
+ * command line (--name) and in the config file (name = value); the table
+ * also renders --help and conf/kettled.conf (kettled --write-conf), so the
+ * documentation cannot drift from the code. Options marked reloadable take
+ * effect on SIGHUP and through CONFIG SET; the others need a restart.
+ */
+#include "config.h"
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+#include <kettle/kettle.h>
+#include "conf.h"
+
+#define O(f) offsetof(kd_config, f)
+#define RT KT_OPT_RUNTIME
+
+static int check_addr(const char *v, const char **why)
+{
+    kt_addr a;
+    if (kt_addr_parse(v, &a) < 0) {
+        *why = "expected ADDR:PORT, [IPV6]:PORT or unix:PATH (numeric address or localhost)";
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int check_io(const char *v, const char **why)
+{
+    kt_io_kind k;
+    if (kt_io_parse(v, &k) < 0) {
+        *why = "expected auto, io_uring, epoll or libevent";
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int check_level(const char *v, const char **why)
+{
+    kt_log_level l;
+    if (kt_log_parse_level(v, &l) < 0) {
+        *why = "expected error, warning, notice, info or debug";
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int check_name_value(const char *v, const char **why)
+{
+    const char *sp = strchr(v, ' ');
+    if (sp == NULL || sp == v || sp[1] == '\0') {
+        *why = "expected NAME VALUE (a kettle-db option and its value)";
+        return -EINVAL;
+    }
+    return 0;
+}
+
+const kt_opt kd_options[] = {
+    { "config", KT_OPT_STR, O(config), NULL, "read options from this file first (-c)",
+      0, 0, 0, NULL, KT_OPT_NOFILE },
+    { "check-config", KT_OPT_BOOL, O(check_config), "no",
+      "validate the configuration, print the result and exit (0 valid, 1 invalid)",
+      0, 0, 0, NULL, KT_OPT_NOFILE },
+    { "write-conf", KT_OPT_BOOL, O(write_conf), "no",
+      "print a config file documenting every option with its default, and exit",
+      0, 0, 0, NULL, KT_OPT_NOFILE },
+
+    { "listen", KT_OPT_LIST, O(listen), "127.0.0.1:7379",
+      "address to serve clients on: ADDR:PORT, [IPV6]:PORT or unix:PATH (port 0: ephemeral)",
+      0, 0, 0, check_addr, 0 },
+    { "io", KT_OPT_STR, O(io), "auto",
+      "I/O backend: auto (io_uring, else epoll), io_uring, epoll, libevent",
+      0, 0, 0, check_io, 0 },
+    { "log-level", KT_OPT_STR, O(log_level), "notice",
+      "log level: error, warning, notice, info, debug", 0, 0, 0, check_level, RT },
+    { "backlog", KT_OPT_INT, O(backlog), "4096", "listen(2) backlog of each listener",
+      1, 1 << 20, 0, NULL, 0 },
+
+    { "maxclients", KT_OPT_INT, O(maxclients), "20000",
+      "clients at once; one more gets '-ERR max number of clients reached' and is closed",
+      1, 10000000, 0, NULL, RT },
+    { "max-inline", KT_OPT_SIZE, O(max_inline), "64kb",
+      "longest inline command line ('Protocol error: too big inline request')",
+      0, 0, 0, NULL, RT },
+    { "max-bulk", KT_OPT_SIZE, O(max_bulk), "1mb",
+      "longest bulk argument ('Protocol error: invalid bulk length')", 0, 0, 0, NULL, RT },
+    { "max-args", KT_OPT_INT, O(max_args), "65536",
+      "arguments in one command ('Protocol error: invalid multibulk length')",
+      2, 1 << 24, 0, NULL, RT },
+    { "max-query-buffer", KT_OPT_SIZE, O(max_query_buffer), "8mb",
+      "unparsed input kept for one client (a request in the making); past it the client is closed",
+      0, 0, 0, NULL, RT },
+    { "max-output-buffer", KT_OPT_SIZE, O(max_output_buffer), "32mb",
+      "unsent replies kept for a client that does not read; past it the client is closed",
+      0, 0, 0, NULL, RT },
+    { "max-pending", KT_OPT_INT, O(max_pending), "1024",
+      "requests of one client awaiting their reply; past it reading from the client pauses",
+      1, 1 << 24, 0, NULL, RT },
+    { "max-keys", KT_OPT_INT, O(max_keys), "1024",
+      "keys in one MGET, MGETSEQ or MGETANY; more get an error", 1, 1 << 20, 0, NULL, RT },
+    { "idle-timeout", KT_OPT_DURATION, O(idle_timeout), "300s",
+      "close a client that completed no request for this long (none in flight; a bare number is "
+      "in seconds); 0: never",
+      0, 0, KT_SEC(1), NULL, RT },
+    { "request-timeout", KT_OPT_DURATION, O(request_timeout), "5s",
+      "deadline of a request: fetches still outstanding then are cancelled and answered with "
+      "an error (MGET: the parts that arrived, errors for the rest; a bare number is in ms); 0: none",
+      0, 0, KT_MSEC(1), NULL, RT },
+    { "requirepass", KT_OPT_STR, O(requirepass), NULL,
+      "when set, clients must AUTH with this password (or HELLO 2 AUTH default PASSWORD) first",
+      0, 0, 0, NULL, RT | KT_OPT_SECRET },
+
+    { "backend", KT_OPT_LIST, O(backend), NULL,
+      "database server ADDR:PORT (kettle-db or redis-server); repeat for several, keys are spread "
+      "by consistent hashing; none: start the embedded simulated database",
+      0, 0, 0, check_addr, RT },
+    { "backend-connections", KT_OPT_INT, O(backend_connections), "4",
+      "connections to each database server; a fetch goes to the one with the fewest outstanding",
+      1, 1024, 0, NULL, RT },
+    { "backend-pipeline", KT_OPT_INT, O(backend_pipeline), "16384",
+      "requests outstanding at once on one backend connection", 1, 1 << 24, 0, NULL, RT },
+    { "backend-queue-limit", KT_OPT_INT, O(backend_queue_limit), "65536",
+      "fetches waiting for room on a server's connections; past it a fetch fails at once",
+      0, 1 << 28, 0, NULL, RT },
+    { "connect-timeout", KT_OPT_DURATION, O(connect_timeout), "1s",
+      "bound on connecting to a database server", 0, 0, KT_MSEC(1), NULL, RT },
+    { "backend-timeout", KT_OPT_DURATION, O(backend_timeout), "5s",
+      "a connection whose oldest outstanding reply is this late has stalled: it is failed and "
+      "reconnected; 0: never", 0, 0, KT_MSEC(1), NULL, RT },
+    { "backend-retry-min", KT_OPT_DURATION, O(backend_retry_min), "100ms",
+      "first reconnect delay after a failure; doubles with each failure in a row (with jitter)",
+      0, 0, KT_MSEC(1), NULL, RT },
+    { "backend-retry-max", KT_OPT_DURATION, O(backend_retry_max), "5s",
+      "longest reconnect delay", 0, 0, KT_MSEC(1), NULL, RT },
+    { "eject-after", KT_OPT_INT, O(eject_after), "3",
+      "consecutive failures after which a server is ejected (its keys go to the next server "
+      "on the hash ring; alone, its fetches fail at once); 0: never", 0, 1000000, 0, NULL, RT },
+    { "eject-time", KT_OPT_DURATION, O(eject_time), "5s",
+      "how long an ejected server stays out before it is tried again", 0, 0, KT_MSEC(1), NULL, RT },
+    { "hash-points", KT_OPT_INT, O(hash_points), "160",
+      "virtual nodes of each server on the consistent-hash ring", 1, 10000, 0, NULL, RT },
+    { "embedded-latency", KT_OPT_STR, O(embedded_latency), "fixed 1ms",
+      "delay model of the embedded simulated database (kettle-db --latency syntax)",
+      0, 0, 0, NULL, 0 },
+    { "embedded-option", KT_OPT_LIST, O(embedded_option), NULL,
+      "another option for the embedded database, as 'NAME VALUE' (e.g. 'workers 8')",
+      0, 0, 0, check_name_value, 0 },
+
+    { "shutdown-timeout", KT_OPT_DURATION, O(shutdown_timeout), "10s",
+      "on SIGTERM/SIGINT: how long in-flight requests may take to finish before the exit",
+      0, 0, KT_MSEC(1), NULL, RT },
+    KT_OPT_END,
+};
+
+const char *const kd_shorts[] = { "c:config", "l:listen", "b:backend", NULL };
+
+int kd_config_load(kd_config *cfg, int argc, char **argv)
+{
+    memset(cfg, 0, sizeof *cfg);
+    if (kt_opt_defaults(kd_options, cfg) < 0)
+        return -EINVAL;
+    return kt_opt_parse_argv(kd_options, cfg, argc, argv, kd_shorts, NULL);
+}
+
+int kd_config_validate(const kd_config *c, const char **why)
+{
+    if (c->listen.n == 0) {
+        *why = "no listen address";
+        return -EINVAL;
+    }
+    if (c->max_keys + 1 > c->max_args) {
+        *why = "max-keys must be below max-args";
+        return -EINVAL;
+    }
+    if (c->max_inline < 16 || c->max_bulk < 16) {
+        *why = "max-inline and max-bulk must be at least 16 bytes";
+        return -EINVAL;
+    }
+    if (c->max_query_buffer < c->max_inline) {
+        *why = "max-query-buffer must be at least max-inline";
+        return -EINVAL;
+    }
+    if (c->max_output_buffer < 4096) {
+        *why = "max-output-buffer must be at least 4kb";
+        return -EINVAL;
+    }
+    if (c->backend_retry_min > c->backend_retry_max) {
+        *why = "backend-retry-min must not exceed backend-retry-max";
+        return -EINVAL;
+    }
+    for (size_t i = 0; i < c->backend.n; i++)
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(c->backend.items[i], c->backend.items[j]) == 0) {
+                *why = "the same backend is listed twice";
+                return -EINVAL;
+            }
+    return 0;
+}
+
+bool kd_config_differs(const kd_config *a, const kd_config *b, const char *name)
+{
+    char x[4096], y[4096];
+    const char *p = kt_opt_get(kd_options, a, name, x, sizeof x);
+    const char *q = kt_opt_get(kd_options, b, name, y, sizeof y);
+    if (p == NULL || q == NULL)
+        return false;
+    return strcmp(p, q) != 0;
+}
+
+void kd_config_free(kd_config *cfg)
+{
+    kt_opt_free(kd_options, cfg);
+}
+
+void kd_config_usage(FILE *out)
+{
+    fprintf(out,
+        "usage: kettled [-c FILE] [--listen ADDR:PORT]... [--backend ADDR:PORT]... [OPTION VALUE]...\n"
+        "\n"
+        "Answers requests for numbers over the Redis protocol by fetching each number\n"
+        "from a database server (kettle-db or redis-server), concurrently, on one thread.\n"
+        "With no backend it starts a simulated database inside its own process.\n"
+        "\n"
+        "commands:\n"
+        "  GET n                  the number n from the database\n"
+        "  MGET n1 n2 ...         all of them, fetched at once; an item that failed is an error\n"
+        "  MGETSEQ n1 n2 ...      the same, fetched one after another (each awaited before the next)\n"
+        "  MGETANY n1 n2 ...      the first number to arrive; the other fetches are cancelled\n"
+        "  PING, ECHO, QUIT, INFO [section], COMMAND [COUNT|INFO|DOCS|LIST], AUTH, HELLO 2,\n"
+        "  CLIENT ID|GETNAME|SETNAME|SETINFO, CONFIG GET|SET|RESETSTAT, SELECT 0\n"
+        "\n"
+        "signals: SIGTERM/SIGINT drain and exit (a second one exits at once), SIGHUP reloads\n"
+        "\n"
+        "options (each also settable in the config file as `name = value`):\n"
+        "  -h, --help                       this text\n"
+        "  -v, --version                    the version\n");
+    kt_opt_usage(kd_options, out);
+}

@@ -1,0 +1,142 @@
+"""kdtest.py - what kettled's integration tests share beyond harness.py:
+starting kettled and kettle-db, a threaded load whose every request must
+end (a value or an error) by a deadline, and raw-socket helpers."""
+import select
+import socket
+import threading
+import time
+
+import harness as h
+
+E = h.RespError
+
+
+def kettled(*args, **kw):
+    """kettled on an ephemeral port (waits for its `listening on` line)."""
+    return h.Server("kettled", *args, **kw)
+
+
+def kettle_db(*args, **kw):
+    return h.Server("kettle-db", "--seed", "7", *args, **kw)
+
+
+def raw(port, timeout=10):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def read_until_closed(s, timeout=5):
+    """(bytes received, "eof" | "reset") once the server ends the connection."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([s], [], [], max(0, deadline - time.monotonic()))
+        if not r:
+            break
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            return data, "reset"
+        if not chunk:
+            return data, "eof"
+        data += chunk
+    raise AssertionError("connection still open after %ss; got %r" % (timeout, data[-300:]))
+
+
+def read_n(s, n, timeout=5):
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < n:
+        r, _, _ = select.select([s], [], [], max(0, deadline - time.monotonic()))
+        assert r, "only %r of %d bytes within %ss" % (data[-200:], n, timeout)
+        chunk = s.recv(n - len(data))
+        assert chunk, "closed after %r" % data[-200:]
+        data += chunk
+    return data
+
+
+def still_open(s, t=0.3):
+    """Nothing but silence for t seconds (not closed)."""
+    r, _, _ = select.select([s], [], [], t)
+    if r:
+        got = s.recv(65536, socket.MSG_PEEK)
+        raise AssertionError("expected silence, got %r" % got[:200])
+
+
+class Load:
+    """n client threads, each sending requests one after another until
+    stop(); every reply must be the right value or an error reply, and
+    must come within `deadline` seconds. Results are counted."""
+
+    def __init__(self, port, n=4, deadline=3.0, mget=True):
+        self.port, self.deadline, self.mget = port, deadline, mget
+        self.ok = self.errors = 0
+        self.problems = []
+        self.error_texts = set()
+        self.lock = threading.Lock()
+        self.running = True
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _run(self, i):
+        k = 0
+        c = None
+        while self.running:
+            try:
+                if c is None:
+                    c = h.Client(self.port, timeout=self.deadline + 2)
+                k += 1
+                keys = [str((i * 1000 + k * 7 + j) % 5000) for j in range(3)]
+                t0 = time.monotonic()
+                if self.mget and k % 2 == 0:
+                    r = c.call("MGET", *keys)
+                    want = [x.encode() for x in keys]
+                else:
+                    r = c.call("GET", keys[0])
+                    want = keys[0].encode()
+                took = time.monotonic() - t0
+                with self.lock:
+                    if took > self.deadline:
+                        self.problems.append("reply after %.2fs: %r" % (took, r))
+                    if r == want:
+                        self.ok += 1
+                    elif isinstance(r, E):
+                        self.errors += 1
+                        self.error_texts.add(str(r)[:80])
+                    elif isinstance(r, list) and len(r) == 3 and all(
+                            x == w or isinstance(x, E) for x, w in zip(r, want)):
+                        if any(isinstance(x, E) for x in r):
+                            self.errors += 1
+                            self.error_texts.update(str(x)[:80] for x in r if isinstance(x, E))
+                        else:
+                            self.ok += 1
+                    else:
+                        self.problems.append("wrong reply %r to %r" % (r, keys))
+            except (OSError, h.Closed) as e:
+                with self.lock:
+                    self.problems.append("client %d: %s" % (i, e))
+                c = None
+                time.sleep(0.05)
+        if c:
+            c.close()
+
+    def counts(self):
+        with self.lock:
+            return self.ok, self.errors
+
+    def wait_ok(self, n, timeout, what="successful replies"):
+        base = self.counts()[0]
+        h.wait_for(lambda: self.counts()[0] >= base + n, timeout, what)
+
+    def wait_errors(self, n, timeout, what="error replies"):
+        base = self.counts()[1]
+        h.wait_for(lambda: self.counts()[1] >= base + n, timeout, what)
+
+    def stop(self):
+        self.running = False
+        for t in self.threads:
+            t.join(self.deadline + 5)
+        assert not self.problems, self.problems[:10]
+        return self.counts()

@@ -1,0 +1,312 @@
+#!/usr/bin/env python3
+"""kettled with its embedded simulated database: every command through
+redis-cli (one-shot and interactive), pipelining answered in request order,
+the three shapes of get_numbers() (MGET concurrent, MGETSEQ sequential,
+MGETANY first-wins), request-timeout with partial results, AUTH/HELLO,
+CLIENT, CONFIG GET/SET, INFO, a unix socket listener, --check-config and
+the committed conf/kettled.conf."""
+import os
+import pty
+import select
+import signal
+import subprocess
+import tempfile
+import time
+
+import harness as h
+
+E = h.RespError
+
+
+def kettled(*args, **kw):
+    return h.Server("kettled", *args, **kw)
+
+
+def cli(port, *args, timeout=10):
+    exe = h.need("redis-cli")
+    p = subprocess.run([exe, "-p", str(port)] + [str(a) for a in args], capture_output=True,
+                       timeout=timeout)
+    return p.stdout.decode()
+
+
+def test_redis_cli_every_command():
+    k = kettled("--embedded-latency", "fixed 1ms")
+    try:
+        p = k.port
+        assert cli(p, "PING") == "PONG\n"
+        assert cli(p, "PING", "hello") == "hello\n"
+        assert cli(p, "ECHO", "a b") == "a b\n"
+        assert cli(p, "GET", "42") == "42\n"
+        assert cli(p, "MGET", "1", "2", "3") == "1\n2\n3\n"
+        assert cli(p, "MGETSEQ", "4", "5", "6") == "4\n5\n6\n"
+        assert cli(p, "MGETANY", "7", "7") == "7\n"
+        assert cli(p, "GET", "x").startswith("ERR"), cli(p, "GET", "x")
+        assert cli(p, "SELECT", "0") == "OK\n"
+        assert cli(p, "SELECT", "1").strip() == "ERR DB index is out of range"
+        assert cli(p, "QUIT") == "OK\n"
+        assert cli(p, "CLIENT", "SETNAME", "x") == "OK\n"
+        assert cli(p, "CLIENT", "GETNAME") == "\n"  # a new connection: nil
+        assert cli(p, "CLIENT", "ID").strip().isdigit()
+        assert "id=" in cli(p, "CLIENT", "LIST")
+        assert cli(p, "COMMAND", "COUNT").strip().isdigit()
+        assert "mgetseq" in cli(p, "COMMAND", "LIST")
+        assert "summary" in cli(p, "COMMAND", "DOCS", "GET")
+        assert "readonly" in cli(p, "COMMAND", "INFO", "GET")
+        assert "io_backend:" in cli(p, "INFO", "server")
+        assert "# Backend" in cli(p, "INFO")
+        assert cli(p, "HELLO", "3").startswith("NOPROTO")
+        assert "kettled" in cli(p, "HELLO", "2")
+        assert cli(p, "AUTH", "x").startswith("ERR AUTH <password> called without")
+        assert cli(p, "CONFIG", "GET", "request-timeout") == "request-timeout\n5000ms\n"
+        assert cli(p, "CONFIG", "RESETSTAT") == "OK\n"
+        assert cli(p, "NOSUCH", "a").strip() == "ERR unknown command 'NOSUCH', with args beginning with: 'a'"
+        assert cli(p, "GET").strip() == "ERR wrong number of arguments for 'get' command"
+        assert cli(p, "CLIENT", "FOO").startswith("ERR unknown subcommand 'FOO'. Try CLIENT HELP.")
+        # redis-cli's --no-raw formatting of an array with an error element
+        out = subprocess.run([h.need("redis-cli"), "-p", str(p), "--no-raw", "MGET", "1", "x"],
+                             capture_output=True, timeout=10).stdout.decode()
+        assert out.startswith('1) "1"\n2) (error) ERR'), out
+    finally:
+        k.stop()
+
+
+class Pty:
+    def __init__(self, argv, env):
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            try:
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.out = b""
+
+    def send(self, line):
+        os.write(self.fd, line.encode() + b"\n")
+
+    def expect(self, text, timeout=10):
+        want = text.encode()
+        deadline = time.monotonic() + timeout
+        while want not in self.out:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no %r in the output:\n%r" % (text, self.out[-2000:]))
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError("ended before %r:\n%r" % (text, self.out[-2000:]))
+                self.out += chunk
+        i = self.out.index(want) + len(want)
+        self.out = self.out[i:]
+
+    def close(self):
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+        os.close(self.fd)
+
+
+def test_redis_cli_interactive():
+    """redis-cli's prompt reads COMMAND DOCS at start: help and replies work."""
+    exe = h.need("redis-cli")
+    k = kettled()
+    t = None
+    try:
+        env = dict(os.environ, TERM="dumb", HOME=tempfile.mkdtemp())
+        t = Pty([exe, "-p", str(k.port)], env)
+        t.send("help mgetany")
+        t.expect("first to arrive")
+        t.send("mget 1 2")
+        t.expect('2) "2"')
+        t.send("ping")
+        t.expect("PONG")
+    finally:
+        if t:
+            t.close()
+        k.stop()
+
+
+def test_pipeline_in_order():
+    """Replies leave in request order even when later fetches finish first
+    (proportional delay: GET 30 takes 30 units, GET 1 one)."""
+    k = kettled("--embedded-latency", "proportional 5ms")
+    try:
+        c = h.Client(k.port)
+        cmds = [("GET", "30"), ("PING",), ("GET", "1"), ("MGET", "20", "2"), ("ECHO", "e"),
+                ("GET", "nope"), ("GET", "3")]
+        got = c.pipeline(cmds)
+        assert got[:5] == [b"30", "PONG", b"1", [b"20", b"2"], b"e"], got
+        assert isinstance(got[5], E) and got[6] == b"3", got
+    finally:
+        k.stop()
+
+
+def timed(c, *args):
+    t0 = time.monotonic()
+    r = c.call(*args)
+    return r, time.monotonic() - t0
+
+
+def test_three_shapes():
+    """MGET waits for the slowest, MGETSEQ for the sum, MGETANY for the fastest."""
+    k = kettled("--embedded-latency", "proportional 40ms")
+    try:
+        c = h.Client(k.port)
+        r, t = timed(c, "MGET", "1", "2", "3")
+        assert r == [b"1", b"2", b"3"] and 0.11 <= t < 0.22, (r, t)
+        r, t = timed(c, "MGETSEQ", "1", "2", "3")
+        assert r == [b"1", b"2", b"3"] and 0.23 <= t < 0.40, (r, t)
+        r, t = timed(c, "MGETANY", "3", "1", "2")
+        assert r == b"1" and 0.035 <= t < 0.10, (r, t)
+        # the losers were cancelled: their replies are read and dropped
+        inf = h.info(c, "stats")
+        assert int(inf["fetch_cancellations"]) == 2, inf
+        h.wait_for(lambda: h.info(c, "stats")["fetches_outstanding"] == "0", 5, "losers' replies read")
+        assert c.call("GET", "2") == b"2"
+    finally:
+        k.stop()
+
+
+def test_request_timeout_partial():
+    """At the deadline the outstanding fetches are cancelled; MGET answers
+    with the parts that arrived and an error for the rest."""
+    k = kettled("--embedded-latency", "proportional 50ms", "--request-timeout", "200ms")
+    try:
+        c = h.Client(k.port)
+        r, t = timed(c, "MGET", "1", "10", "2")
+        assert r[0] == b"1" and r[2] == b"2", r
+        assert r[1] == E("ERR request timed out after 200 ms (request-timeout)"), r
+        assert 0.19 <= t < 0.4, t
+        r = c.call("GET", "9")
+        assert r == E("ERR request timed out after 200 ms (request-timeout)"), r
+        r = c.call("MGETSEQ", "2", "3", "1")  # 100 + 150 > 200: the third never starts
+        assert r[0] == b"2" and isinstance(r[1], E) and isinstance(r[2], E), r
+        assert c.call("MGETANY", "8", "9") == E("ERR request timed out after 200 ms (request-timeout)")
+        inf = h.info(c, "stats")
+        assert int(inf["request_timeouts"]) == 4, inf
+        # the cancelled fetches' replies arrive later and are dropped
+        h.wait_for(lambda: h.info(c, "stats")["fetches_outstanding"] == "0", 5, "late replies read")
+        assert c.call("GET", "1") == b"1"
+    finally:
+        k.stop()
+
+
+def test_auth_hello():
+    k = kettled("--requirepass", "s3cret")
+    try:
+        c = h.Client(k.port)
+        assert c.call("GET", "1") == E("NOAUTH Authentication required.")
+        assert c.call("PING") == E("NOAUTH Authentication required.")
+        assert c.call("AUTH", "bad") == E("WRONGPASS invalid username-password pair or user is disabled.")
+        assert c.call("HELLO", "2").__class__ is E
+        assert c.call("AUTH", "s3cret") == "OK"
+        assert c.call("GET", "1") == b"1"
+        d = h.Client(k.port)
+        r = d.call("HELLO", "2", "AUTH", "default", "s3cret", "SETNAME", "me")
+        assert r[:6] == [b"server", b"kettled", b"version", r[3], b"proto", 2], r
+        assert d.call("CLIENT", "GETNAME") == b"me"
+        assert d.call("MGET", "1", "2") == [b"1", b"2"]
+        assert d.call("HELLO", "x") == E("ERR Protocol version is not an integer or out of range")
+        assert d.call("HELLO", "2", "bogus") == E("ERR Syntax error in HELLO option 'bogus'")
+        assert d.call("CLIENT", "SETNAME", "a b") == E(
+            "ERR Client names cannot contain spaces, newlines or special characters.")
+        e = h.Client(k.port)
+        assert e.call("AUTH", "default", "s3cret") == "OK"
+        assert e.call("QUIT") == "OK"
+        assert e.closed_by_peer()
+        # redis-cli -a
+        assert subprocess.run([h.need("redis-cli"), "-p", str(k.port), "-a", "s3cret",
+                               "--no-auth-warning", "GET", "5"],
+                              capture_output=True, timeout=10).stdout == b"5\n"
+    finally:
+        k.stop()
+
+
+def test_config_set_and_info():
+    k = kettled()
+    try:
+        c = h.Client(k.port)
+        assert c.call("CONFIG", "SET", "request-timeout", "250ms", "max-keys", "3") == "OK"
+        assert c.call("CONFIG", "GET", "max-keys") == [b"max-keys", b"3"]
+        assert c.call("MGET", "1", "2", "3", "4") == E("ERR too many keys: 4 (max-keys is 3)")
+        assert c.call("CONFIG", "SET", "io", "epoll") == E(
+            "ERR CONFIG SET failed (possibly related to argument 'io') - can't set immutable config")
+        assert c.call("CONFIG", "SET", "nosuch", "1") == E(
+            "ERR Unknown option or number of arguments for CONFIG SET - 'nosuch'")
+        r = c.call("CONFIG", "SET", "max-keys", "lots")
+        assert isinstance(r, E) and "max-keys" in str(r), r
+        assert c.call("CONFIG", "GET", "max-keys") == [b"max-keys", b"3"]  # unchanged
+        inf = h.info(c)
+        for key in ("io_backend", "process_id", "uptime_in_seconds", "connected_clients",
+                    "blocked_clients", "rejected_connections", "total_commands_processed",
+                    "cmd_mget", "fetches", "request_timeouts", "fetch_cancellations",
+                    "backends", "backend0", "iterations", "longest_iteration_us",
+                    "timers_pending", "used_memory_rss"):
+            assert key in inf, key
+        assert "latency_p999_us=" in inf["backend0"] and "state=up" in inf["backend0"]
+        assert inf["io_backend"] in ("epoll", "io_uring", "libevent")
+        assert h.info(c, "nosuch") == {}
+        assert set(h.info(c, "clients")) >= {"connected_clients", "maxclients"}
+    finally:
+        k.stop()
+
+
+def test_unix_socket_and_two_listeners():
+    d = tempfile.mkdtemp()
+    path = os.path.join(d, "kettled.sock")
+    k = kettled("--listen", "unix:" + path)
+    try:
+        c = h.Client(k.port)
+        assert c.call("GET", "3") == b"3"
+        u = h.Client(0, unix=path)
+        assert u.call("MGET", "4", "5") == [b"4", b"5"]
+    finally:
+        k.stop()
+    assert not os.path.exists(path)
+
+
+def test_io_backends():
+    for io in ("epoll", "libevent", "io_uring"):
+        k = None
+        try:
+            k = kettled("--io", io)
+        except AssertionError as e:
+            if io != "epoll" and ("cannot create" in str(e) or "exited" in str(e)):
+                continue  # not available here
+            raise
+        try:
+            c = h.Client(k.port)
+            assert c.call("MGET", "1", "2") == [b"1", b"2"]
+            assert h.info(c, "server")["io_backend"] == io
+        finally:
+            k.stop()
+
+
+def test_check_config_and_conf_file():
+    exe = h.program("kettled")
+    conf = os.path.join(h.SRCDIR, "conf", "kettled.conf")
+    out = subprocess.run([exe, "--write-conf"], capture_output=True, timeout=10).stdout.decode()
+    with open(conf) as f:
+        assert f.read() == out, "conf/kettled.conf is stale: regenerate with kettled --write-conf"
+    r = subprocess.run([exe, "-c", conf, "--check-config"], capture_output=True, timeout=10)
+    assert r.returncode == 0 and r.stdout == b"configuration OK\n", r
+    with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
+        f.write("maxclients = many\n")
+    r = subprocess.run([exe, "-c", f.name, "--check-config"], capture_output=True, timeout=10)
+    assert r.returncode == 1 and b"maxclients" in r.stderr, r
+    r = subprocess.run([exe, "--max-keys", "70000", "--check-config"], capture_output=True, timeout=10)
+    assert r.returncode == 1 and b"max-keys" in r.stdout, r
+    os.unlink(f.name)
+    # --help lists the commands and every option; --version
+    r = subprocess.run([exe, "--help"], capture_output=True, timeout=10).stdout.decode()
+    for word in ("MGETSEQ", "MGETANY", "--request-timeout", "--backend-pipeline", "--embedded-latency"):
+        assert word in r, word
+    assert subprocess.run([exe, "--version"], capture_output=True, timeout=10).stdout.startswith(b"kettled ")
+
+
+h.main(globals())

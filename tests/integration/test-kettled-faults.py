@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""kettled in front of a faulty kettle-db: each fault (error, stall, close,
+reset, garbage, cut, trickle, refuse, stop-reading, slow-accept) under
+load. Every request gets its value or a clear error by its deadline, the
+daemon stays up, its descriptors come back to the baseline, and service
+resumes once the fault is cleared."""
+import harness as h
+from kdtest import E, Load, kettle_db, kettled
+
+TIMEOUT = 0.6  # request-timeout
+SLACK = 0.9    # scheduling under ASan on a shared machine
+
+
+class Rig:
+    def __init__(self, *kd_args):
+        self.db = kettle_db("--latency", "fixed 2ms")
+        self.kd = kettled("--backend", self.db.addr, "--request-timeout", "%dms" % (TIMEOUT * 1000),
+                          "--backend-timeout", "300ms", "--backend-retry-min", "10ms",
+                          "--backend-retry-max", "100ms", "--eject-after", "0",
+                          "--backend-connections", "2", *kd_args)
+        self.adm = h.Client(self.db.port)
+        self.c = h.Client(self.kd.port)
+        assert self.c.call("GET", "1") == b"1"
+        h.wait_for(lambda: "connections=2/2" in h.info(self.c, "backend")["backend0"], 5,
+                   "both backend connections up")
+        self.base = h.fd_count(self.kd.pid)
+
+    def fault(self, *spec):
+        assert self.adm.call("FAULT", "SET", *spec) == "OK", spec
+
+    def round(self, specs, errors=True, server_named=True):
+        """Load, set the faults, see their effect, clear, see recovery."""
+        load = Load(self.kd.port, n=4, deadline=TIMEOUT + SLACK)
+        try:
+            load.wait_ok(10, 10, "service before the fault")
+            for spec in specs:
+                self.fault(*spec)
+            if errors:
+                load.wait_errors(4, 15, "errors under %s" % (specs,))
+            else:
+                load.wait_ok(30, 15, "service under %s" % (specs,))
+            assert self.adm.call("FAULT", "CLEAR") == "OK"
+            load.wait_ok(30, 15, "service after clearing %s" % (specs,))
+        finally:
+            ok, err = load.stop()
+        if errors and server_named:
+            assert any(self.db.addr in t for t in load.error_texts), load.error_texts
+        assert self.kd.alive()
+        assert self.c.call("PING") == "PONG"
+        h.wait_for(lambda: h.fd_count(self.kd.pid) <= self.base, 10,
+                   "descriptors back to %d (now %d)" % (self.base, h.fd_count(self.kd.pid)))
+        return load
+
+    def stop(self):
+        self.kd.stop()
+        self.db.stop()
+
+
+def rig_test(fn):
+    def run():
+        r = Rig()
+        try:
+            fn(r)
+        finally:
+            r.stop()
+    run.__name__ = fn.__name__
+    return run
+
+
+@rig_test
+def test_error(r):
+    load = r.round([("error", "0.5")], server_named=False)
+    assert "ERR injected fault" in load.error_texts, load.error_texts
+    assert int(h.info(r.c, "stats")["errors_backend"]) > 0
+
+
+@rig_test
+def test_stall(r):
+    r.round([("stall", "0.2")])
+    inf = h.info(r.c, "backend")["backend0"]
+    assert "stalls=0," not in inf, inf
+
+
+@rig_test
+def test_close(r):
+    load = r.round([("close", "0.3")])
+    assert any("connection closed by the server" in t for t in load.error_texts), load.error_texts
+
+
+@rig_test
+def test_reset(r):
+    r.round([("reset", "0.3")])
+
+
+@rig_test
+def test_garbage(r):
+    load = r.round([("garbage", "0.3")])
+    assert any("malformed reply" in t for t in load.error_texts), load.error_texts
+
+
+@rig_test
+def test_cut(r):
+    load = r.round([("cut", "0.3", "3")])
+    assert any("no reply within 300 ms" in t for t in load.error_texts), load.error_texts
+
+
+@rig_test
+def test_trickle(r):
+    # slow replies, well inside the deadlines: everything still succeeds
+    r.round([("trickle", "1", "2", "5ms")], errors=False)
+    assert h.info(r.c, "stats")["request_timeouts"] == "0"
+
+
+@rig_test
+def test_refuse(r):
+    # connections die and cannot come back while the server refuses
+    load = r.round([("refuse", "1"), ("close", "1")])
+    assert any("Connection refused" in t or "is down" in t for t in load.error_texts), load.error_texts
+
+
+@rig_test
+def test_stop_reading(r):
+    r.round([("stop-reading", "1", "all")])
+
+
+@rig_test
+def test_slow_accept(r):
+    r.round([("slow-accept", "1", "200ms"), ("reset", "0.3")])
+
+
+def test_ejection_and_return():
+    """eject-after failures in a row take a server out for eject-time:
+    its fetches fail at once, then it is tried again and serves."""
+    db = kettle_db("--latency", "none")
+    kd = kettled("--backend", db.addr, "--eject-after", "2", "--eject-time", "700ms",
+                 "--backend-retry-min", "10ms", "--backend-retry-max", "20ms",
+                 "--backend-connections", "1")
+    try:
+        c = h.Client(kd.port)
+        adm = h.Client(db.port)
+        assert c.call("GET", "1") == b"1"
+        assert adm.call("FAULT", "SET", "refuse", "1") == "OK"
+        assert adm.call("FAULT", "SET", "reset", "1") == "OK"
+        c.call("GET", "2")
+        h.wait_for(lambda: "state=ejected" in h.info(c, "backend")["backend0"], 5, "ejection")
+        r = c.call("GET", "3")
+        assert isinstance(r, E) and "is ejected" in str(r) and db.addr in str(r), r
+        assert adm.call("FAULT", "CLEAR") == "OK"
+        h.wait_for(lambda: c.call("GET", "4") == b"4", 5, "service after eject-time")
+        inf = h.info(c, "backend")["backend0"]
+        assert "ejections=1" in inf and "state=up" in inf, inf
+    finally:
+        kd.stop()
+        db.stop()
+
+
+h.main(globals())

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""kettled's client limits: maxclients (Redis's error, then closed),
+running out of descriptors (EMFILE under a low RLIMIT_NOFILE: refused
+without a busy loop, service continues), idle-timeout (not for a client
+waiting on the database), max-pending backpressure, max-keys, and the
+backend queue limit."""
+import resource
+import socket
+import time
+
+import harness as h
+from kdtest import E, kettle_db, kettled, raw, read_until_closed
+
+
+def test_maxclients():
+    kd = kettled("--maxclients", "3")
+    try:
+        cs = [h.Client(kd.port) for _ in range(3)]
+        for c in cs:
+            assert c.call("PING") == "PONG"
+        s = raw(kd.port)
+        got, how = read_until_closed(s)
+        assert got == b"-ERR max number of clients reached\r\n", got
+        assert h.info(cs[0], "clients")["rejected_connections"] == "1"
+        cs[2].close()
+        h.wait_for(lambda: h.info(cs[0], "clients")["connected_clients"] == "2", 5, "a client gone")
+        n = h.Client(kd.port)
+        assert n.call("GET", "5") == b"5"
+        # maxclients can be lowered at run time; clients above it stay
+        assert cs[0].call("CONFIG", "SET", "maxclients", "1") == "OK"
+        got, _ = read_until_closed(raw(kd.port))
+        assert got == b"-ERR max number of clients reached\r\n", got
+        assert cs[1].call("PING") == "PONG"
+    finally:
+        kd.stop()
+
+
+def low_nofile(n):
+    def pre():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return pre
+
+
+def test_emfile_under_low_rlimit():
+    kd = kettled("--embedded-latency", "none", preexec_fn=low_nofile(48))
+    socks = []
+    try:
+        c = h.Client(kd.port)
+        assert c.call("GET", "1") == b"1"
+        assert "file descriptors" in kd.log()  # said at start: maxclients cannot be met
+        # more connections than descriptors: the extra ones are accepted and
+        # closed at once (spare descriptor), accepting pauses, no busy loop
+        for _ in range(80):
+            try:
+                socks.append(raw(kd.port, timeout=2))
+            except OSError:
+                pass
+        cpu0 = h.cpu_seconds(kd.pid)
+        time.sleep(1.0)
+        assert h.cpu_seconds(kd.pid) - cpu0 < 0.5, "busy loop while out of descriptors"
+        assert kd.alive()
+        # the existing client is still served meanwhile
+        assert c.call("MGET", "1", "2") == [b"1", b"2"]
+        for s in socks:
+            s.close()
+        socks = []
+        h.wait_for(lambda: _works(kd.port), 10, "new clients accepted again")
+    finally:
+        for s in socks:
+            s.close()
+        kd.stop()
+
+
+def _works(port):
+    try:
+        c = h.Client(port, timeout=2)
+        ok = c.call("GET", "3") == b"3"
+        c.close()
+        return ok
+    except (OSError, h.Closed):
+        return False
+
+
+def test_idle_timeout():
+    kd = kettled("--idle-timeout", "1", "--embedded-latency", "proportional 1ms",
+                 "--request-timeout", "10s")
+    try:
+        idle = raw(kd.port)
+        busy = h.Client(kd.port)
+        t0 = time.monotonic()
+        busy.send(h.encode("GET", "2500"))  # 2.5 s at the database
+        got, how = read_until_closed(idle, 5)
+        took = time.monotonic() - t0
+        assert got == b"" and 0.9 < took < 3, (got, took)
+        assert busy.read_reply() == b"2500"  # waiting on the database is not idle
+        assert busy.closed_by_peer(4)        # then idle for a second: closed
+        c = h.Client(kd.port)
+        assert int(h.info(c, "stats")["clients_closed_idle"]) == 2
+    finally:
+        kd.stop()
+
+
+def test_max_pending_backpressure():
+    kd = kettled("--max-pending", "10", "--embedded-latency", "fixed 2ms")
+    try:
+        c = h.Client(kd.port)
+        n = 500
+        c.send(b"".join(h.encode("GET", str(i)) for i in range(n)))
+        for i in range(n):
+            assert c.read_reply() == str(i).encode()
+        inf = h.info(c, "stats")
+        assert int(inf["clients_paused_reading"]) >= 1, inf
+    finally:
+        kd.stop()
+
+
+def test_max_keys():
+    kd = kettled("--max-keys", "4")
+    try:
+        c = h.Client(kd.port)
+        assert c.call("MGET", "1", "2", "3", "4") == [b"1", b"2", b"3", b"4"]
+        for cmd in ("MGET", "MGETSEQ", "MGETANY"):
+            assert c.call(cmd, "1", "2", "3", "4", "5") == E("ERR too many keys: 5 (max-keys is 4)")
+        assert c.call("GET", "6") == b"6"
+    finally:
+        kd.stop()
+
+
+def test_backend_queue_limit():
+    """More fetches than the connections can take: the excess waits in a
+    bounded queue; past it, fetches fail at once with a clear error."""
+    db = kettle_db("--latency", "fixed 300ms")
+    kd = kettled("--backend", db.addr, "--backend-connections", "1", "--backend-pipeline", "2",
+                 "--backend-queue-limit", "3")
+    try:
+        c = h.Client(kd.port)
+        r = c.call("MGET", *[str(i) for i in range(8)])
+        assert r[:5] == [str(i).encode() for i in range(5)], r
+        for x in r[5:]:
+            assert isinstance(x, E) and "overloaded" in str(x) and db.addr in str(x), r
+        assert c.call("MGET", "1", "2") == [b"1", b"2"]
+    finally:
+        kd.stop()
+        db.stop()
+
+
+h.main(globals())
