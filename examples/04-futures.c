@@ -30,116 +30,11 @@
  */
 #include "config.h"
 
-#include <errno.h>
-#include <netdb.h>
 #include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-#define DEFAULT_ADDR "127.0.0.1:7380"
-#define TIMEOUT_MS 10000 /* give up on a silent database after this long */
-#define NFETCH 3
+#include "fetch.h"
+
 #define MAX_WAITS 64     /* sockets one executor round can wait on */
-
-static struct timespec start;
-
-/* Milliseconds since the program started (monotonic clock). */
-static long elapsed_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-}
-
-/*
- * Resolve "host:port" or "[v6addr]:port" into *out (the first address
- * found). 0, or -1 with a message printed.
- */
-static int resolve(const char *spec, struct sockaddr_storage *out, socklen_t *outlen)
-{
-    char host[256];
-    const char *colon = strrchr(spec, ':');
-    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host) {
-        fprintf(stderr, "bad address '%s': expected HOST:PORT\n", spec);
-        return -1;
-    }
-    const char *h = spec;
-    size_t hlen = (size_t)(colon - spec);
-    if (h[0] == '[' && h[hlen - 1] == ']') { /* [::1]:7380 */
-        h++;
-        hlen -= 2;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-    struct addrinfo *res;
-    int rc = getaddrinfo(host, colon + 1, &hints, &res);
-    if (rc != 0) {
-        fprintf(stderr, "bad address '%s': %s\n", spec, gai_strerror(rc));
-        return -1;
-    }
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    *outlen = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
-
-/*
- * Parse one RESP reply to GET at the start of buf: a bulk string
- * "$1\r\n7\r\n" (kettle-db's answer) or an integer ":7\r\n". Returns the
- * bytes it used (> 0) with *value set, 0 if more bytes are needed, or -1
- * with *why set (an error reply is printed to stderr as well).
- */
-static int parse_reply(const char *buf, size_t len, long *value, const char **why)
-{
-    const char *eol = memchr(buf, '\n', len);
-    if (!eol)
-        return 0;
-    if (eol == buf || eol[-1] != '\r') {
-        *why = "malformed reply (no CRLF)";
-        return -1;
-    }
-    const char *line_end = eol - 1; /* the '\r' */
-    char *end;
-    switch (buf[0]) {
-    case '-':
-        fprintf(stderr, "database replied: %.*s\n", (int)(line_end - buf - 1), buf + 1);
-        *why = "error reply";
-        return -1;
-    case ':':
-        *value = strtol(buf + 1, &end, 10);
-        if (end != line_end) {
-            *why = "malformed integer reply";
-            return -1;
-        }
-        return (int)(eol + 1 - buf);
-    case '$': {
-        long blen = strtol(buf + 1, &end, 10);
-        if (end != line_end || blen < 1 || blen > 20) {
-            *why = blen == -1 ? "no such key (nil reply)" : "unexpected bulk reply";
-            return -1;
-        }
-        const char *data = eol + 1;
-        size_t need = (size_t)(data - buf) + (size_t)blen + 2;
-        if (len < need)
-            return 0;
-        *value = strtol(data, &end, 10);
-        if (end != data + blen || memcmp(end, "\r\n", 2) != 0) {
-            *why = "bulk reply is not a number";
-            return -1;
-        }
-        return (int)need;
-    }
-    default:
-        *why = "unexpected reply type";
-        return -1;
-    }
-}
 
 /* ---- the interface ------------------------------------------------------ */
 
@@ -211,23 +106,17 @@ static enum poll_result fetch_poll(struct future *self, struct reactor *r)
     leaf_polls++;
     switch (f->state) {
     case START: { /* first poll: only now does the fetch begin */
-        char arg[16];
-        int alen = snprintf(arg, sizeof arg, "%d", f->n);
-        f->out_len = (size_t)snprintf(f->out, sizeof f->out,
-                                      "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", alen, arg);
-        f->fd = socket(f->ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        f->out_len = encode_get(f->out, sizeof f->out, f->n);
+        const char *what;
+        f->fd = dial(f->ss, f->sslen, DIAL_NONBLOCKING, &what);
         if (f->fd < 0)
-            return fetch_fail(f, "socket", strerror(errno));
-        if (connect(f->fd, (const struct sockaddr *)f->ss, f->sslen) < 0 && errno != EINPROGRESS)
-            return fetch_fail(f, "connect", strerror(errno));
+            return fetch_fail(f, what, strerror(errno));
         f->state = CONNECTING;
         reactor_wait(r, f->fd, POLLOUT);
         return PENDING;
     }
     case CONNECTING: {
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        int err = connect_error(f->fd);
         if (err)
             return fetch_fail(f, "connect", strerror(err));
         struct pollfd p = { .fd = f->fd, .events = POLLOUT };
@@ -238,46 +127,33 @@ static enum poll_result fetch_poll(struct future *self, struct reactor *r)
         f->state = SENDING;
     }
         /* fall through */
-    case SENDING:
-        while (f->out_off < f->out_len) {
-            ssize_t w = send(f->fd, f->out + f->out_off, f->out_len - f->out_off, MSG_NOSIGNAL);
-            if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-                reactor_wait(r, f->fd, POLLOUT);
-                return PENDING;
-            }
-            if (w < 0)
-                return fetch_fail(f, "send", strerror(errno));
-            f->out_off += (size_t)w;
+    case SENDING: {
+        int rc = send_some(f->fd, f->out, f->out_len, &f->out_off);
+        if (rc < 0)
+            return fetch_fail(f, "send", strerror(-rc));
+        if (rc == 0) {
+            reactor_wait(r, f->fd, POLLOUT);
+            return PENDING;
         }
         f->state = RECEIVING;
+    }
         /* fall through */
-    case RECEIVING:
-        for (;;) {
-            if (f->in_len == sizeof f->in)
-                return fetch_fail(f, "recv", "reply too long");
-            ssize_t got = recv(f->fd, f->in + f->in_len, sizeof f->in - f->in_len, 0);
-            if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
-                reactor_wait(r, f->fd, POLLIN);
-                return PENDING;
-            }
-            if (got < 0)
-                return fetch_fail(f, "recv", strerror(errno));
-            if (got == 0)
-                return fetch_fail(f, "recv", "the database closed the connection");
-            f->in_len += (size_t)got;
-            const char *why = "bad reply";
-            int used = parse_reply(f->in, f->in_len, &f->base.value, &why);
-            if (used < 0)
-                return fetch_fail(f, "reply", why);
-            if (used > 0) {
-                if (f->base.value != f->n)
-                    return fetch_fail(f, "reply", "the database answered another number");
-                close(f->fd);
-                f->fd = -1;
-                f->state = FINISHED;
-                return READY;
-            }
+    case RECEIVING: {
+        const char *what, *why;
+        int rc = recv_some(f->fd, f->in, sizeof f->in, &f->in_len, &f->base.value, &what, &why);
+        if (rc < 0)
+            return fetch_fail(f, what, why);
+        if (rc == 0) {
+            reactor_wait(r, f->fd, POLLIN);
+            return PENDING;
         }
+        if (f->base.value != f->n)
+            return fetch_fail(f, "reply", "the database answered another number");
+        close(f->fd);
+        f->fd = -1;
+        f->state = FINISHED;
+        return READY;
+    }
     case FINISHED:
         return READY; /* polling a finished future again is harmless */
     }
@@ -458,13 +334,7 @@ static void print_number(void *env, const struct future *done)
 
 int main(int argc, char **argv)
 {
-    const char *addr = argc > 1 ? argv[1] : DEFAULT_ADDR;
-    if (argc > 2 || addr[0] == '-') {
-        fprintf(stderr, "usage: %s [HOST:PORT]   (default %s)\n", argv[0], DEFAULT_ADDR);
-        return 2;
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    const char *addr = example_init(argc, argv); /* exits 2 on bad usage */
 
     struct sockaddr_storage ss;
     socklen_t sslen;

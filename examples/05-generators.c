@@ -4,7 +4,7 @@
  *
  * 03 and 04 cut fetch() into states by hand. A coroutine lets the compiler
  * do the cutting: fetch_co() below reads top to bottom like the blocking
- * fetch() of 01-blocking.c, except that where 01 would block it says
+ * fetch_blocking() of 01 (fetch.h), except that where 01 would block it says
  * CO_WAIT_FD(fd, events): "yield to the scheduler, resume me here when fd
  * is ready". The macros expand into one big switch over a `line` field;
  * yielding stores __LINE__ and returns, resuming jumps back to `case
@@ -25,115 +25,9 @@
  */
 #include "config.h"
 
-#include <errno.h>
-#include <netdb.h>
 #include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
-#define DEFAULT_ADDR "127.0.0.1:7380"
-#define TIMEOUT_MS 10000 /* give up on a silent database after this long */
-#define NFETCH 3
-
-static struct timespec start;
-
-/* Milliseconds since the program started (monotonic clock). */
-static long elapsed_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-}
-
-/*
- * Resolve "host:port" or "[v6addr]:port" into *out (the first address
- * found). 0, or -1 with a message printed.
- */
-static int resolve(const char *spec, struct sockaddr_storage *out, socklen_t *outlen)
-{
-    char host[256];
-    const char *colon = strrchr(spec, ':');
-    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host) {
-        fprintf(stderr, "bad address '%s': expected HOST:PORT\n", spec);
-        return -1;
-    }
-    const char *h = spec;
-    size_t hlen = (size_t)(colon - spec);
-    if (h[0] == '[' && h[hlen - 1] == ']') { /* [::1]:7380 */
-        h++;
-        hlen -= 2;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-    struct addrinfo *res;
-    int rc = getaddrinfo(host, colon + 1, &hints, &res);
-    if (rc != 0) {
-        fprintf(stderr, "bad address '%s': %s\n", spec, gai_strerror(rc));
-        return -1;
-    }
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    *outlen = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
-
-/*
- * Parse one RESP reply to GET at the start of buf: a bulk string
- * "$1\r\n7\r\n" (kettle-db's answer) or an integer ":7\r\n". Returns the
- * bytes it used (> 0) with *value set, 0 if more bytes are needed, or -1
- * with *why set (an error reply is printed to stderr as well).
- */
-static int parse_reply(const char *buf, size_t len, long *value, const char **why)
-{
-    const char *eol = memchr(buf, '\n', len);
-    if (!eol)
-        return 0;
-    if (eol == buf || eol[-1] != '\r') {
-        *why = "malformed reply (no CRLF)";
-        return -1;
-    }
-    const char *line_end = eol - 1; /* the '\r' */
-    char *end;
-    switch (buf[0]) {
-    case '-':
-        fprintf(stderr, "database replied: %.*s\n", (int)(line_end - buf - 1), buf + 1);
-        *why = "error reply";
-        return -1;
-    case ':':
-        *value = strtol(buf + 1, &end, 10);
-        if (end != line_end) {
-            *why = "malformed integer reply";
-            return -1;
-        }
-        return (int)(eol + 1 - buf);
-    case '$': {
-        long blen = strtol(buf + 1, &end, 10);
-        if (end != line_end || blen < 1 || blen > 20) {
-            *why = blen == -1 ? "no such key (nil reply)" : "unexpected bulk reply";
-            return -1;
-        }
-        const char *data = eol + 1;
-        size_t need = (size_t)(data - buf) + (size_t)blen + 2;
-        if (len < need)
-            return 0;
-        *value = strtol(data, &end, 10);
-        if (end != data + blen || memcmp(end, "\r\n", 2) != 0) {
-            *why = "bulk reply is not a number";
-            return -1;
-        }
-        return (int)need;
-    }
-    default:
-        *why = "unexpected reply type";
-        return -1;
-    }
-}
+#include "fetch.h"
 
 /* ---- the coroutine macros ------------------------------------------------ */
 
@@ -176,6 +70,7 @@ struct fetch {
     size_t out_len, out_off;
     char in[256];
     size_t in_len;
+    const char *what, *why; /* a failure, as recv_some() reports it */
     long value;
     int ok;                             /* result: 1 when n came back */
 };
@@ -189,7 +84,7 @@ static void fetch_fail(struct fetch *f, const char *what, const char *why)
 }
 
 /*
- * fetch(n) as a coroutine. Compare with fetch() in 01-blocking.c: the same
+ * fetch(n) as a coroutine. Compare with fetch_blocking() (fetch.h, 01's model): the same
  * steps in the same order; each blocking call became a non-blocking call
  * plus a CO_WAIT_FD.
  */
@@ -197,61 +92,37 @@ static enum co_status fetch_co(struct fetch *f)
 {
     CO_BEGIN(&f->co);
 
-    f->fd = socket(f->ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    f->fd = dial(f->ss, f->sslen, DIAL_NONBLOCKING, &f->what);
     if (f->fd < 0) {
-        fetch_fail(f, "socket", strerror(errno));
-        CO_EXIT(&f->co);
-    }
-    if (connect(f->fd, (const struct sockaddr *)f->ss, f->sslen) < 0 && errno != EINPROGRESS) {
-        fetch_fail(f, "connect", strerror(errno));
+        fetch_fail(f, f->what, strerror(errno));
         CO_EXIT(&f->co);
     }
     CO_WAIT_FD(&f->co, f->fd, POLLOUT); /* yield until connected */
     {
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        int err = connect_error(f->fd);
         if (err) {
             fetch_fail(f, "connect", strerror(err));
             CO_EXIT(&f->co);
         }
     }
 
-    while (f->out_off < f->out_len) {
-        /* w is a plain local: fine, it is not needed after the wait below. */
-        ssize_t w = send(f->fd, f->out + f->out_off, f->out_len - f->out_off, MSG_NOSIGNAL);
-        if (w < 0 && errno != EAGAIN && errno != EINTR) {
-            fetch_fail(f, "send", strerror(errno));
-            CO_EXIT(&f->co);
-        }
-        if (w > 0)
-            f->out_off += (size_t)w;
-        else
-            CO_WAIT_FD(&f->co, f->fd, POLLOUT); /* buffer full: yield */
+    /* rc is a plain local, lost at every yield: fine, because each wait is
+     * followed by a fresh assignment to it. */
+    int rc;
+    while ((rc = send_some(f->fd, f->out, f->out_len, &f->out_off)) == 0)
+        CO_WAIT_FD(&f->co, f->fd, POLLOUT); /* buffer full: yield */
+    if (rc < 0) {
+        fetch_fail(f, "send", strerror(-rc));
+        CO_EXIT(&f->co);
     }
 
-    for (;;) {
+    do
         CO_WAIT_FD(&f->co, f->fd, POLLIN); /* yield until the reply (or part) is here */
-        if (f->in_len == sizeof f->in) {
-            fetch_fail(f, "recv", "reply too long");
-            CO_EXIT(&f->co);
-        }
-        ssize_t r = recv(f->fd, f->in + f->in_len, sizeof f->in - f->in_len, 0);
-        if (r < 0 && (errno == EAGAIN || errno == EINTR))
-            continue;
-        if (r <= 0) {
-            fetch_fail(f, "recv", r == 0 ? "the database closed the connection" : strerror(errno));
-            CO_EXIT(&f->co);
-        }
-        f->in_len += (size_t)r;
-        const char *why = "bad reply";
-        int used = parse_reply(f->in, f->in_len, &f->value, &why);
-        if (used < 0) {
-            fetch_fail(f, "reply", why);
-            CO_EXIT(&f->co);
-        }
-        if (used > 0)
-            break;
+    while ((rc = recv_some(f->fd, f->in, sizeof f->in, &f->in_len, &f->value, &f->what,
+                           &f->why)) == 0);
+    if (rc < 0) {
+        fetch_fail(f, f->what, f->why);
+        CO_EXIT(&f->co);
     }
     if (f->value != f->n) {
         fetch_fail(f, "reply", "the database answered another number");
@@ -269,13 +140,7 @@ static enum co_status fetch_co(struct fetch *f)
 
 int main(int argc, char **argv)
 {
-    const char *addr = argc > 1 ? argv[1] : DEFAULT_ADDR;
-    if (argc > 2 || addr[0] == '-') {
-        fprintf(stderr, "usage: %s [HOST:PORT]   (default %s)\n", argv[0], DEFAULT_ADDR);
-        return 2;
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    const char *addr = example_init(argc, argv); /* exits 2 on bad usage */
 
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -290,10 +155,7 @@ int main(int argc, char **argv)
         struct fetch *f = &fetches[i];
         *f = (struct fetch){ .co = { .line = 0, .wait_fd = -1 }, .n = i + 1, .ss = &ss,
                              .sslen = sslen, .fd = -1 };
-        char arg[16];
-        int alen = snprintf(arg, sizeof arg, "%d", f->n);
-        f->out_len = (size_t)snprintf(f->out, sizeof f->out, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n",
-                                      alen, arg);
+        f->out_len = encode_get(f->out, sizeof f->out, f->n);
         /* First resume: runs the body up to its first wait. */
         resumes++;
         if (fetch_co(f) == CO_WAITING)

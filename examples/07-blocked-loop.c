@@ -21,178 +21,11 @@
  */
 #include "config.h"
 
-#include <errno.h>
-#include <netdb.h>
 #include <poll.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
 
-#define DEFAULT_ADDR "127.0.0.1:7380"
-#define IO_TIMEOUT_S 10  /* the blocking call's bound */
-#define TIMEOUT_MS 10000 /* the loop's bound */
+#include "fetch.h"
+
 #define TICK_MS 50
-#define NFETCH 3
-
-static struct timespec start;
-
-/* Milliseconds since the program started (monotonic clock). */
-static long elapsed_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-}
-
-/*
- * Resolve "host:port" or "[v6addr]:port" into *out (the first address
- * found). 0, or -1 with a message printed.
- */
-static int resolve(const char *spec, struct sockaddr_storage *out, socklen_t *outlen)
-{
-    char host[256];
-    const char *colon = strrchr(spec, ':');
-    if (!colon || colon == spec || (size_t)(colon - spec) >= sizeof host) {
-        fprintf(stderr, "bad address '%s': expected HOST:PORT\n", spec);
-        return -1;
-    }
-    const char *h = spec;
-    size_t hlen = (size_t)(colon - spec);
-    if (h[0] == '[' && h[hlen - 1] == ']') { /* [::1]:7380 */
-        h++;
-        hlen -= 2;
-    }
-    memcpy(host, h, hlen);
-    host[hlen] = '\0';
-
-    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-    struct addrinfo *res;
-    int rc = getaddrinfo(host, colon + 1, &hints, &res);
-    if (rc != 0) {
-        fprintf(stderr, "bad address '%s': %s\n", spec, gai_strerror(rc));
-        return -1;
-    }
-    memcpy(out, res->ai_addr, res->ai_addrlen);
-    *outlen = res->ai_addrlen;
-    freeaddrinfo(res);
-    return 0;
-}
-
-/*
- * Parse one RESP reply to GET at the start of buf: a bulk string
- * "$1\r\n7\r\n" (kettle-db's answer) or an integer ":7\r\n". Returns the
- * bytes it used (> 0) with *value set, 0 if more bytes are needed, or -1
- * with *why set (an error reply is printed to stderr as well).
- */
-static int parse_reply(const char *buf, size_t len, long *value, const char **why)
-{
-    const char *eol = memchr(buf, '\n', len);
-    if (!eol)
-        return 0;
-    if (eol == buf || eol[-1] != '\r') {
-        *why = "malformed reply (no CRLF)";
-        return -1;
-    }
-    const char *line_end = eol - 1; /* the '\r' */
-    char *end;
-    switch (buf[0]) {
-    case '-':
-        fprintf(stderr, "database replied: %.*s\n", (int)(line_end - buf - 1), buf + 1);
-        *why = "error reply";
-        return -1;
-    case ':':
-        *value = strtol(buf + 1, &end, 10);
-        if (end != line_end) {
-            *why = "malformed integer reply";
-            return -1;
-        }
-        return (int)(eol + 1 - buf);
-    case '$': {
-        long blen = strtol(buf + 1, &end, 10);
-        if (end != line_end || blen < 1 || blen > 20) {
-            *why = blen == -1 ? "no such key (nil reply)" : "unexpected bulk reply";
-            return -1;
-        }
-        const char *data = eol + 1;
-        size_t need = (size_t)(data - buf) + (size_t)blen + 2;
-        if (len < need)
-            return 0;
-        *value = strtol(data, &end, 10);
-        if (end != data + blen || memcmp(end, "\r\n", 2) != 0) {
-            *why = "bulk reply is not a number";
-            return -1;
-        }
-        return (int)need;
-    }
-    default:
-        *why = "unexpected reply type";
-        return -1;
-    }
-}
-
-/*
- * Fetch n over the connected blocking socket fd: send GET n, then wait in
- * recv() until the whole reply is there. Returns the number, or -1 with a
- * message printed.
- */
-static long fetch(int fd, int n)
-{
-    char req[64];
-    char arg[16];
-    int alen = snprintf(arg, sizeof arg, "%d", n);
-    int len = snprintf(req, sizeof req, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", alen, arg);
-
-    /* A blocking send of 24 bytes completes at once (they fit in the socket
-     * buffer); a real program would still loop on short writes. */
-    for (int off = 0; off < len;) {
-        ssize_t w = send(fd, req + off, (size_t)(len - off), MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            fprintf(stderr, "send GET %d: %s\n", n, strerror(errno));
-            return -1;
-        }
-        off += (int)w;
-    }
-
-    char buf[256];
-    size_t have = 0;
-    for (;;) {
-        /* Here is where the time goes: this thread sleeps in the kernel
-         * until the database answers. */
-        ssize_t r = recv(fd, buf + have, sizeof buf - have, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            fprintf(stderr, "recv GET %d: %s\n", n,
-                    errno == EAGAIN ? "timed out" : strerror(errno));
-            return -1;
-        }
-        if (r == 0) {
-            fprintf(stderr, "recv GET %d: the database closed the connection\n", n);
-            return -1;
-        }
-        have += (size_t)r;
-
-        long value = 0;
-        const char *why = "bad reply";
-        int used = parse_reply(buf, have, &value, &why);
-        if (used < 0) {
-            fprintf(stderr, "GET %d: %s\n", n, why);
-            return -1;
-        }
-        if (used > 0)
-            return value;
-        if (have == sizeof buf) {
-            fprintf(stderr, "GET %d: reply too long\n", n);
-            return -1;
-        }
-    }
-}
 
 /* ---- coroutines: 05-generators.c's, with a sleep ------------------------- */
 
@@ -276,6 +109,7 @@ struct fetch {
     size_t out_len, out_off;
     char in[256];
     size_t in_len;
+    const char *what, *why; /* a failure, as recv_some() reports it */
     long value;
 };
 
@@ -293,58 +127,37 @@ static enum co_status fetch_async_run(struct task *t)
 {
     struct fetch *f = (struct fetch *)t;
     CO_BEGIN(&t->co);
-    f->fd = socket(f->ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    f->fd = dial(f->ss, f->sslen, DIAL_NONBLOCKING, &f->what);
     if (f->fd < 0) {
-        fetch_fail(f, "socket", strerror(errno));
+        fetch_fail(f, f->what, strerror(errno));
         CO_EXIT(&t->co);
     }
-    if (connect(f->fd, (const struct sockaddr *)f->ss, f->sslen) < 0 && errno != EINPROGRESS) {
-        fetch_fail(f, "connect", strerror(errno));
-        CO_EXIT(&t->co);
-    }
-    CO_WAIT_FD(&t->co, f->fd, POLLOUT);
+    CO_WAIT_FD(&t->co, f->fd, POLLOUT); /* yield until connected */
     {
-        int err = 0;
-        socklen_t len = sizeof err;
-        getsockopt(f->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        int err = connect_error(f->fd);
         if (err) {
             fetch_fail(f, "connect", strerror(err));
             CO_EXIT(&t->co);
         }
     }
-    while (f->out_off < f->out_len) {
-        ssize_t w = send(f->fd, f->out + f->out_off, f->out_len - f->out_off, MSG_NOSIGNAL);
-        if (w < 0 && errno != EAGAIN && errno != EINTR) {
-            fetch_fail(f, "send", strerror(errno));
-            CO_EXIT(&t->co);
-        }
-        if (w > 0)
-            f->out_off += (size_t)w;
-        else
-            CO_WAIT_FD(&t->co, f->fd, POLLOUT);
+
+    /* rc is a plain local, lost at every yield: fine, because each wait is
+     * followed by a fresh assignment to it. */
+    int rc;
+    while ((rc = send_some(f->fd, f->out, f->out_len, &f->out_off)) == 0)
+        CO_WAIT_FD(&t->co, f->fd, POLLOUT); /* buffer full: yield */
+    if (rc < 0) {
+        fetch_fail(f, "send", strerror(-rc));
+        CO_EXIT(&t->co);
     }
-    for (;;) {
-        CO_WAIT_FD(&t->co, f->fd, POLLIN);
-        if (f->in_len == sizeof f->in) {
-            fetch_fail(f, "recv", "reply too long");
-            CO_EXIT(&t->co);
-        }
-        ssize_t r = recv(f->fd, f->in + f->in_len, sizeof f->in - f->in_len, 0);
-        if (r < 0 && (errno == EAGAIN || errno == EINTR))
-            continue;
-        if (r <= 0) {
-            fetch_fail(f, "recv", r == 0 ? "the database closed the connection" : strerror(errno));
-            CO_EXIT(&t->co);
-        }
-        f->in_len += (size_t)r;
-        const char *why = "bad reply";
-        int used = parse_reply(f->in, f->in_len, &f->value, &why);
-        if (used < 0) {
-            fetch_fail(f, "reply", why);
-            CO_EXIT(&t->co);
-        }
-        if (used > 0)
-            break;
+
+    do
+        CO_WAIT_FD(&t->co, f->fd, POLLIN); /* yield until the reply (or part) is here */
+    while ((rc = recv_some(f->fd, f->in, sizeof f->in, &f->in_len, &f->value, &f->what,
+                           &f->why)) == 0);
+    if (rc < 0) {
+        fetch_fail(f, f->what, f->why);
+        CO_EXIT(&t->co);
     }
     close(f->fd);
     f->fd = -1;
@@ -367,20 +180,13 @@ static enum co_status fetch_sync_run(struct task *t)
     {
         long t0 = elapsed_ms();
         printf("[%4ld ms] fetch %d: calling the blocking fetch() inside the loop...\n", t0, f->n);
-        f->fd = socket(f->ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        f->fd = dial(f->ss, f->sslen, DIAL_BLOCKING, &f->what); /* blocks, too */
         if (f->fd < 0) {
-            fetch_fail(f, "socket", strerror(errno));
-            CO_EXIT(&t->co);
-        }
-        struct timeval tv = { .tv_sec = IO_TIMEOUT_S };
-        setsockopt(f->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        setsockopt(f->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-        if (connect(f->fd, (const struct sockaddr *)f->ss, f->sslen) < 0) {
-            fetch_fail(f, "connect", strerror(errno));
+            fetch_fail(f, f->what, strerror(errno));
             CO_EXIT(&t->co);
         }
         /* The mistake: nothing else on this thread runs until this returns. */
-        f->value = fetch(f->fd, f->n);
+        f->value = fetch_blocking(f->fd, f->n);
         close(f->fd);
         f->fd = -1;
         if (f->value != f->n) {
@@ -447,13 +253,7 @@ static int run_tasks(struct task **tasks, int n)
 
 int main(int argc, char **argv)
 {
-    const char *addr = argc > 1 ? argv[1] : DEFAULT_ADDR;
-    if (argc > 2 || addr[0] == '-') {
-        fprintf(stderr, "usage: %s [HOST:PORT]   (default %s)\n", argv[0], DEFAULT_ADDR);
-        return 2;
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    const char *addr = example_init(argc, argv); /* exits 2 on bad usage */
 
     struct sockaddr_storage ss;
     socklen_t sslen;
@@ -470,10 +270,7 @@ int main(int argc, char **argv)
         *f = (struct fetch){ .task = { .co = { .wait_fd = -1, .wake_at_ms = -1 },
                                        .run = n == 3 ? fetch_sync_run : fetch_async_run },
                              .n = n, .ss = &ss, .sslen = sslen, .fd = -1 };
-        char arg[16];
-        int alen = snprintf(arg, sizeof arg, "%d", n);
-        f->out_len = (size_t)snprintf(f->out, sizeof f->out, "*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n",
-                                      alen, arg);
+        f->out_len = encode_get(f->out, sizeof f->out, n);
         tasks[i + 1] = &f->task;
     }
     printf("[%4ld ms] ticker every %d ms; fetches 1, 2 async, fetch 3 sync over async, from %s\n",
