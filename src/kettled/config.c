@@ -99,25 +99,26 @@ const kt_opt kd_options[] = {
     { "max-keys", KT_OPT_INT, O(max_keys), "1024",
       "keys in one MGET, MGETSEQ or MGETANY; more get an error", 1, 1 << 20, 0, NULL, RT },
     { "idle-timeout", KT_OPT_DURATION, O(idle_timeout), "300s",
-      "close a client that completed no request for this long (none in flight; a bare number is "
-      "in seconds); 0: never",
+      "close a client that completed no request for this long and has none in flight "
+      "(a bare number: seconds); 0: never",
       0, 0, KT_SEC(1), NULL, RT },
     { "request-timeout", KT_OPT_DURATION, O(request_timeout), "5s",
-      "deadline of a request: fetches still outstanding then are cancelled and answered with "
-      "an error (MGET: the parts that arrived, errors for the rest; a bare number is in ms); 0: none",
+      "deadline of a request: what is still out is cancelled and answered with an error "
+      "(MGET: the parts that arrived, errors for the rest); 0: none",
       0, 0, KT_MSEC(1), NULL, RT },
     { "requirepass", KT_OPT_STR, O(requirepass), NULL,
       "when set, clients must AUTH with this password (or HELLO 2 AUTH default PASSWORD) first",
       0, 0, 0, NULL, RT | KT_OPT_SECRET },
 
     { "backend", KT_OPT_LIST, O(backend), NULL,
-      "database server ADDR:PORT (kettle-db or redis-server); repeat for several, keys are spread "
-      "by consistent hashing; none: start the embedded simulated database",
+      "database server ADDR:PORT (kettle-db, redis-server); several: keys spread by consistent "
+      "hashing; none: the embedded database",
       0, 0, 0, check_addr, RT },
-    { "backend-connections", KT_OPT_INT, O(backend_connections), "4",
-      "connections to each database server; a fetch goes to the one with the fewest outstanding",
+    { "backend-connections", KT_OPT_INT, O(backend_connections), "2",
+      "connections to each database server, a fetch to the one with the fewest outstanding "
+      "(more: less head-of-line blocking; 1: best batching)",
       1, 1024, 0, NULL, RT },
-    { "backend-pipeline", KT_OPT_INT, O(backend_pipeline), "16384",
+    { "backend-pipeline", KT_OPT_INT, O(backend_pipeline), "65536",
       "requests outstanding at once on one backend connection", 1, 1 << 24, 0, NULL, RT },
     { "backend-queue-limit", KT_OPT_INT, O(backend_queue_limit), "65536",
       "fetches waiting for room on a server's connections; past it a fetch fails at once",
@@ -133,8 +134,9 @@ const kt_opt kd_options[] = {
     { "backend-retry-max", KT_OPT_DURATION, O(backend_retry_max), "5s",
       "longest reconnect delay", 0, 0, KT_MSEC(1), NULL, RT },
     { "eject-after", KT_OPT_INT, O(eject_after), "3",
-      "consecutive failures after which a server is ejected (its keys go to the next server "
-      "on the hash ring; alone, its fetches fail at once); 0: never", 0, 1000000, 0, NULL, RT },
+      "failures in a row after which a server is ejected, its keys going to the next servers "
+      "on the ring (never the last one); 0: never",
+      0, 1000000, 0, NULL, RT },
     { "eject-time", KT_OPT_DURATION, O(eject_time), "5s",
       "how long an ejected server stays out before it is tried again", 0, 0, KT_MSEC(1), NULL, RT },
     { "hash-points", KT_OPT_INT, O(hash_points), "160",

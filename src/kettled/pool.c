@@ -125,6 +125,11 @@ static void backend_free(kd_backend *b, const char *msg)
     kt_free(b);
 }
 
+/* The UP connection with the fewest outstanding that has room. Chosen per
+ * fetch, so that the keys of one MGET spread over the connections: a
+ * database answers each connection in order, and one slow reply holds up
+ * every reply behind it on its connection (with redis-server, which
+ * answers at once, one connection batches best: backend-connections 1). */
 kd_conn *kd_backend_pick(kd_backend *b)
 {
     kd_conn *best = NULL;
@@ -135,6 +140,17 @@ kd_conn *kd_backend_pick(kd_backend *b)
             best = c;
     }
     return best;
+}
+
+/* Ejecting moves a server's keys to its ring neighbours; with nobody
+ * left to take them it would only delay the recovery (a server that is
+ * down already fails its fetches at once), so the last one stays. */
+static bool others_live(const kd_pool *p, const kd_backend *b, uint64_t now)
+{
+    for (size_t i = 0; i < p->nsrv; i++)
+        if (p->srv[i] != b && backend_live(p->srv[i], now))
+            return true;
+    return false;
 }
 
 void kd_backend_failed(kd_backend *b, bool counts, const char *what)
@@ -154,7 +170,8 @@ void kd_backend_failed(kd_backend *b, bool counts, const char *what)
     }
     if (b->retiring)
         return;
-    if (p->prm.eject_after && b->fails >= p->prm.eject_after && backend_live(b, now)) {
+    if (p->prm.eject_after && b->fails >= p->prm.eject_after && backend_live(b, now) &&
+        others_live(p, b, now)) {
         b->ejected = true;
         b->eject_until = now + p->prm.eject_time;
         b->st.ejections++;

@@ -182,8 +182,13 @@ def test_request_timeout_partial():
         assert r[0] == b"1" and r[2] == b"2", r
         assert r[1] == E("ERR request timed out after 200 ms (request-timeout)"), r
         assert 0.19 <= t < 0.4, t
+        # (each time, the cancelled fetches' replies are awaited so that no
+        # later request waits behind one on its connection)
+        settled = lambda: h.info(c, "stats")["fetches_outstanding"] == "0"
+        h.wait_for(settled, 5, "late replies read")
         r = c.call("GET", "9")
         assert r == E("ERR request timed out after 200 ms (request-timeout)"), r
+        h.wait_for(settled, 5, "late replies read")
         r = c.call("MGETSEQ", "2", "3", "1")  # 100 + 150 > 200: the third never starts
         assert r[0] == b"2" and isinstance(r[1], E) and isinstance(r[2], E), r
         assert c.call("MGETANY", "8", "9") == E("ERR request timed out after 200 ms (request-timeout)")

@@ -129,29 +129,58 @@ def test_slow_accept(r):
 
 
 def test_ejection_and_return():
-    """eject-after failures in a row take a server out for eject-time:
-    its fetches fail at once, then it is tried again and serves."""
-    db = kettle_db("--latency", "none")
-    kd = kettled("--backend", db.addr, "--eject-after", "2", "--eject-time", "700ms",
-                 "--backend-retry-min", "10ms", "--backend-retry-max", "20ms",
-                 "--backend-connections", "1")
+    """eject-after failures in a row take a server off the ring for
+    eject-time: its keys go to the other server meanwhile, then it is tried
+    again and serves its keys again. The last server standing is never
+    ejected: its fetches fail at once while it is down."""
+    dbs = [kettle_db("--latency", "none"), kettle_db("--latency", "none")]
+    kd = kettled("--backend", dbs[0].addr, "--backend", dbs[1].addr, "--eject-after", "2",
+                 "--eject-time", "700ms", "--backend-retry-min", "10ms",
+                 "--backend-retry-max", "20ms", "--backend-connections", "1")
     try:
         c = h.Client(kd.port)
-        adm = h.Client(db.port)
-        assert c.call("GET", "1") == b"1"
+        adms = [h.Client(d.port) for d in dbs]
+        adm = adms[0]
+        keys = [str(i) for i in range(40)]
+        assert c.call("MGET", *keys) == [k.encode() for k in keys]
+        on0 = [k for k in keys if _served_by(c, adms, k) == 0]
+        assert on0, "no key on the first server"
         assert adm.call("FAULT", "SET", "refuse", "1") == "OK"
         assert adm.call("FAULT", "SET", "reset", "1") == "OK"
-        c.call("GET", "2")
+        r = c.call("GET", on0[0])
+        assert isinstance(r, E) and dbs[0].addr in str(r), r
         h.wait_for(lambda: "state=ejected" in h.info(c, "backend")["backend0"], 5, "ejection")
-        r = c.call("GET", "3")
-        assert isinstance(r, E) and "is ejected" in str(r) and db.addr in str(r), r
+        assert c.call("MGET", *on0) == [k.encode() for k in on0]  # served by the other
+        assert _served_by(c, adms, on0[0]) == 1
         assert adm.call("FAULT", "CLEAR") == "OK"
-        h.wait_for(lambda: c.call("GET", "4") == b"4", 5, "service after eject-time")
+        h.wait_for(lambda: "state=up" in h.info(c, "backend")["backend0"] and
+                   _served_by(c, adms, on0[0]) == 0, 5, "back after eject-time")
         inf = h.info(c, "backend")["backend0"]
-        assert "ejections=1" in inf and "state=up" in inf, inf
+        assert "ejections=1" in inf, inf
+        # alone: never ejected
+        assert c.call("CONFIG", "SET", "backend", dbs[0].addr) == "OK"
+        assert adm.call("FAULT", "SET", "refuse", "1") == "OK"
+        assert adm.call("FAULT", "SET", "reset", "1") == "OK"
+        for _ in range(10):
+            r = c.call("GET", "1")
+            assert isinstance(r, E) and dbs[0].addr in str(r), r
+        assert "state=ejected" not in h.info(c, "backend")["backend0"]
+        assert adm.call("FAULT", "CLEAR") == "OK"
+        h.wait_for(lambda: c.call("GET", "2") == b"2", 5, "service once the server is back")
     finally:
         kd.stop()
-        db.stop()
+        for d in dbs:
+            d.stop()
+
+
+def _served_by(c, adms, key):
+    """Which database answered key: the one whose served count moves."""
+    before = [int(h.info(a)["requests_served"]) for a in adms]
+    assert c.call("GET", key) == key.encode()
+    after = [int(h.info(a)["requests_served"]) for a in adms]
+    moved = [i for i in range(len(adms)) if after[i] > before[i]]
+    assert len(moved) == 1, (before, after)
+    return moved[0]
 
 
 h.main(globals())

@@ -100,8 +100,8 @@ def test_three_shards():
         # kill s1: after the failure it is ejected and its keys go to s0
         rs[1].kill()
         k1 = [k for k in keys if where[k] == "s1"]
-        r = c.call("GET", k1[0])
-        assert isinstance(r, E) and rs[1].addr in str(r), r
+        r = c.call("GET", k1[0])  # an error naming s1, or already ejected and served by s0
+        assert (isinstance(r, E) and rs[1].addr in str(r)) or r == ("s0:" + k1[0]).encode(), r
         h.wait_for(lambda: "state=ejected" in h.info(c, "backend")["backend1"], 5, "s1 ejected")
         h.wait_for(lambda: c.call("GET", k1[1]) == ("s0:" + k1[1]).encode(), 5, "s1's keys on s0")
         for k in keys:
