@@ -380,13 +380,34 @@ void kt_opt_usage(const kt_opt *table, FILE *out)
     }
 }
 
+/* Print "# text suffix" as comment lines of at most 78 columns. */
+static void write_wrapped(FILE *out, const char *text, const char *suffix)
+{
+    char all[1024];
+    snprintf(all, sizeof all, "%s%s", text, suffix);
+    const char *p = all;
+    while (*p) {
+        size_t n = strlen(p);
+        if (n > 76) {
+            n = 76;
+            while (n > 20 && p[n] != ' ')
+                n--;
+        }
+        fprintf(out, "# %.*s\n", (int)n, p);
+        p += n;
+        while (*p == ' ')
+            p++;
+    }
+}
+
 void kt_opt_write_conf(const kt_opt *table, FILE *out)
 {
     for (const kt_opt *o = table; o->name; o++) {
         if (o->flags & KT_OPT_NOFILE)
             continue;
-        fprintf(out, "\n# %s%s\n", o->help,
-                (o->flags & KT_OPT_RUNTIME) ? " (reloadable)" : "");
+        /* wrapped: libinih rejects lines over 200 bytes, comments included */
+        fputc('\n', out);
+        write_wrapped(out, o->help, (o->flags & KT_OPT_RUNTIME) ? " (reloadable)" : "");
         if (o->def && o->def[0])
             fprintf(out, "# %s = %s\n", o->name, o->def);
         else
