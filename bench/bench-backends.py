@@ -11,6 +11,7 @@ of the rounds, with the ratios to epoll.
     bench/bench-backends.py                      # everything, 3 rounds
     bench/bench-backends.py --rounds 5 --scale 2 # more rounds, twice the requests
     bench/bench-backends.py --conns 50 --pipeline 16 --backends epoll,io_uring
+    bench/bench-backends.py --pin                # server on CPU 1, client on CPU 0
 
 Measure on a quiet machine with an optimised build (no sanitizers): the
 client shares the cores with the server. KETTLE_BUILDDIR names the build
@@ -36,9 +37,12 @@ BASE_REQUESTS = {(1, 1): 100000, (50, 1): 200000, (500, 1): 200000,
 class Server:
     """One bench-backends process on an ephemeral port."""
 
-    def __init__(self, binary, backend):
+    def __init__(self, binary, backend, pin):
         self.backend = backend
-        self.p = subprocess.Popen([binary, "--io", backend, "--listen", "127.0.0.1:0"],
+        argv = [binary, "--io", backend, "--listen", "127.0.0.1:0"]
+        if pin:
+            argv = ["taskset", "-c", "1"] + argv  # taskset execs: same pid
+        self.p = subprocess.Popen(argv,
                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.monotonic() + 10
         self.port = None
@@ -72,10 +76,12 @@ class Server:
                 self.p.wait()
 
 
-def run_one(srv, conns, pipeline, requests):
+def run_one(srv, conns, pipeline, requests, pin):
     """(requests/s, CPU s per 100k requests) of one redis-benchmark run."""
     argv = ["redis-benchmark", "-p", str(srv.port), "-c", str(conns), "-n", str(requests),
             "-P", str(pipeline), "-t", "ping_mbulk", "-q"]
+    if pin:
+        argv = ["taskset", "-c", "0"] + argv
     c0 = srv.cpu()
     out = subprocess.run(argv, capture_output=True, text=True, timeout=600).stdout
     c1 = srv.cpu()
@@ -92,6 +98,8 @@ def main():
     ap.add_argument("--pipeline", default="1,16")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the request counts")
+    ap.add_argument("--pin", action="store_true",
+                    help="pin the server to CPU 1 and the client to CPU 0 (less noise)")
     args = ap.parse_args()
 
     builddir = os.environ.get("KETTLE_BUILDDIR") or os.getcwd()
@@ -108,7 +116,7 @@ def main():
     servers = {}
     try:
         for b in backends:
-            servers[b] = Server(binary, b)
+            servers[b] = Server(binary, b, args.pin)
         results = {}
         for c in conns:
             for p in pipes:
@@ -118,7 +126,7 @@ def main():
                     # rotate the order so no backend always runs first
                     order = backends[r % len(backends):] + backends[:r % len(backends)]
                     for b in order:
-                        runs[b].append(run_one(servers[b], c, p, n))
+                        runs[b].append(run_one(servers[b], c, p, n, args.pin))
                         print("  c=%-3d P=%-2d round %d %-8s %10.0f req/s %.4f cpu-s/100k" %
                               ((c, p, r + 1, b) + runs[b][-1]), file=sys.stderr)
                 results[(c, p)] = {b: (statistics.median(x[0] for x in runs[b]),
@@ -129,7 +137,8 @@ def main():
             s.stop()
 
     print()
-    print("I/O backends, PING (redis-benchmark -t ping_mbulk), median of %d rounds" % args.rounds)
+    print("I/O backends, PING (redis-benchmark -t ping_mbulk), median of %d rounds%s" %
+          (args.rounds, ", server and client pinned to CPUs 1 and 0" if args.pin else ""))
     print()
     head = "| conns | pipeline |"
     for b in backends:

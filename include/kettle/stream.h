@@ -1,10 +1,13 @@
 /*
  * kettle/stream.h - byte streams over TCP and unix sockets.
  *
- * Reading: the stream calls on_read(data, len) with every byte received
- * that the callback has not yet consumed; the callback returns how many it
- * consumed. Unconsumed bytes are kept and presented again, followed by new
- * ones. A stream that has consumed all it received holds no read buffer.
+ * Reading: the stream calls on_read(data, len) with bytes received that the
+ * callback has not yet consumed; the callback returns how many it consumed.
+ * Unconsumed bytes are kept and presented again first, followed by new ones;
+ * a callback that consumes nothing is called again as soon as more bytes
+ * are there (so a partial message is always shown whole once it has
+ * arrived, without every read being copied). A stream that has consumed
+ * all it received holds no read buffer.
  *
  * Writing: kt_stream_write() and kt_stream_out() queue bytes; every stream
  * with queued output is flushed once at the end of the loop iteration (one
@@ -44,7 +47,8 @@ int kt_addr_parse(const char *spec, kt_addr *out);
 const char *kt_addr_format(const kt_addr *a, char *buf, size_t size);
 
 typedef struct kt_stream_cbs {
-    /* Bytes available; return how many were consumed (0..len). */
+    /* Bytes available; return how many were consumed (0..len). Returning 0
+     * means "need more": the bytes are kept and shown again with more. */
     size_t (*on_read)(kt_stream *s, const char *data, size_t len, void *arg);
     /* The peer closed its side (FIN). Reading has stopped; writing still works. */
     void (*on_eof)(kt_stream *s, void *arg);

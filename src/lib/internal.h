@@ -38,17 +38,30 @@ struct kt__watch {
 
 /* ---- output chain -------------------------------------------------------- */
 
-/* A block of queued output. Blocks come from and return to a per-loop free
- * list; a stream with nothing queued holds none. */
+/* A block of queued output, or of kept input (KT__S_RBLOCK). Blocks come
+ * in size classes, each from a bounded per-loop free list (stream.c): a
+ * stream's first block is small, since most replies are a few dozen bytes,
+ * and the blocks after it grow only while its output keeps growing. A
+ * stream with nothing queued holds none. */
 typedef struct kt__block {
     struct kt__block *next;
     uint32_t pos;  /* first unsent byte */
     uint32_t last; /* end of queued bytes */
     uint32_t size; /* capacity of data[] */
+    uint8_t cls;   /* size class; KT__BLOCK_NCLASS: made to measure, never listed */
     char data[];
 } kt__block;
 
+#define KT__BLOCK_NCLASS 3 /* 512 B, 4 KiB and 16 KiB allocations */
+/* The largest class's capacity: the unit of bulk output. */
 #define KT__BLOCK_SIZE (16384 - sizeof(kt__block))
+
+/* The spare blocks of one class. */
+struct kt__block_list {
+    kt__block *head;
+    uint32_t len; /* blocks listed, at most the class's bound */
+    uint32_t low; /* fewest listed since the last trim: spares nobody needed */
+};
 
 /* ---- timers (timer.c) ------------------------------------------------------ */
 
@@ -242,8 +255,8 @@ struct kt_loop {
     kt_stream *all;             /* every stream not yet freed */
     kt_listener *listeners;     /* every listener not yet closed */
     kt_listener *closed_listeners; /* closed, freed at the end of the iteration */
-    kt__block *free_blocks;
-    size_t nfree_blocks;
+    struct kt__block_list free_blocks[KT__BLOCK_NCLASS]; /* spare blocks by class */
+    uint64_t blocks_trimmed;    /* loop time of the last trim of free_blocks */
     int spare_fd;               /* released on EMFILE */
 
     struct kt__watch wake;      /* eventfd */
@@ -300,8 +313,20 @@ void kt__streams_finish(kt_loop *loop);
 /* kt_loop_free: close whatever the user left open. */
 void kt__streams_close_all(kt_loop *loop);
 
-/* Output blocks (stream.c). */
-kt__block *kt__block_get(kt_loop *loop);
+/* Output blocks (stream.c). A block of class cls (< KT__BLOCK_NCLASS),
+ * from the free list or new; NULL on ENOMEM. */
+kt__block *kt__block_get(kt_loop *loop, unsigned cls);
+/* Back to its class's free list while that is under its bound, else freed. */
 void kt__block_put(kt_loop *loop, kt__block *b);
+/* Free the spare blocks nobody took since the last trim (kt__streams_flush
+ * does it about once a second). */
+void kt__blocks_trim(kt_loop *loop);
+/* kt_loop_free: free every spare block. */
+void kt__blocks_destroy(kt_loop *loop);
+/* Bytes of spare blocks (headers included) on the free lists. */
+size_t kt__blocks_spare(const kt_loop *loop);
+/* Bytes s holds for output blocks and kept input (headers included); 0
+ * for an idle stream. For tests and diagnostics. */
+size_t kt__stream_mem(const kt_stream *s);
 
 #endif

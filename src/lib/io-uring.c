@@ -2,19 +2,24 @@
  * io-uring.c - the completion backend: one io_uring per loop.
  *
  * Listeners run one multishot accept; streams one multishot recv that picks
- * its buffers from a ring of provided buffers (16 KiB each), handed back to
- * the kernel as soon as kt__stream_data() returns (it copies what the user
- * leaves unconsumed). Sends are queued by flush (one in flight per stream,
- * SEND for one vector, SENDMSG for several) and go out together with every
- * other SQE of the iteration in the next poll's single io_uring_enter.
- * Wake-up and signals are multishot polls.
+ * its 16 KiB buffer from a ring of provided buffers. A buffer is free again
+ * as soon as kt__stream_data() returns (it copies what the user leaves
+ * unconsumed) and is posted back before the next submit (io-uring-res.c:
+ * only a window of the most recently used buffers is posted, for cache
+ * locality; ENOBUFS re-arms the receive and widens the window, no byte is
+ * lost). Sends are queued by flush (one in flight per stream, SEND for one
+ * vector, SENDMSG for several) and go out with every other SQE of the
+ * iteration in the next poll's submit. Stream sockets sit in a fixed-file
+ * table when there is room. Wake-up and signals are multishot polls.
  *
  *   user_data = object pointer | tag (low 3 bits; objects are 8-aligned)
  *
  *   stream io_pending = ops in flight (recv, send, connect) + holds taken
  *   while a completion calls back into the user; the fd is closed and
  *   kt__stream_closed() called only when it drops to 0 after close, so no
- *   completion ever refers to freed memory.
+ *   completion ever refers to freed memory. Closing cancels what is in
+ *   flight (by descriptor). A listener closes at once: its context outlives
+ *   it until the cancelled accept's last CQE.
  *
  * Every "start"/"stop" sets the wanted state and calls a kick function that
  * makes the armed operations match it. If no SQE can be had even after a
@@ -24,281 +29,16 @@
 #include "config.h"
 #include <errno.h>
 #include <poll.h>
-#include <stdlib.h>
-#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include <sys/mman.h>
 #include <sys/socket.h>
-#include <liburing.h>
-#include "internal.h"
-
-#define UR_DEFAULT_ENTRIES 4096u
-#define UR_MAX_ENTRIES     32768u
-#define UR_DEFAULT_BUFS    1024u
-#define UR_MAX_BUFS        32768u   /* the buffer ring holds at most 2^15 */
-#define UR_BUF_SIZE        16384u
-#define UR_BGID            0
-#define UR_IOV_MAX         32       /* vectors per send: up to 512 KiB of blocks */
-#define UR_REAP_BATCH      64
-#define UR_WINDOW_MIN      64       /* receive buffers posted at least */
-#define UR_WINDOW_EPOCH    4096     /* polls between window shrink checks */
-#define UR_BOOKKEEP_WAIT   100000   /* ns: bound on waiting past bookkeeping CQEs */
-
-/* user_data tags */
-enum { UT_NONE = 0, UT_ACCEPT, UT_RECV, UT_SEND, UT_CONNECT, UT_WATCH };
-#define UT_MASK 7u
-
-/* stream io_flags */
-#define SF_RECV        0x0001u /* multishot recv armed (terminal CQE not seen) */
-#define SF_RECV_CANCEL 0x0002u /* cancel sent for the armed recv */
-#define SF_SEND        0x0004u /* a send in flight */
-#define SF_CONNECT     0x0008u /* connect in flight */
-#define SF_CLOSING     0x0010u /* close called */
-#define SF_CANCEL_ALL  0x0020u /* cancel by fd sent (closing) */
-#define SF_RDONE       0x0040u /* EOF or receive error: never re-arm */
-#define SF_WDONE       0x0080u /* send error: send no more */
-#define SF_WANT_READ   0x0100u /* read_start without read_stop */
-#define SF_WANT_FLUSH  0x0200u /* flush asked while a send could not start */
-#define SF_KICK        0x0400u /* on the kick list */
-
-/* listener context flags */
-#define LF_ARMED   0x01u /* multishot accept armed */
-#define LF_CANCEL  0x02u
-#define LF_WANT    0x04u
-#define LF_BUSY    0x08u /* calling back into the listener */
-#define LF_KICK    0x10u
-#define LF_ORPHAN  0x20u /* on u->orphans */
-
-/* watch flags (kept in struct ur_watch) */
-#define WF_ARMED  0x01u
-#define WF_CANCEL 0x02u
-#define WF_WANT   0x04u
-#define WF_KICK   0x08u
-
-/* Every context starts with this node: the kick list links them. */
-struct ur_node {
-    struct ur_node *next_kick;
-    uint8_t type; /* enum kt__handle_type of the owner */
-};
-
-struct ur_stream {
-    struct ur_node node; /* first: the node is the context */
-    kt_stream *s;
-    struct msghdr msg;               /* SENDMSG: stable until the CQE */
-    kt_addr addr;                    /* CONNECT: stable until the CQE */
-    struct iovec iov[UR_IOV_MAX];
-};
-
-struct ur_listener {
-    struct ur_node node;
-    kt_listener *l;                  /* NULL once closed (an orphan) */
-    unsigned flags;                  /* LF_* */
-    struct ur_listener *next_orphan; /* u->orphans */
-};
-
-struct ur_watch {
-    struct ur_node node;
-    struct kt__watch *w;
-    unsigned flags;                  /* WF_* */
-};
-
-struct ur_loop {
-    struct io_uring ring;
-    bool enabled;                    /* created disabled: enabled by the first poll */
-    struct io_uring_buf_ring *br;    /* provided buffer ring (mmap'd) */
-    size_t br_bytes;
-    char *bufs;                      /* nbufs * UR_BUF_SIZE (mmap'd) */
-    size_t bufs_bytes;
-    unsigned nbufs;
-    uint16_t *spare;                 /* buffer ids not posted: a stack, hottest on top */
-    unsigned nspare;
-    unsigned posted;                 /* buffers in the kernel's ring */
-    unsigned window;                 /* how many to keep posted */
-    unsigned peak, epoch;            /* most buffers used by one poll, polls this epoch */
-    unsigned bookkeep;               /* queued SQEs that complete at submit with a CQE
-                                      * of no interest to the user (sends, cancels) */
-    unsigned bk_misses;              /* waits past them that timed out in a row */
-    bool dry;                        /* a receive saw ENOBUFS in this poll */
-    struct ur_node *kicks;           /* objects waiting for an SQE */
-    struct ur_listener *orphans;     /* closed listeners with an accept in flight */
-    kt_loop *loop;
-};
-
-static inline uint64_t ud_pack(const void *p, unsigned tag) { return (uint64_t)(uintptr_t)p | tag; }
-static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint64_t)UT_MASK); }
+#include "io-uring.h"
 
 static void stream_kick(struct ur_loop *u, kt_stream *s);
 static void listener_kick(struct ur_loop *u, struct ur_listener *c);
 static void watch_kick(struct ur_loop *u, struct ur_watch *c);
 
-/* ---- ring set-up ----------------------------------------------------------- */
-
-/* A ring created with SINGLE_ISSUER is bound to the task that enables it,
- * so it is created disabled and enabled by the thread that first polls
- * (the one running the loop), which then also registers the ring fd. */
-static int ur_enable(struct ur_loop *u)
-{
-    if (u->enabled)
-        return 0;
-    if (u->ring.flags & IORING_SETUP_R_DISABLED) {
-        int rc = io_uring_register(u->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
-        if (rc < 0)
-            return rc;
-    }
-    u->enabled = true;
-    (void)io_uring_register_ring_fd(&u->ring); /* optional: cheaper enters */
-    return 0;
-}
-
-static int ring_create(struct ur_loop *u, unsigned entries)
-{
-    static const unsigned tries[] = {
-        IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL |
-            IORING_SETUP_R_DISABLED,
-        IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL,
-        IORING_SETUP_SUBMIT_ALL,
-        0,
-    };
-    int rc = -EINVAL;
-    for (size_t i = 0; i < KT__ARRAY_LEN(tries); i++) {
-        struct io_uring_params p;
-        memset(&p, 0, sizeof(p));
-        p.flags = tries[i];
-        rc = io_uring_queue_init_params(entries, &u->ring, &p);
-        if (rc == 0) {
-            /* Without FEAT_EXT_ARG liburing would implement the timed
-             * wait with timeout SQEs; without NODROP completions could be
-             * lost. Both came with 5.5-5.11: older kernels use epoll. */
-            if (!(p.features & IORING_FEAT_EXT_ARG) || !(p.features & IORING_FEAT_NODROP)) {
-                io_uring_queue_exit(&u->ring);
-                return -ENOSYS;
-            }
-            return 0;
-        }
-        if (rc != -EINVAL)
-            return rc; /* ENOSYS, EPERM, ENOMEM: no point in other flags */
-    }
-    return rc;
-}
-
-static unsigned pow2_clamp(unsigned v, unsigned dflt, unsigned max)
-{
-    if (v == 0)
-        v = dflt;
-    if (v > max)
-        v = max;
-    unsigned p = 1;
-    while (p < v)
-        p <<= 1;
-    return p;
-}
-
-/*
- * Receive buffers. The kernel takes them from the head of the ring and we
- * add at the tail, so with every buffer posted each receive would land in
- * the least recently used one: with 1024 x 16 KiB that is a cold cache line
- * on a page out of the TLB's reach, every time. So only a window of
- * buffers is posted; a used buffer goes on top of a stack of spares at
- * once and the window is topped up from the top (the hottest) before the
- * next submit. The window doubles when the ring runs dry (ENOBUFS: the
- * receive is re-armed, no byte is lost) and halves when an epoch of polls
- * never needed half of it.
- */
-static void bufs_refill(struct ur_loop *u)
-{
-    int mask = io_uring_buf_ring_mask(u->nbufs);
-    int n = 0;
-    while (u->posted < u->window && u->nspare > 0) {
-        unsigned bid = u->spare[--u->nspare];
-        io_uring_buf_ring_add(u->br, u->bufs + (size_t)bid * UR_BUF_SIZE, UR_BUF_SIZE,
-                              (unsigned short)bid, mask, n++);
-        u->posted++;
-    }
-    if (n)
-        io_uring_buf_ring_advance(u->br, n);
-}
-
-/* The kernel filled buffer bid; the data has been delivered (and copied
- * if kept): the buffer is free again. */
-static inline void buf_release(struct ur_loop *u, unsigned bid)
-{
-    u->posted--;
-    u->spare[u->nspare++] = (uint16_t)bid;
-}
-
-static void window_grow(struct ur_loop *u)
-{
-    if (u->window < u->nbufs) {
-        u->window *= 2;
-        kt_log_debug("io_uring: receive buffers ran out, posting %u", u->window);
-    }
-}
-
-/* Once per epoch: shrink a window that was twice too large all along. */
-static void window_tick(struct ur_loop *u, unsigned used)
-{
-    if (used > u->peak)
-        u->peak = used;
-    if (++u->epoch < UR_WINDOW_EPOCH)
-        return;
-    if (u->window > UR_WINDOW_MIN && 4 * u->peak < u->window)
-        u->window /= 2;
-    u->epoch = 0;
-    u->peak = 0;
-}
-
-/* Register the provided-buffer ring by hand (liburing 2.3 has no
- * io_uring_setup_buf_ring) and fill it with every buffer. */
-static int bufs_create(struct ur_loop *u, unsigned nbufs)
-{
-    long page = sysconf(_SC_PAGESIZE);
-    u->nbufs = nbufs;
-    u->br_bytes = ((size_t)nbufs * sizeof(struct io_uring_buf) + (size_t)page - 1) &
-                  ~((size_t)page - 1);
-    void *br = mmap(NULL, u->br_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (br == MAP_FAILED)
-        return -ENOMEM;
-    u->br = br;
-    u->bufs_bytes = (size_t)nbufs * UR_BUF_SIZE;
-    void *bufs = mmap(NULL, u->bufs_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                      -1, 0);
-    if (bufs == MAP_FAILED)
-        return -ENOMEM;
-    u->bufs = bufs;
-
-    struct io_uring_buf_reg reg;
-    memset(&reg, 0, sizeof(reg));
-    reg.ring_addr = (uint64_t)(uintptr_t)u->br;
-    reg.ring_entries = nbufs;
-    reg.bgid = UR_BGID;
-    int rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
-    if (rc < 0)
-        return rc; /* EINVAL before 5.19: AUTO falls back */
-    io_uring_buf_ring_init(u->br);
-    u->spare = kt_malloc(nbufs * sizeof(*u->spare));
-    if (u->spare == NULL)
-        return -ENOMEM;
-    for (unsigned i = 0; i < nbufs; i++)
-        u->spare[i] = (uint16_t)(nbufs - 1 - i); /* buffer 0 on top */
-    u->nspare = nbufs;
-    u->window = nbufs < UR_WINDOW_MIN ? nbufs : UR_WINDOW_MIN;
-    if (getenv("KT_UR_FULLWIN")) u->window = nbufs; /* EXPERIMENT */
-    bufs_refill(u);
-    return 0;
-}
-
-static void ur_free(struct ur_loop *u)
-{
-    if (u->ring.ring_fd >= 0)
-        io_uring_queue_exit(&u->ring);
-    if (u->bufs)
-        munmap(u->bufs, u->bufs_bytes);
-    if (u->br)
-        munmap(u->br, u->br_bytes);
-    kt_free(u->spare);
-    kt_free(u);
-}
+/* ---- set-up ------------------------------------------------------------------- */
 
 static int ur_init(kt_loop *loop, const kt_loop_options *opts)
 {
@@ -306,27 +46,17 @@ static int ur_init(kt_loop *loop, const kt_loop_options *opts)
     if (u == NULL)
         return -ENOMEM;
     u->loop = loop;
-    u->ring.ring_fd = -1;
-    unsigned entries = pow2_clamp(opts ? opts->uring_entries : 0, UR_DEFAULT_ENTRIES, UR_MAX_ENTRIES);
-    unsigned nbufs = pow2_clamp(opts ? opts->uring_buffers : 0, UR_DEFAULT_BUFS, UR_MAX_BUFS);
-    int rc = ring_create(u, entries);
+    int rc = kt__ur_setup(u, opts);
     if (rc < 0) {
-        u->ring.ring_fd = -1;
-        ur_free(u);
-        return rc;
-    }
-    if ((rc = bufs_create(u, nbufs)) < 0) {
-        ur_free(u);
+        kt__ur_free(u);
         return rc;
     }
     loop->io_data = u;
     return 0;
 }
 
-static unsigned long dbg_bounded, dbg_timeouts, dbg_extra, dbg_extra_waits, dbg_polls; /* EXPERIMENT */
 static void ur_destroy(kt_loop *loop)
 {
-    if (getenv("KT_UR_DBG")) fprintf(stderr, "polls %lu bounded %lu timeouts %lu extra-waits %lu extra %lu\n", dbg_polls, dbg_bounded, dbg_timeouts, dbg_extra_waits, dbg_extra);
     struct ur_loop *u = loop->io_data;
     if (u == NULL)
         return;
@@ -341,7 +71,7 @@ static void ur_destroy(kt_loop *loop)
         u->orphans = c->next_orphan;
         kt_free(c);
     }
-    ur_free(u);
+    kt__ur_free(u);
     loop->io_data = NULL;
 }
 
@@ -354,10 +84,9 @@ static struct io_uring_sqe *ur_sqe(struct ur_loop *u)
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (sqe)
         return sqe;
-    if (ur_enable(u) < 0)
+    if (kt__ur_enable(u) < 0)
         return NULL;
-    if (io_uring_submit(&u->ring) >= 0)
-        u->bookkeep = 0; /* their CQEs may be reaped before the next wait */
+    (void)io_uring_submit(&u->ring);
     return io_uring_get_sqe(&u->ring);
 }
 
@@ -412,7 +141,6 @@ static bool cancel_ud(struct ur_loop *u, uint64_t ud)
         return false;
     io_uring_prep_cancel64(sqe, ud, 0);
     io_uring_sqe_set_data64(sqe, UT_NONE);
-    u->bookkeep++;
     return true;
 }
 
@@ -425,6 +153,7 @@ static int ur_stream_open(kt_stream *s)
         return -ENOMEM;
     c->node.type = KT__H_STREAM;
     c->s = s;
+    c->slot = kt__ur_slot_take(s->loop->io_data, s->h.fd);
     s->io_ctx = c;
     s->io_flags = 0;
     s->io_pending = 0;
@@ -437,6 +166,8 @@ static void stream_finish(struct ur_loop *u, kt_stream *s)
     struct ur_stream *c = s->io_ctx;
     if (s->io_flags & SF_KICK)
         kick_unlink(u, &c->node);
+    if (c->slot >= 0)
+        kt__ur_slot_clear(u, (unsigned)c->slot);
     kt_free(c);
     s->io_ctx = NULL;
     if (s->h.fd >= 0)
@@ -472,10 +203,10 @@ static bool stream_send(struct ur_loop *u, kt_stream *s)
         c->msg.msg_iovlen = (size_t)n;
         io_uring_prep_sendmsg(sqe, s->h.fd, &c->msg, MSG_NOSIGNAL);
     }
+    ur_sqe_target(sqe, c);
     io_uring_sqe_set_data64(sqe, ud_pack(s, UT_SEND));
     s->io_flags |= SF_SEND;
     s->io_pending++;
-    u->bookkeep++;
     return true;
 }
 
@@ -484,7 +215,11 @@ static bool stream_arm_recv(struct ur_loop *u, kt_stream *s)
     struct io_uring_sqe *sqe = ur_sqe(u);
     if (sqe == NULL)
         return false;
-    io_uring_prep_recv_multishot(sqe, s->h.fd, NULL, 0, 0);
+    if (u->single_recv)
+        io_uring_prep_recv(sqe, s->h.fd, NULL, 0, 0); /* each CQE ends it: re-armed */
+    else
+        io_uring_prep_recv_multishot(sqe, s->h.fd, NULL, 0, 0);
+    ur_sqe_target(sqe, s->io_ctx);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = UR_BGID;
     io_uring_sqe_set_data64(sqe, ud_pack(s, UT_RECV));
@@ -502,11 +237,15 @@ static void stream_kick(struct ur_loop *u, kt_stream *s)
         if ((f & (SF_RECV | SF_SEND | SF_CONNECT)) && !(f & SF_CANCEL_ALL)) {
             struct io_uring_sqe *sqe = ur_sqe(u);
             if (sqe) {
-                io_uring_prep_cancel_fd(sqe, s->h.fd, IORING_ASYNC_CANCEL_ALL);
+                int slot = ((struct ur_stream *)s->io_ctx)->slot;
+                if (slot >= 0)
+                    io_uring_prep_cancel_fd(sqe, slot, IORING_ASYNC_CANCEL_ALL |
+                                                           IORING_ASYNC_CANCEL_FD_FIXED);
+                else
+                    io_uring_prep_cancel_fd(sqe, s->h.fd, IORING_ASYNC_CANCEL_ALL);
                 io_uring_sqe_set_data64(sqe, UT_NONE);
                 s->io_flags |= SF_CANCEL_ALL;
-                u->bookkeep++;
-            } else {
+                    } else {
                 ok = false;
             }
         }
@@ -542,6 +281,7 @@ static int ur_connect(kt_stream *s, const kt_addr *addr)
         return -EAGAIN;
     c->addr = *addr;
     io_uring_prep_connect(sqe, s->h.fd, (const struct sockaddr *)&c->addr.ss, c->addr.len);
+    ur_sqe_target(sqe, c);
     io_uring_sqe_set_data64(sqe, ud_pack(s, UT_CONNECT));
     s->io_flags |= SF_CONNECT;
     s->io_pending++;
@@ -591,13 +331,21 @@ static void on_recv(struct ur_loop *u, kt_stream *s, int res, unsigned flags)
         s->io_flags &= ~(SF_RECV | SF_RECV_CANCEL); /* io_pending kept as a hold */
         if (res == -ENOBUFS)
             u->dry = true; /* re-armed by stream_put, submitted after the refill */
+        if (res == -EINVAL && !u->single_recv) {
+            /* Linux 5.19 has buffer rings but no multishot receive: from
+             * now on one receive per completion, re-armed each time. */
+            kt_log_info("io_uring: no multishot receive, re-arming receives one at a time");
+            u->single_recv = true;
+            stream_put(u, s);
+            return;
+        }
     }
     bool live = !(s->io_flags & (SF_CLOSING | SF_RDONE));
     if (flags & IORING_CQE_F_BUFFER) {
         unsigned bid = flags >> IORING_CQE_BUFFER_SHIFT;
         if (res > 0 && live)
             kt__stream_data(s, u->bufs + (size_t)bid * UR_BUF_SIZE, (size_t)res);
-        buf_release(u, bid);
+        ur_buf_release(u, bid);
     }
     if (res == 0 && live) {
         s->io_flags |= SF_RDONE;
@@ -836,7 +584,10 @@ static void on_watch(struct ur_loop *u, struct ur_watch *c, int res, unsigned fl
 static void dispatch(struct ur_loop *u, uint64_t ud, int res, unsigned flags)
 {
     void *p = ud_ptr(ud);
-    switch ((unsigned)(ud & UT_MASK)) {
+    unsigned tag = (unsigned)(ud & UT_MASK);
+    if (tag != UT_SEND && tag != UT_NONE)
+        u->seen_real = true;
+    switch (tag) {
     case UT_RECV: on_recv(u, p, res, flags); break;
     case UT_SEND: on_send(u, p, res); break;
     case UT_ACCEPT: on_accept(u, p, res, flags); break;
@@ -870,66 +621,93 @@ static void reap(struct ur_loop *u)
             dispatch(u, batch[i].ud, batch[i].res, batch[i].flags);
         total += n;
     }
-    window_tick(u, used - u->posted); /* buffers the kernel filled since the refill */
+    kt__ur_window_tick(u, used - u->posted); /* buffers the kernel filled since the refill */
     if (u->dry) {
         u->dry = false;
-        window_grow(u);
+        kt__ur_window_grow(u);
     }
-    bufs_refill(u);
+    kt__ur_bufs_refill(u);
+}
+
+/* Completion work is pending in the kernel (DEFER_TASKRUN + TASKRUN_FLAG). */
+static inline bool work_pending(const struct ur_loop *u)
+{
+    return u->deferred && (IO_URING_READ_ONCE(*u->ring.sq.kflags) & IORING_SQ_TASKRUN);
+}
+
+/* Submit what is queued now; 0 or a fatal negative errno. */
+static int submit_now(struct ur_loop *u)
+{
+    if (io_uring_sq_ready(&u->ring) == 0)
+        return 0;
+    int rc = io_uring_submit(&u->ring);
+    kt__ur_slots_release(u);
+    return rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY ? rc : 0;
+}
+
+/* Work for the loop that must not wait for I/O (see loop.c). */
+static bool loop_busy(kt_loop *loop)
+{
+    return loop->pending || loop->closing || loop->dirty || loop->closed_listeners ||
+           kt__futures_ready(loop);
 }
 
 /*
- * One enter per iteration: submit everything queued and wait. Sends and
- * cancels mostly complete during the submit itself, and their CQEs would
- * end the wait at once, costing a second enter per iteration to sleep. So
- * the wait asks for one CQE more than those; in case some of them do not
- * complete at once (a full socket) the wait is bounded, and after bounded
- * waits that keep expiring the trick is tried only now and then.
+ * One iteration's enters: submit everything queued, wait, dispatch.
+ *
+ * With DEFER_TASKRUN the submit comes first on its own: the iteration's
+ * sends complete during it, and their CQEs are dispatched at once, so that
+ * they do not end the wait that follows (costing another iteration and
+ * another enter to go to sleep). If something else completed inline too (a
+ * receive armed on a socket with data waiting), or the dispatch gave the
+ * loop work, the poll returns without waiting. Otherwise, or without
+ * DEFER_TASKRUN, one enter submits and waits.
  */
 static int ur_poll(kt_loop *loop, int64_t timeout_ns)
 {
-    dbg_polls++;
     struct ur_loop *u = loop->io_data;
-    int rc = ur_enable(u);
+    int rc = kt__ur_enable(u);
     if (rc < 0)
         return rc;
     if (u->kicks)
         run_kicks(u);
-    unsigned extra = u->bookkeep;
-    u->bookkeep = 0;
-    if (getenv("KT_UR_NOBK")) extra = 0; /* EXPERIMENT */
 
-    if (timeout_ns == 0 || io_uring_cq_ready(&u->ring) > 0) {
+    if (timeout_ns == 0 || io_uring_cq_ready(&u->ring) > 0 || work_pending(u)) {
         rc = io_uring_submit_and_get_events(&u->ring);
         kt__loop_woke(loop);
-    } else {
-        bool bounded = false;
-        if (extra > 0 && (u->bk_misses < 4 || (u->epoch & 15) == 0) &&
-            (timeout_ns < 0 || timeout_ns > UR_BOOKKEEP_WAIT)) {
-            timeout_ns = UR_BOOKKEEP_WAIT;
-            bounded = true;
-        } else if (extra > 0 && timeout_ns >= 0 && timeout_ns <= UR_BOOKKEEP_WAIT) {
-            /* the loop's own deadline bounds it already */
-        } else {
-            extra = 0;
-        }
-        if (timeout_ns < 0) {
-            rc = io_uring_submit_and_wait(&u->ring, 1 + extra);
-        } else {
-            struct __kernel_timespec ts = {
-                .tv_sec = timeout_ns / 1000000000,
-                .tv_nsec = timeout_ns % 1000000000,
-            };
-            struct io_uring_cqe *cqe;
-            rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1 + extra, &ts, NULL);
-        }
-        kt__loop_woke(loop);
-        if (bounded)
-            u->bk_misses = rc == -ETIME ? u->bk_misses + 1 : 0;
-        if (bounded) dbg_bounded++; /* EXPERIMENT */
-        if (bounded && rc == -ETIME) dbg_timeouts++; /* EXPERIMENT */
-        if (extra) dbg_extra += extra, dbg_extra_waits++; /* EXPERIMENT */
+        goto reap;
     }
+    if (u->deferred) {
+        if ((rc = submit_now(u)) < 0)
+            return rc;
+        if (io_uring_cq_ready(&u->ring) > 0) {
+            uint64_t entry = loop->now;
+            u->seen_real = false;
+            kt__loop_woke(loop);
+            reap(u);
+            if (u->seen_real || loop_busy(loop) || work_pending(u))
+                return 0;
+            if ((rc = submit_now(u)) < 0) /* continuations of partial sends */
+                return rc;
+            if (timeout_ns > 0) { /* the deadline has not moved */
+                int64_t spent = (int64_t)(loop->now - entry);
+                timeout_ns = timeout_ns > spent ? timeout_ns - spent : 0;
+            }
+        }
+    }
+    if (timeout_ns < 0) {
+        rc = io_uring_submit_and_wait(&u->ring, 1);
+    } else {
+        struct __kernel_timespec ts = {
+            .tv_sec = timeout_ns / 1000000000,
+            .tv_nsec = timeout_ns % 1000000000,
+        };
+        struct io_uring_cqe *cqe;
+        rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
+    }
+    kt__loop_woke(loop);
+reap:
+    kt__ur_slots_release(u);
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
         return rc;
     reap(u);

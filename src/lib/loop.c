@@ -359,10 +359,7 @@ void kt_loop_free(kt_loop *loop)
         next = p->next;
         kt_free(p);
     }
-    for (kt__block *b = loop->free_blocks, *next; b; b = next) {
-        next = b->next;
-        kt_free(b);
-    }
+    kt__blocks_destroy(loop);
     if (loop->spare_fd >= 0)
         close(loop->spare_fd);
     kt__futures_destroy(loop);

@@ -7,13 +7,16 @@
  *   socket ──▶ kt__stream_data(bytes) ──▶ on_read(kept + new) ──▶ consumed
  *                                             │ unconsumed tail only
  *                                             ▼
- *                                     rbuf (NULL when empty; redelivered
+ *                                     rbuf (NULL when empty, else a block
+ *                                     sized to what is kept; redelivered
  *                                     the iteration after read_start)
  *
  *   kt_stream_write() / kt_stream_out()
  *        │ copy into the tail block
  *        ▼
- *   out_head ─▶ [block] ─▶ [block] ─▶ out_tail      (blocks: per-loop free list)
+ *   out_head ─▶ [512 B] ─▶ [4 KiB] ─▶ [16 KiB] ─▶ … ─▶ out_tail
+ *        │ blocks: size classes, each with a bounded per-loop free list;
+ *        │ small first, larger only while the output keeps growing
  *        │ stream on loop->dirty, flushed once at the end of the iteration
  *        ▼
  *   io->flush ─ kt__stream_iov() ─▶ writev / send ─▶ kt__stream_sent(n)
@@ -37,46 +40,82 @@
 #include <sys/socket.h>
 #include "internal.h"
 
-#define KT__BLOCK_FREE_MAX  256            /* blocks kept per loop: 4 MiB */
 #define KT__DEFAULT_HIGH    (1024 * 1024)
 #define KT__DEFAULT_LOW     (256 * 1024)
 #define KT__DEFAULT_LINGER  KT_SEC(5)
+#define KT__BLOCK_TRIM_NS   KT_SEC(1)      /* how often unused spare blocks are freed */
 
 static void close_hard(kt_stream *s, bool reset);
 
 /* ---- output blocks ---------------------------------------------------------- */
 
-/* A standard block from the free list (or a new one). NULL on ENOMEM. */
-kt__block *kt__block_get(kt_loop *loop)
+/*
+ * Size classes. Most output is a reply of a few dozen bytes, sent within
+ * an iteration (epoll) or one completion later (io_uring): so a stream's
+ * first block is small, and only output that keeps growing (a pipeline, a
+ * large value, a slow reader) moves on to larger blocks. Each class keeps
+ * at most `spare` blocks on its free list (2 MiB for the three): a burst
+ * beyond that returns its blocks to the allocator, and spares that no
+ * stream took for a second are freed too (kt__blocks_trim).
+ */
+static const struct {
+    uint32_t size;  /* usable bytes: the allocation less the header */
+    uint32_t spare; /* free-list bound, in blocks */
+} block_class[KT__BLOCK_NCLASS] = {
+    { 512 - sizeof(kt__block), 1024 },  /* 512 KiB of spares */
+    { 4096 - sizeof(kt__block), 128 },  /* 512 KiB */
+    { KT__BLOCK_SIZE, 64 },             /* 1 MiB */
+};
+
+#define BLOCK_BIG KT__BLOCK_NCLASS /* cls of a block made to measure */
+
+/* The smallest class holding n bytes, BLOCK_BIG if none does. */
+static unsigned class_for(size_t n)
 {
-    kt__block *b = loop->free_blocks;
+    unsigned c = 0;
+    while (c < KT__BLOCK_NCLASS && block_class[c].size < n)
+        c++;
+    return c;
+}
+
+/* From the class's free list, or new. NULL on ENOMEM. */
+kt__block *kt__block_get(kt_loop *loop, unsigned cls)
+{
+    struct kt__block_list *fl = &loop->free_blocks[cls];
+    kt__block *b = fl->head;
     if (b) {
-        loop->free_blocks = b->next;
-        loop->nfree_blocks--;
+        fl->head = b->next;
+        if (--fl->len < fl->low)
+            fl->low = fl->len;
     } else {
-        b = kt_malloc(sizeof(*b) + KT__BLOCK_SIZE);
+        b = kt_malloc(sizeof(*b) + block_class[cls].size);
         if (b == NULL)
             return NULL;
-        b->size = KT__BLOCK_SIZE;
+        b->size = block_class[cls].size;
+        b->cls = (uint8_t)cls;
     }
     b->next = NULL;
     b->pos = b->last = 0;
     return b;
 }
 
-/* Standard blocks go back to the bounded free list; big ones are freed. */
+/* Listed blocks up to the class's bound; the rest, and blocks made to
+ * measure, are freed. */
 void kt__block_put(kt_loop *loop, kt__block *b)
 {
-    if (b->size == KT__BLOCK_SIZE && loop->nfree_blocks < KT__BLOCK_FREE_MAX) {
-        b->next = loop->free_blocks;
-        loop->free_blocks = b;
-        loop->nfree_blocks++;
-    } else {
-        kt_free(b);
+    if (b->cls < KT__BLOCK_NCLASS) {
+        struct kt__block_list *fl = &loop->free_blocks[b->cls];
+        if (fl->len < block_class[b->cls].spare) {
+            b->next = fl->head;
+            fl->head = b;
+            fl->len++;
+            return;
+        }
     }
+    kt_free(b);
 }
 
-/* A block for one reservation larger than a standard block. */
+/* A block for one reservation larger than any class. */
 static kt__block *block_big(size_t n)
 {
     if (n > UINT32_MAX - sizeof(kt__block))
@@ -86,8 +125,66 @@ static kt__block *block_big(size_t n)
         b->next = NULL;
         b->pos = b->last = 0;
         b->size = (uint32_t)n;
+        b->cls = BLOCK_BIG;
     }
     return b;
+}
+
+/* Each list keeps the blocks taken recently (at its head, warm in cache);
+ * the `low` deepest ones sat unused since the last trim and are freed. */
+void kt__blocks_trim(kt_loop *loop)
+{
+    loop->blocks_trimmed = loop->now;
+    for (unsigned c = 0; c < KT__BLOCK_NCLASS; c++) {
+        struct kt__block_list *fl = &loop->free_blocks[c];
+        if (fl->low > 0) {
+            kt__block **pp = &fl->head;
+            for (uint32_t keep = fl->len - fl->low; keep > 0; keep--)
+                pp = &(*pp)->next;
+            for (kt__block *b = *pp, *next; b; b = next) {
+                next = b->next;
+                kt_free(b);
+            }
+            *pp = NULL;
+            fl->len -= fl->low;
+        }
+        fl->low = fl->len;
+    }
+}
+
+void kt__blocks_destroy(kt_loop *loop)
+{
+    for (unsigned c = 0; c < KT__BLOCK_NCLASS; c++) {
+        struct kt__block_list *fl = &loop->free_blocks[c];
+        for (kt__block *b = fl->head, *next; b; b = next) {
+            next = b->next;
+            kt_free(b);
+        }
+        fl->head = NULL;
+        fl->len = fl->low = 0;
+    }
+}
+
+size_t kt__blocks_spare(const kt_loop *loop)
+{
+    size_t n = 0;
+    for (unsigned c = 0; c < KT__BLOCK_NCLASS; c++)
+        n += (size_t)loop->free_blocks[c].len * (sizeof(kt__block) + block_class[c].size);
+    return n;
+}
+
+/* The class of a block to follow prev (NULL: the queue is empty) that
+ * should hold n bytes: small for the first block of a queue, else one
+ * class above prev's, so output that keeps growing gets larger blocks;
+ * and at least the smallest class holding n, up to the largest. */
+static unsigned next_class(const kt__block *prev, size_t n)
+{
+    unsigned c = 0;
+    if (prev)
+        c = prev->cls + 1u < KT__BLOCK_NCLASS ? prev->cls + 1u : KT__BLOCK_NCLASS - 1;
+    while (c + 1 < KT__BLOCK_NCLASS && block_class[c].size < n)
+        c++;
+    return c;
 }
 
 /* Drop all queued output (the backend no longer needs it). */
@@ -103,6 +200,13 @@ static void out_release(kt_stream *s)
 
 /* ---- read buffer ----------------------------------------------------------------- */
 
+/*
+ * rbuf exists only while input is kept, and is sized to it: a block of the
+ * smallest class that holds the kept bytes (KT__S_RBLOCK), or malloc'd
+ * memory beyond the largest class. It is freed once consumed, and moved to
+ * a smaller block when a partial consume leaves it mostly empty.
+ */
+
 /* Give the read buffer back: to the block free list if it came from it. */
 static void rbuf_release(kt_stream *s)
 {
@@ -117,56 +221,76 @@ static void rbuf_release(kt_stream *s)
     s->flags &= ~KT__S_RBLOCK;
 }
 
-/* Keep len more unconsumed bytes. Small amounts live in a block from the
- * free list, so a stream that keeps a partial message now and then does not
- * allocate. 0 or -ENOMEM. */
+/* Move the kept bytes from rbuf[from..rlen) into a new buffer of at least
+ * cap bytes (cap >= rlen - from). 0 or -ENOMEM (then nothing changed). */
+static int rbuf_move(kt_stream *s, size_t from, size_t cap)
+{
+    unsigned c = class_for(cap);
+    char *p;
+    if (c < KT__BLOCK_NCLASS) {
+        kt__block *b = kt__block_get(s->loop, c);
+        if (b == NULL)
+            return -ENOMEM;
+        p = b->data;
+        cap = b->size;
+    } else if ((p = kt_malloc(cap)) == NULL) {
+        return -ENOMEM;
+    }
+    size_t keep = s->rlen - from;
+    if (keep)
+        memcpy(p, s->rbuf + from, keep);
+    rbuf_release(s);
+    s->rbuf = p;
+    s->rlen = keep;
+    s->rcap = cap;
+    if (c < KT__BLOCK_NCLASS)
+        s->flags |= KT__S_RBLOCK;
+    return 0;
+}
+
+/* Room for more bytes after the kept ones. Past the largest class the
+ * allocation at least doubles, so a large message arriving piece by piece
+ * is copied O(1) times per byte. 0 or -ENOMEM. */
+static int rbuf_reserve(kt_stream *s, size_t more)
+{
+    if (more <= s->rcap - s->rlen)
+        return 0;
+    size_t need = s->rlen + more;
+    if (need < more)
+        return -ENOMEM;
+    if (class_for(need) == BLOCK_BIG && need < 2 * s->rcap)
+        need = 2 * s->rcap;
+    return rbuf_move(s, 0, need);
+}
+
+/* Keep len more unconsumed bytes. 0 or -ENOMEM. */
 static int rbuf_append(kt_stream *s, const char *data, size_t len)
 {
-    size_t need = s->rlen + len;
-    if (need < len)
-        return -ENOMEM;
-    if (need > s->rcap) {
-        char *p;
-        size_t cap;
-        bool block = false;
-        if (s->rbuf == NULL && need <= KT__BLOCK_SIZE) {
-            kt__block *b = kt__block_get(s->loop);
-            if (b == NULL)
-                return -ENOMEM;
-            p = b->data;
-            cap = b->size;
-            block = true;
-        } else {
-            cap = s->rcap < KT__BLOCK_SIZE ? 2 * KT__BLOCK_SIZE : 2 * s->rcap;
-            if (cap < need)
-                cap = need;
-            if ((p = kt_malloc(cap)) == NULL)
-                return -ENOMEM;
-            if (s->rlen)
-                memcpy(p, s->rbuf, s->rlen);
-        }
-        size_t keep = s->rlen;
-        rbuf_release(s);
-        s->rbuf = p;
-        s->rlen = keep;
-        s->rcap = cap;
-        if (block)
-            s->flags |= KT__S_RBLOCK;
-    }
+    int rc = rbuf_reserve(s, len);
+    if (rc < 0)
+        return rc;
     memcpy(s->rbuf + s->rlen, data, len);
     s->rlen += len;
     return 0;
 }
 
-/* Drop the first n kept bytes; an emptied buffer is released at once. */
+/* Drop the first n kept bytes: an emptied buffer is released at once, one
+ * left at least eight times too large moves to a block that fits. */
 static void rbuf_consume(kt_stream *s, size_t n)
 {
     if (n >= s->rlen) {
         rbuf_release(s);
         return;
     }
-    memmove(s->rbuf, s->rbuf + n, s->rlen - n);
-    s->rlen -= n;
+    if (n == 0)
+        return;
+    size_t left = s->rlen - n;
+    unsigned c = class_for(left);
+    if (c < KT__BLOCK_NCLASS && (size_t)block_class[c].size * 8 <= s->rcap &&
+        rbuf_move(s, n, left) == 0)
+        return;
+    memmove(s->rbuf, s->rbuf + n, left);
+    s->rlen = left;
 }
 
 /* ---- stream lists ------------------------------------------------------------------ */
@@ -291,8 +415,66 @@ static void stream_fail_nomem(kt_stream *s)
     kt__stream_failed(s, -ENOMEM);
 }
 
-/* The fast path: nothing kept, the callback reads straight from the
- * backend's buffer and only an unconsumed tail is copied. */
+/* Nothing kept: the callback reads straight from the backend's buffer and
+ * only an unconsumed tail is copied. */
+static void deliver_direct(kt_stream *s, const char *data, size_t len)
+{
+    size_t used = call_read(s, data, len);
+    if (s->flags & (KT__S_CLOSING | KT__S_FAILED))
+        return;
+    if (used < len && rbuf_append(s, data + used, len - used) < 0)
+        stream_fail_nomem(s);
+}
+
+/*
+ * Kept bytes first. New bytes are copied behind them only as far as the
+ * callback needs to finish what the kept bytes began: first what fits in
+ * rbuf's block, then, each time it consumes nothing (it needs more), twice
+ * as much. Once the kept bytes are consumed, the rest is presented straight
+ * from data. So a pipelined client whose reads end mid-command costs a copy
+ * of that command, not of every read, and rbuf stays the size of it.
+ */
+static void deliver_after_kept(kt_stream *s, const char *data, size_t len)
+{
+    size_t own = s->rlen; /* leading bytes of rbuf that are not in data */
+    size_t off = 0;       /* data[0..off) is in rbuf behind them */
+    for (;;) {
+        if (s->rlen == s->rcap) {
+            size_t more = len - off < s->rlen ? len - off : s->rlen;
+            if (rbuf_reserve(s, more) < 0) {
+                stream_fail_nomem(s);
+                return;
+            }
+        }
+        size_t take = s->rcap - s->rlen < len - off ? s->rcap - s->rlen : len - off;
+        memcpy(s->rbuf + s->rlen, data + off, take);
+        s->rlen += take;
+        off += take;
+
+        size_t have = s->rlen;
+        size_t used = call_read(s, s->rbuf, have);
+        if (s->flags & (KT__S_CLOSING | KT__S_FAILED))
+            return; /* rbuf goes with the stream */
+        if (used >= own && off < len) {
+            /* What rbuf still holds is in data too: go on from there. */
+            size_t start = off - (have - used);
+            rbuf_release(s);
+            deliver_direct(s, data + start, len - start);
+            return;
+        }
+        rbuf_consume(s, used);
+        if (off == len)
+            return;
+        if (!(s->flags & KT__S_READING)) {
+            if (rbuf_append(s, data + off, len - off) < 0)
+                stream_fail_nomem(s);
+            return;
+        }
+        own -= used; /* it needs more bytes than rbuf holds */
+    }
+}
+
+/* Bytes for s from the backend (see internal.h). */
 void kt__stream_data(kt_stream *s, const char *data, size_t len)
 {
     if (len == 0 || (s->flags & (KT__S_CLOSING | KT__S_FAILED)))
@@ -304,19 +486,10 @@ void kt__stream_data(kt_stream *s, const char *data, size_t len)
             stream_fail_nomem(s);
         return;
     }
-    if (s->rlen == 0) {
-        size_t used = call_read(s, data, len);
-        if (s->flags & (KT__S_CLOSING | KT__S_FAILED))
-            return;
-        if (used < len && rbuf_append(s, data + used, len - used) < 0)
-            stream_fail_nomem(s);
-        return;
-    }
-    if (rbuf_append(s, data, len) < 0) {
-        stream_fail_nomem(s);
-        return;
-    }
-    present_kept(s);
+    if (s->rlen == 0)
+        deliver_direct(s, data, len);
+    else
+        deliver_after_kept(s, data, len);
 }
 
 /* FIN: kept input is presented once more before on_eof. If reading is off
@@ -411,6 +584,17 @@ void kt_stream_read_stop(kt_stream *s)
 /* Kept bytes: what a server checks against its query-buffer limit. */
 size_t kt_stream_buffered(const kt_stream *s) { return s->rlen; }
 
+/* Block headers count: they are what an allocation costs. */
+size_t kt__stream_mem(const kt_stream *s)
+{
+    size_t n = 0;
+    for (const kt__block *b = s->out_head; b; b = b->next)
+        n += sizeof(*b) + b->size;
+    if (s->rbuf)
+        n += s->rcap + ((s->flags & KT__S_RBLOCK) ? sizeof(kt__block) : 0);
+    return n;
+}
+
 /* ---- queuing output ----------------------------------------------------------------- */
 
 /* No more output is accepted after shutdown, close or failure. */
@@ -452,9 +636,9 @@ int kt_stream_write(kt_stream *s, const void *data, size_t len)
     size_t room = t ? t->size - t->last : 0;
     size_t first = room < len ? room : len;
 
-    kt__block *chain = NULL, **link = &chain;
+    kt__block *chain = NULL, **link = &chain, *prev = t;
     for (size_t left = len - first; left > 0;) {
-        kt__block *b = kt__block_get(s->loop);
+        kt__block *b = kt__block_get(s->loop, next_class(prev, left));
         if (b == NULL) {
             for (kt__block *c = chain, *next; c; c = next) {
                 next = c->next;
@@ -465,6 +649,7 @@ int kt_stream_write(kt_stream *s, const void *data, size_t len)
         size_t take = left < b->size ? left : b->size;
         b->last = (uint32_t)take;
         left -= take;
+        prev = b;
         *link = b;
         link = &b->next;
     }
@@ -485,7 +670,8 @@ int kt_stream_write(kt_stream *s, const void *data, size_t len)
 }
 
 /* kt_out.reserve: n contiguous bytes at the tail, from the tail block's
- * room, a fresh block, or (n > a block) one big block of its own. */
+ * room, a fresh block (see next_class), or (n > the largest class) a block
+ * made to measure. */
 static char *out_reserve(void *ctx, size_t n)
 {
     kt_stream *s = ctx;
@@ -494,7 +680,8 @@ static char *out_reserve(void *ctx, size_t n)
     kt__block *t = s->out_tail;
     if (t && t->size - t->last >= n)
         return t->data + t->last;
-    kt__block *b = n <= KT__BLOCK_SIZE ? kt__block_get(s->loop) : block_big(n);
+    unsigned cls = next_class(t, n);
+    kt__block *b = block_class[cls].size >= n ? kt__block_get(s->loop, cls) : block_big(n);
     if (b == NULL)
         return NULL;
     out_link(s, b);
@@ -602,9 +789,13 @@ void kt__stream_sent(kt_stream *s, size_t n)
 }
 
 /* Each stream with new output once; streams dirtied meanwhile (on_drain
- * writing elsewhere) are flushed in the next iteration. */
+ * writing elsewhere) are flushed in the next iteration. About once a
+ * second, spare blocks nobody needed meanwhile are freed (an idle loop
+ * keeps its spares, within their bounds). */
 void kt__streams_flush(kt_loop *loop)
 {
+    if (loop->now - loop->blocks_trimmed >= KT__BLOCK_TRIM_NS)
+        kt__blocks_trim(loop);
     kt_stream *s = loop->dirty;
     loop->dirty = NULL;
     while (s) {

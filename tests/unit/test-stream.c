@@ -4,7 +4,7 @@
  * backpressure with 64 MiB through a slow reader, reset, half-close,
  * refused and timed-out connects, the three closes, closing from inside
  * callbacks, the EMFILE back-off, kept input, idle streams holding no
- * buffer.
+ * buffer, and the memory discipline of output blocks and kept input.
  *
  * Waits are loop runs that end on an event; every one is bounded by a
  * deadline timer that fails the test. No external address is ever used.
@@ -1233,6 +1233,244 @@ static void test_out_big_reserve(void **state)
     loop_done(loop);
 }
 
+/* ---- memory discipline ------------------------------------------------------------------- */
+
+/* Blocks in s's output chain; *max_size gets the largest. */
+static size_t out_blocks(const kt_stream *s, size_t *max_size)
+{
+    size_t n = 0;
+    *max_size = 0;
+    for (const kt__block *b = s->out_head; b; b = b->next, n++)
+        if (b->size > *max_size)
+            *max_size = b->size;
+    return n;
+}
+
+/* Output: a short reply takes a small block; a long write spans blocks
+ * that grow; a drained stream holds nothing; spares stay bounded and an
+ * unused spare is freed by the trim. */
+static void test_out_mem(void **state)
+{
+    (void)state;
+    kt_loop *loop = loop_new();
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct end e = { .loop = loop };
+    assert_int_equal(kt_stream_open_fd(loop, sv[0], &end_cbs, &e, &e.s), 0);
+    assert_int_equal(kt__stream_mem(e.s), 0);
+
+    /* A 30-byte reply (through the RESP encoder) holds one small block. */
+    kt_out out = kt_stream_out(e.s);
+    assert_int_equal(kt_resp_array(&out, 3), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(kt_resp_bulk_i64(&out, 100 + i), 0);
+    assert_int_equal(kt_stream_pending(e.s), 31);
+    size_t max;
+    assert_int_equal(out_blocks(e.s, &max), 1);
+    assert_true(kt__stream_mem(e.s) <= 1024);
+    char rb[64];
+    assert_int_equal(pump_read(loop, sv[1], rb, 31), 31);
+    assert_memory_equal(rb, "*3\r\n$3\r\n100\r\n$3\r\n101\r\n$3\r\n102\r\n", 31);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0); /* completions retire */
+    assert_null(e.s->out_head);
+    assert_int_equal(kt__stream_mem(e.s), 0);
+
+    /* A reservation past the small block's room: a block that holds it,
+     * not one made to measure. */
+    assert_int_equal(kt_stream_write(e.s, "+OK\r\n", 5), 0);
+    assert_non_null(out.reserve(out.ctx, 8192 + 26));
+    out.commit(out.ctx, 0);
+    assert_int_equal(out_blocks(e.s, &max), 2);
+    assert_int_equal(max, KT__BLOCK_SIZE);
+    assert_true(e.s->out_head->size < 1024);
+
+    /* 1 MiB more: blocks grow to the largest class, never beyond. */
+    size_t big = 1024 * 1024;
+    char *buf = malloc(big + 5);
+    assert_non_null(buf);
+    pat_fill(buf, big, 0);
+    assert_int_equal(kt_stream_write(e.s, buf, big), 0);
+    size_t n = out_blocks(e.s, &max);
+    assert_true(n >= big / KT__BLOCK_SIZE);
+    assert_int_equal(max, KT__BLOCK_SIZE);
+    assert_true(kt__stream_mem(e.s) <= big + big / 16);
+    assert_int_equal(kt_stream_pending(e.s), big + 5);
+    assert_int_equal(pump_read(loop, sv[1], buf, 5), 5);
+    assert_memory_equal(buf, "+OK\r\n", 5);
+    assert_int_equal(pump_read(loop, sv[1], buf, big), big);
+    assert_true(pat_check(buf, big, 0));
+    free(buf);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+    assert_int_equal(kt_stream_pending(e.s), 0);
+    assert_null(e.s->out_head);
+    assert_int_equal(kt__stream_mem(e.s), 0);
+
+    /* Spares are bounded: 2 MiB over the three classes. */
+    assert_true(kt__blocks_spare(loop) <= 2 * 1024 * 1024);
+
+    /* Two trims with no block taken in between free every spare. */
+    kt__blocks_trim(loop);
+    kt__blocks_trim(loop);
+    assert_int_equal(kt__blocks_spare(loop), 0);
+    /* A burst of 2,000 small blocks keeps 1,024 (512 KiB) of them. */
+    kt__block *burst[2000];
+    for (int i = 0; i < 2000; i++)
+        assert_non_null(burst[i] = kt__block_get(loop, 0));
+    for (int i = 0; i < 2000; i++)
+        kt__block_put(loop, burst[i]);
+    assert_int_equal(kt__blocks_spare(loop), 1024 * 512);
+    /* A trim frees the spares nobody took since the one before. */
+    kt__blocks_trim(loop);
+    assert_int_equal(kt__blocks_spare(loop), 1024 * 512); /* all were taken */
+    for (int i = 0; i < 24; i++)
+        burst[i] = kt__block_get(loop, 0);
+    for (int i = 0; i < 24; i++)
+        kt__block_put(loop, burst[i]);
+    kt__blocks_trim(loop);
+    assert_int_equal(kt__blocks_spare(loop), 24 * 512);
+
+    kt_stream_close(e.s, KT_CLOSE_NOW);
+    run_until(loop, &e.closed, KT_SEC(5), "closed");
+    close(sv[1]);
+    loop_done(loop);
+}
+
+/* A line reader: consumes whole lines only (0 when none is complete),
+ * appending them to what it has seen. */
+struct lines {
+    struct end e;
+    char *seen;
+    size_t seen_len, seen_cap;
+    size_t lines;
+};
+
+static size_t lines_read(kt_stream *s, const char *data, size_t len, void *arg)
+{
+    (void)s;
+    struct lines *l = arg;
+    const char *nl = memrchr(data, '\n', len);
+    if (nl == NULL)
+        return 0;
+    size_t n = (size_t)(nl - data) + 1;
+    if (l->seen_len + n > l->seen_cap) {
+        l->seen_cap = 2 * (l->seen_len + n);
+        l->seen = realloc(l->seen, l->seen_cap);
+        assert_non_null(l->seen);
+    }
+    memcpy(l->seen + l->seen_len, data, n);
+    l->seen_len += n;
+    for (size_t i = 0; i < n; i++)
+        l->lines += data[i] == '\n';
+    l->e.reads++;
+    return n;
+}
+
+/* Write all of buf to the plain socket fd while the loop runs. */
+static void pump_write(kt_loop *loop, int fd, const char *buf, size_t len)
+{
+    uint64_t end = kt_clock_ns() + KT_SEC(10);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    while (len > 0) {
+        ssize_t n = write(fd, buf, len);
+        if (n > 0) {
+            buf += n;
+            len -= (size_t)n;
+        }
+        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+        if (kt_clock_ns() > end)
+            fail_msg("pump_write: %zu bytes left", len);
+    }
+}
+
+/* Run the loop until the reader has seen want bytes. */
+static void lines_wait(kt_loop *loop, struct lines *l, size_t want)
+{
+    uint64_t end = kt_clock_ns() + KT_SEC(10);
+    while (l->seen_len < want) {
+        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+        if (kt_clock_ns() > end)
+            fail_msg("lines_wait: %zu of %zu bytes", l->seen_len, want);
+        usleep(100);
+    }
+}
+
+/* Input: a kept partial line lives in a small block; lines split across
+ * reads arrive whole and in order; a 300 KiB line grows rbuf past the
+ * block classes; consumed input leaves nothing behind. */
+static void test_rbuf_mem(void **state)
+{
+    (void)state;
+    kt_loop *loop = loop_new();
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct lines l = { .e.loop = loop };
+    kt_stream_cbs cbs = { .on_read = lines_read, .on_error = end_error, .on_close = end_close };
+    assert_int_equal(kt_stream_open_fd(loop, sv[0], &cbs, &l, &l.e.s), 0);
+    assert_int_equal(kt_stream_read_start(l.e.s), 0);
+
+    /* A partial line is kept, in a small block. */
+    assert_int_equal(write(sv[1], "abc", 3), 3);
+    uint64_t end = kt_clock_ns() + KT_SEC(10);
+    while (kt_stream_buffered(l.e.s) < 3) {
+        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+        assert_true(kt_clock_ns() < end);
+    }
+    assert_true(kt__stream_mem(l.e.s) <= 512);
+    assert_true(l.e.s->flags & KT__S_RBLOCK);
+
+    /* 4,000 numbered lines in pieces of 777 bytes, so that reads end
+     * mid-line, then a partial one. */
+    size_t cap = 200000, len = 0;
+    char *txt = malloc(cap);
+    assert_non_null(txt);
+    len += (size_t)snprintf(txt, cap, "abcdef\n");
+    for (int i = 0; i < 4000; i++)
+        len += (size_t)snprintf(txt + len, cap - len, "line %d of the pipeline, padded\n", i);
+    size_t whole = len;
+    memcpy(txt + len, "tail", 4);
+    len += 4;
+    for (size_t off = 3; off < len; off += 777)
+        pump_write(loop, sv[1], txt + off, len - off < 777 ? len - off : 777);
+    lines_wait(loop, &l, whole);
+    assert_int_equal(l.seen_len, whole);
+    assert_memory_equal(l.seen, txt, whole);
+    assert_int_equal(l.lines, 4001);
+    end = kt_clock_ns() + KT_SEC(10);
+    while (kt_stream_buffered(l.e.s) < 4) {
+        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+        assert_true(kt_clock_ns() < end);
+    }
+    assert_int_equal(kt_stream_buffered(l.e.s), 4);
+    assert_true(kt__stream_mem(l.e.s) <= 512);
+
+    /* One 300 KiB line after the kept "tail". */
+    size_t big = 300 * 1024;
+    char *line = malloc(big);
+    assert_non_null(line);
+    pat_fill(line, big - 1, 0);
+    for (size_t i = 0; i < big - 1; i++)
+        if (line[i] == '\n')
+            line[i] = ' ';
+    line[big - 1] = '\n';
+    pump_write(loop, sv[1], line, big);
+    lines_wait(loop, &l, whole + 4 + big);
+    assert_memory_equal(l.seen + whole, "tail", 4);
+    assert_memory_equal(l.seen + whole + 4, line, big);
+    assert_int_equal(kt_stream_buffered(l.e.s), 0);
+    assert_null(l.e.s->rbuf);
+    assert_int_equal(kt__stream_mem(l.e.s), 0);
+    free(line);
+    free(txt);
+    free(l.seen);
+
+    kt_stream_close(l.e.s, KT_CLOSE_NOW);
+    run_until(loop, &l.e.closed, KT_SEC(5), "closed");
+    close(sv[1]);
+    loop_done(loop);
+}
+
 /* Streams left open at kt_loop_free are closed (on_close runs), not leaked. */
 static void test_free_closes_leftovers(void **state)
 {
@@ -1299,6 +1537,8 @@ int main(void)
         cmocka_unit_test(test_unix_paths),
         cmocka_unit_test(test_emfile),
         cmocka_unit_test(test_out_big_reserve),
+        cmocka_unit_test(test_out_mem),
+        cmocka_unit_test(test_rbuf_mem),
         cmocka_unit_test(test_free_closes_leftovers),
     };
     if (getenv("KT_TEST_FILTER")) /* run a subset: KT_TEST_FILTER='test_echo*' */

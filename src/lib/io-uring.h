@@ -1,0 +1,158 @@
+/*
+ * io-uring.h - private to the io_uring backend (io-uring.c: operations and
+ * completions; io-uring-res.c: the ring, the receive buffers and the
+ * fixed-file slots). Nothing outside those two files includes it.
+ */
+#ifndef KETTLE_IO_URING_H
+#define KETTLE_IO_URING_H
+
+#include <liburing.h>
+#include "internal.h"
+
+#define UR_DEFAULT_ENTRIES 4096u
+#define UR_MAX_ENTRIES     32768u
+#define UR_DEFAULT_BUFS    1024u
+#define UR_MAX_BUFS        32768u   /* the buffer ring holds at most 2^15 */
+#define UR_BUF_SIZE        16384u
+#define UR_BGID            0
+#define UR_IOV_MAX         32       /* vectors per send: up to 512 KiB of blocks */
+#define UR_REAP_BATCH      64
+#define UR_WINDOW_MIN      64       /* receive buffers posted at least */
+#define UR_WINDOW_EPOCH    4096     /* polls between window shrink checks */
+#define UR_MAX_SLOTS       16384    /* fixed-file table size (also <= RLIMIT_NOFILE) */
+
+/* user_data tags */
+enum { UT_NONE = 0, UT_ACCEPT, UT_RECV, UT_SEND, UT_CONNECT, UT_WATCH };
+#define UT_MASK 7u
+
+/* stream io_flags */
+#define SF_RECV        0x0001u /* multishot recv armed (terminal CQE not seen) */
+#define SF_RECV_CANCEL 0x0002u /* cancel sent for the armed recv */
+#define SF_SEND        0x0004u /* a send in flight */
+#define SF_CONNECT     0x0008u /* connect in flight */
+#define SF_CLOSING     0x0010u /* close called */
+#define SF_CANCEL_ALL  0x0020u /* cancel by fd sent (closing) */
+#define SF_RDONE       0x0040u /* EOF or receive error: never re-arm */
+#define SF_WDONE       0x0080u /* send error: send no more */
+#define SF_WANT_READ   0x0100u /* read_start without read_stop */
+#define SF_WANT_FLUSH  0x0200u /* flush asked while a send could not start */
+#define SF_KICK        0x0400u /* on the kick list */
+
+/* listener context flags */
+#define LF_ARMED   0x01u /* multishot accept armed */
+#define LF_CANCEL  0x02u
+#define LF_WANT    0x04u
+#define LF_BUSY    0x08u /* calling back into the listener */
+#define LF_KICK    0x10u
+#define LF_ORPHAN  0x20u /* on u->orphans */
+
+/* watch flags (kept in struct ur_watch) */
+#define WF_ARMED  0x01u
+#define WF_CANCEL 0x02u
+#define WF_WANT   0x04u
+#define WF_KICK   0x08u
+
+/* Every context starts with this node: the kick list links them. */
+struct ur_node {
+    struct ur_node *next_kick;
+    uint8_t type; /* enum kt__handle_type of the owner */
+};
+
+struct ur_stream {
+    struct ur_node node; /* first: the node is the context */
+    kt_stream *s;
+    int slot;                        /* fixed-file slot, -1 if none */
+    struct msghdr msg;               /* SENDMSG: stable until the CQE */
+    kt_addr addr;                    /* CONNECT: stable until the CQE */
+    struct iovec iov[UR_IOV_MAX];
+};
+
+struct ur_listener {
+    struct ur_node node;
+    kt_listener *l;                  /* NULL once closed (an orphan) */
+    unsigned flags;                  /* LF_* */
+    struct ur_listener *next_orphan; /* u->orphans */
+};
+
+struct ur_watch {
+    struct ur_node node;
+    struct kt__watch *w;
+    unsigned flags;                  /* WF_* */
+};
+
+struct ur_loop {
+    struct io_uring ring;
+    bool enabled;                    /* created disabled: enabled by the first poll */
+    struct io_uring_buf_ring *br;    /* provided buffer ring (mmap'd) */
+    size_t br_bytes;
+    char *bufs;                      /* nbufs * UR_BUF_SIZE (mmap'd) */
+    size_t bufs_bytes;
+    unsigned nbufs;
+    uint16_t *spare;                 /* buffer ids not posted: a stack, hottest on top */
+    unsigned nspare;
+    unsigned posted;                 /* buffers in the kernel's ring */
+    unsigned window;                 /* how many to keep posted */
+    unsigned peak, epoch;            /* most buffers used by one poll, polls this epoch */
+    bool dry;                        /* a receive saw ENOBUFS in this poll */
+    bool deferred;                   /* DEFER_TASKRUN + TASKRUN_FLAG: completions are
+                                      * posted only inside our enters; pending
+                                      * completion work shows in the SQ flags */
+    bool seen_real;                  /* reap dispatched more than send/cancel results */
+    bool single_recv;                /* the kernel refused multishot receive (5.19) */
+    unsigned *slots;                 /* free fixed-file slots (a stack) */
+    unsigned nslots;                 /* free slots on the stack */
+    unsigned *limbo;                 /* slots whose clearing is queued: free after submit */
+    unsigned nlimbo;
+    struct ur_node *kicks;           /* objects waiting for an SQE */
+    struct ur_listener *orphans;     /* closed listeners with an accept in flight */
+    kt_loop *loop;
+};
+
+static inline uint64_t ud_pack(const void *p, unsigned tag) { return (uint64_t)(uintptr_t)p | tag; }
+static inline void *ud_ptr(uint64_t ud) { return (void *)(uintptr_t)(ud & ~(uint64_t)UT_MASK); }
+
+/* ---- io-uring-res.c ------------------------------------------------------- */
+
+/* Create the ring (SINGLE_ISSUER + DEFER_TASKRUN, else COOP_TASKRUN, else
+ * plain; never SQPOLL), the provided-buffer ring and, if it can, the
+ * fixed-file table, sized from opts. 0, or the set-up error unchanged
+ * (-ENOSYS, -EPERM, -EINVAL, -ENOMEM) so that KT_IO_AUTO can fall back;
+ * then the caller releases what was made with kt__ur_free(). */
+int kt__ur_setup(struct ur_loop *u, const kt_loop_options *opts);
+/* Release what kt__ur_setup created, and u. */
+void kt__ur_free(struct ur_loop *u);
+/* Enable the ring (created disabled) from the calling thread, once. */
+int kt__ur_enable(struct ur_loop *u);
+
+/* Top the posted receive buffers up to the window. */
+void kt__ur_bufs_refill(struct ur_loop *u);
+/* The ring ran dry: post twice as many. */
+void kt__ur_window_grow(struct ur_loop *u);
+/* One poll used `used` buffers; shrinks an oversized window per epoch. */
+void kt__ur_window_tick(struct ur_loop *u, unsigned used);
+
+/* A fixed-file slot holding fd, or -1 (no table, table full). */
+int kt__ur_slot_take(struct ur_loop *u, int fd);
+/* Queue the clearing of a slot; reusable after the next full submit. */
+void kt__ur_slot_clear(struct ur_loop *u, unsigned slot);
+/* After a submit that took every SQE: cleared slots become free. */
+void kt__ur_slots_release(struct ur_loop *u);
+
+/* The kernel filled buffer bid; the data has been delivered (and copied
+ * if kept): the buffer is free again. */
+static inline void ur_buf_release(struct ur_loop *u, unsigned bid)
+{
+    u->posted--;
+    u->spare[u->nspare++] = (uint16_t)bid;
+}
+
+/* Point an SQE at the stream's socket: its fixed slot when it has one. */
+static inline void ur_sqe_target(struct io_uring_sqe *sqe, const struct ur_stream *c)
+{
+    if (c->slot >= 0) {
+        sqe->fd = c->slot;
+        sqe->flags |= IOSQE_FIXED_FILE;
+    }
+}
+
+#endif
