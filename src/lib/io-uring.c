@@ -245,7 +245,7 @@ static void stream_kick(struct ur_loop *u, kt_stream *s)
                     io_uring_prep_cancel_fd(sqe, s->h.fd, IORING_ASYNC_CANCEL_ALL);
                 io_uring_sqe_set_data64(sqe, UT_NONE);
                 s->io_flags |= SF_CANCEL_ALL;
-                    } else {
+            } else {
                 ok = false;
             }
         }
@@ -481,8 +481,13 @@ static void ur_listen_close(kt_listener *l)
             listener_ctx_free(u, c);
         }
     }
-    if (l->h.fd >= 0)
-        close(l->h.fd); /* an armed accept keeps the socket until cancelled */
+    if (l->h.fd >= 0) {
+        /* An armed accept keeps the socket alive until its cancel lands;
+         * shutdown() stops it listening now, so a connect made after this
+         * call is refused instead of queueing on a closing listener. */
+        shutdown(l->h.fd, SHUT_RDWR);
+        close(l->h.fd);
+    }
     l->h.fd = -1;
     kt__listener_closed(l);
 }
