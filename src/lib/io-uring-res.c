@@ -1,8 +1,9 @@
 /*
  * io-uring-res.c - the io_uring backend's resources: the ring and its
  * set-up flags, the ring of provided receive buffers with its posting
- * window, and the table of fixed files. See io-uring.c for how they are
- * used.
+ * window, the table of fixed files, and the pool of op blocks (what a
+ * SENDMSG or a CONNECT in flight needs kept). See io-uring.c for how they
+ * are used.
  */
 #include "config.h"
 #include <errno.h>
@@ -117,6 +118,39 @@ void kt__ur_window_tick(struct ur_loop *u, unsigned used)
         u->window /= 2;
     u->epoch = 0;
     u->peak = 0;
+    /* The op pool keeps as many blocks as were in flight at once this
+     * epoch: a steady load reuses them, a past burst's surplus is freed. */
+    while (u->ops_free && u->ops_used + u->nops_free > u->ops_peak) {
+        struct ur_op *op = u->ops_free;
+        u->ops_free = op->next_free;
+        u->nops_free--;
+        kt_free(op);
+    }
+    u->ops_peak = u->ops_used;
+}
+
+/* An op block: the pool's, or a new one when it is empty. */
+struct ur_op *kt__ur_op_get(struct ur_loop *u)
+{
+    struct ur_op *op = u->ops_free;
+    if (op) {
+        u->ops_free = op->next_free;
+        u->nops_free--;
+    } else if ((op = kt_malloc(sizeof(*op))) == NULL) {
+        return NULL;
+    }
+    if (++u->ops_used > u->ops_peak)
+        u->ops_peak = u->ops_used;
+    return op;
+}
+
+/* Back to the pool (its CQE has been seen, or it was never submitted). */
+void kt__ur_op_put(struct ur_loop *u, struct ur_op *op)
+{
+    u->ops_used--;
+    op->next_free = u->ops_free;
+    u->ops_free = op;
+    u->nops_free++;
 }
 
 /* Register the provided-buffer ring by hand (liburing 2.3 has no
@@ -236,6 +270,11 @@ void kt__ur_free(struct ur_loop *u)
     kt_free(u->spare);
     kt_free(u->slots);
     kt_free(u->limbo);
+    while (u->ops_free) {
+        struct ur_op *op = u->ops_free;
+        u->ops_free = op->next_free;
+        kt_free(op);
+    }
     kt_free(u);
 }
 

@@ -9,8 +9,11 @@
  * locality; ENOBUFS re-arms the receive and widens the window, no byte is
  * lost). Sends are queued by flush (one in flight per stream, SEND for one
  * vector, SENDMSG for several) and go out with every other SQE of the
- * iteration in the next poll's submit. Stream sockets sit in a fixed-file
- * table when there is room. Wake-up and signals are multishot polls.
+ * iteration in the next poll's submit. A SENDMSG's header and vectors,
+ * and a connect's address, live in a block of the loop's op pool only
+ * while that op is in flight, so an idle stream's context is a few words.
+ * Stream sockets sit in a fixed-file table when there is room. Wake-up
+ * and signals are multishot polls.
  *
  *   user_data = object pointer | tag (low 3 bits; objects are 8-aligned)
  *
@@ -168,6 +171,8 @@ static void stream_finish(struct ur_loop *u, kt_stream *s)
         kick_unlink(u, &c->node);
     if (c->slot >= 0)
         kt__ur_slot_clear(u, (unsigned)c->slot);
+    if (c->op) /* not reached: the op's CQE came first (io_pending) */
+        kt__ur_op_put(u, c->op);
     kt_free(c);
     s->io_ctx = NULL;
     if (s->h.fd >= 0)
@@ -185,23 +190,34 @@ static void stream_put(struct ur_loop *u, kt_stream *s)
         stream_kick(u, s);
 }
 
-/* Queue one send over the queued output. */
+/* Queue one send over the queued output. One vector goes as a SEND
+ * (the kernel reads only the output block); several as a SENDMSG, whose
+ * header and vectors live in a pooled op block until the CQE. */
 static bool stream_send(struct ur_loop *u, kt_stream *s)
 {
     struct ur_stream *c = s->io_ctx;
-    int n = kt__stream_iov(s, c->iov, UR_IOV_MAX);
+    struct iovec iov[UR_IOV_MAX];
+    int n = kt__stream_iov(s, iov, UR_IOV_MAX);
     if (n <= 0)
         return true;
+    struct ur_op *op = NULL;
+    if (n > 1 && (op = kt__ur_op_get(u)) == NULL)
+        return false; /* out of memory: retried from the kick list */
     struct io_uring_sqe *sqe = ur_sqe(u);
-    if (sqe == NULL)
+    if (sqe == NULL) {
+        if (op)
+            kt__ur_op_put(u, op);
         return false;
+    }
     if (n == 1) {
-        io_uring_prep_send(sqe, s->h.fd, c->iov[0].iov_base, c->iov[0].iov_len, MSG_NOSIGNAL);
+        io_uring_prep_send(sqe, s->h.fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
     } else {
-        memset(&c->msg, 0, sizeof(c->msg));
-        c->msg.msg_iov = c->iov;
-        c->msg.msg_iovlen = (size_t)n;
-        io_uring_prep_sendmsg(sqe, s->h.fd, &c->msg, MSG_NOSIGNAL);
+        memcpy(op->send.iov, iov, (size_t)n * sizeof(iov[0]));
+        memset(&op->send.msg, 0, sizeof(op->send.msg));
+        op->send.msg.msg_iov = op->send.iov;
+        op->send.msg.msg_iovlen = (size_t)n;
+        io_uring_prep_sendmsg(sqe, s->h.fd, &op->send.msg, MSG_NOSIGNAL);
+        c->op = op;
     }
     ur_sqe_target(sqe, c);
     io_uring_sqe_set_data64(sqe, ud_pack(s, UT_SEND));
@@ -276,11 +292,17 @@ static int ur_connect(kt_stream *s, const kt_addr *addr)
 {
     struct ur_loop *u = s->loop->io_data;
     struct ur_stream *c = s->io_ctx;
+    struct ur_op *op = kt__ur_op_get(u);
+    if (op == NULL)
+        return -ENOMEM;
     struct io_uring_sqe *sqe = ur_sqe(u);
-    if (sqe == NULL)
+    if (sqe == NULL) {
+        kt__ur_op_put(u, op);
         return -EAGAIN;
-    c->addr = *addr;
-    io_uring_prep_connect(sqe, s->h.fd, (const struct sockaddr *)&c->addr.ss, c->addr.len);
+    }
+    op->addr = *addr;
+    c->op = op;
+    io_uring_prep_connect(sqe, s->h.fd, (const struct sockaddr *)&op->addr.ss, op->addr.len);
     ur_sqe_target(sqe, c);
     io_uring_sqe_set_data64(sqe, ud_pack(s, UT_CONNECT));
     s->io_flags |= SF_CONNECT;
@@ -358,8 +380,19 @@ static void on_recv(struct ur_loop *u, kt_stream *s, int res, unsigned flags)
         stream_put(u, s);
 }
 
+/* The op's CQE has come: the kernel reads its block no more. */
+static void stream_op_done(struct ur_loop *u, kt_stream *s)
+{
+    struct ur_stream *c = s->io_ctx;
+    if (c->op) {
+        kt__ur_op_put(u, c->op);
+        c->op = NULL;
+    }
+}
+
 static void on_send(struct ur_loop *u, kt_stream *s, int res)
 {
+    stream_op_done(u, s);
     s->io_flags &= ~SF_SEND; /* io_pending kept as a hold */
     if (!(s->io_flags & (SF_CLOSING | SF_WDONE))) {
         if (res > 0) {
@@ -379,6 +412,7 @@ static void on_send(struct ur_loop *u, kt_stream *s, int res)
 
 static void on_connect(struct ur_loop *u, kt_stream *s, int res)
 {
+    stream_op_done(u, s);
     s->io_flags &= ~SF_CONNECT;
     if (!(s->io_flags & SF_CLOSING)) {
         if (res < 0)

@@ -58,13 +58,26 @@ struct ur_node {
     uint8_t type; /* enum kt__handle_type of the owner */
 };
 
+/* What the kernel may read until an op's CQE: a SENDMSG's header and
+ * vectors, or a CONNECT's address. Taken from the loop's pool only while
+ * such an op is in flight (a stream has at most one: no send while
+ * connecting), so that an idle stream carries none of it. */
+struct ur_op {
+    union {
+        struct ur_op *next_free;     /* on u->ops_free */
+        struct {
+            struct msghdr msg;
+            struct iovec iov[UR_IOV_MAX];
+        } send;
+        kt_addr addr;
+    };
+};
+
 struct ur_stream {
     struct ur_node node; /* first: the node is the context */
     kt_stream *s;
     int slot;                        /* fixed-file slot, -1 if none */
-    struct msghdr msg;               /* SENDMSG: stable until the CQE */
-    kt_addr addr;                    /* CONNECT: stable until the CQE */
-    struct iovec iov[UR_IOV_MAX];
+    struct ur_op *op;                /* SENDMSG or CONNECT in flight, else NULL */
 };
 
 struct ur_listener {
@@ -105,6 +118,9 @@ struct ur_loop {
     unsigned nlimbo;
     struct ur_node *kicks;           /* objects waiting for an SQE */
     struct ur_listener *orphans;     /* closed listeners with an accept in flight */
+    struct ur_op *ops_free;          /* the op pool's free list */
+    unsigned nops_free;
+    unsigned ops_used, ops_peak;     /* ops in flight now, most this epoch */
     kt_loop *loop;
 };
 
@@ -137,6 +153,12 @@ int kt__ur_slot_take(struct ur_loop *u, int fd);
 void kt__ur_slot_clear(struct ur_loop *u, unsigned slot);
 /* After a submit that took every SQE: cleared slots become free. */
 void kt__ur_slots_release(struct ur_loop *u);
+
+/* An op block from the pool (allocated only when the pool is empty), or
+ * NULL if out of memory. Give it back with kt__ur_op_put() after its CQE. */
+struct ur_op *kt__ur_op_get(struct ur_loop *u);
+/* Return an op block to the pool. */
+void kt__ur_op_put(struct ur_loop *u, struct ur_op *op);
 
 /* The kernel filled buffer bid; the data has been delivered (and copied
  * if kept): the buffer is free again. */

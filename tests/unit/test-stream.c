@@ -1490,6 +1490,63 @@ static void test_free_closes_leftovers(void **state)
     close(sv[1]);
 }
 
+/* ---- a request before reading starts ------------------------------------------------ */
+
+struct early {
+    struct end e;
+    kt_timer t;
+    bool deferred; /* read_start from a timer, not from the accept callback */
+};
+
+static void early_start(kt_timer *t, void *arg)
+{
+    (void)t;
+    struct early *x = arg;
+    assert_int_equal(kt_stream_read_start(x->e.s), 0);
+}
+
+static void early_accept(kt_listener *l, kt_stream *s, void *arg)
+{
+    struct early *x = arg;
+    if (!x->deferred) {
+        accept_end_cb(l, s, &x->e);
+        return;
+    }
+    x->e.s = s;
+    kt_stream_set_cbs(s, &end_cbs, &x->e);
+    assert_int_equal(kt_timer_start(&x->t, KT_MSEC(5), 0), 0);
+}
+
+/* The client's first request is in the socket before the server accepts
+ * it, and (second round) still unread when reading starts later from a
+ * timer: the server sees it and answers, with no further byte from the
+ * client to wake it (a receive armed on a socket that already holds data
+ * must complete). */
+static void test_request_before_read(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 2; round++) {
+        kt_loop *loop = loop_new();
+        struct early x = { .e = { .loop = loop, .echo = 1, .close_on_eof = KT_CLOSE_NOW + 1 },
+                           .deferred = round == 1 };
+        kt_timer_init(loop, &x.t, early_start, &x);
+        kt_listener *l;
+        kt_addr a = tcp_any();
+        assert_int_equal(kt_listen(loop, &a, 0, early_accept, &x, &l), 0);
+        kt_addr where = bound_addr(l);
+        int fd = raw_connect(&where);
+        assert_int_equal(write(fd, "PING\r\n", 6), 6); /* before the loop has run */
+        char rb[6];
+        assert_int_equal(pump_read(loop, fd, rb, sizeof(rb)), sizeof(rb));
+        assert_memory_equal(rb, "PING\r\n", 6);
+        assert_int_equal(x.e.reads >= 1, 1);
+        close(fd);
+        run_until(loop, &x.e.closed, KT_SEC(10), "closed after the client left");
+        kt_listener_close(l);
+        loop_done(loop);
+    }
+}
+
 static int setup_dir(void **state)
 {
     (void)state;
@@ -1540,6 +1597,7 @@ int main(void)
         cmocka_unit_test(test_out_mem),
         cmocka_unit_test(test_rbuf_mem),
         cmocka_unit_test(test_free_closes_leftovers),
+        cmocka_unit_test(test_request_before_read),
     };
     if (getenv("KT_TEST_FILTER")) /* run a subset: KT_TEST_FILTER='test_echo*' */
         cmocka_set_test_filter(getenv("KT_TEST_FILTER"));
