@@ -10,6 +10,8 @@
 #include <strings.h>
 #include <kettle/common.h>
 #include <kettle/log.h>
+#include <kettle/loop.h>
+#include <kettle/stream.h>
 #include "opt.h"
 
 #define FIELD(cfg, o, type) ((type *)((char *)(cfg) + (o)->offset))
@@ -113,6 +115,36 @@ static int set_one(const kt_opt *o, void *cfg, const char *value, const char **w
     }
     *why = "unknown option type";
     return -EINVAL;
+}
+
+int kt_opt_check_addr(const char *value, const char **why)
+{
+    kt_addr a;
+    if (kt_addr_parse(value, &a) < 0) {
+        *why = "expected ADDR:PORT, [IPV6]:PORT or unix:PATH (numeric address or localhost)";
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int kt_opt_check_io(const char *value, const char **why)
+{
+    kt_io_kind k;
+    if (kt_io_parse(value, &k) < 0) {
+        *why = "expected auto, io_uring, epoll or libevent";
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int kt_opt_check_level(const char *value, const char **why)
+{
+    kt_log_level l;
+    if (kt_log_parse_level(value, &l) < 0) {
+        *why = "expected error, warning, notice, info or debug";
+        return -EINVAL;
+    }
+    return 0;
 }
 
 int kt_opt_defaults(const kt_opt *table, void *cfg)

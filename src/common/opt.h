@@ -52,6 +52,12 @@ typedef struct kt_opt {
 
 #define KT_OPT_END { NULL, 0, 0, NULL, NULL, 0, 0, 0, NULL, 0 }
 
+/* Checkers shared by the programs' tables (kt_opt.check): an address
+ * kt_addr_parse takes, an I/O backend name, a log level name. */
+int kt_opt_check_addr(const char *value, const char **why);
+int kt_opt_check_io(const char *value, const char **why);
+int kt_opt_check_level(const char *value, const char **why);
+
 /* Fill cfg with every option's default. 0 or negative errno. */
 int kt_opt_defaults(const kt_opt *table, void *cfg);
 /* Set one option from text. 0; -ENOENT unknown name; -EINVAL bad value,

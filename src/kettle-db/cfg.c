@@ -23,36 +23,6 @@ static int check_fault(const char *v, const char **why)
     return kdb_fault_parse_line(v, &k, &f, why);
 }
 
-static int check_io(const char *v, const char **why)
-{
-    kt_io_kind k;
-    if (kt_io_parse(v, &k) < 0) {
-        *why = "expected auto, io_uring, epoll or libevent";
-        return -EINVAL;
-    }
-    return 0;
-}
-
-static int check_level(const char *v, const char **why)
-{
-    kt_log_level l;
-    if (kt_log_parse_level(v, &l) < 0) {
-        *why = "expected error, warning, notice, info or debug";
-        return -EINVAL;
-    }
-    return 0;
-}
-
-static int check_addr(const char *v, const char **why)
-{
-    kt_addr a;
-    if (kt_addr_parse(v, &a) < 0) {
-        *why = "expected ADDR:PORT, [IPV6]:PORT or unix:PATH";
-        return -EINVAL;
-    }
-    return 0;
-}
-
 #define O(field) offsetof(kdb_cfg, field)
 #define RT KT_OPT_RUNTIME
 
@@ -61,11 +31,11 @@ const kt_opt kdb_options[] = {
       0, 0, 0, NULL, KT_OPT_NOFILE },
     { "listen", KT_OPT_LIST, O(listen), "127.0.0.1:7380",
       "address to listen on: ADDR:PORT, [IPV6]:PORT or unix:PATH (port 0: ephemeral)",
-      0, 0, 0, check_addr, 0 },
+      0, 0, 0, kt_opt_check_addr, 0 },
     { "io", KT_OPT_STR, O(io), "auto", "I/O backend: auto (io_uring, else epoll), io_uring, epoll, libevent",
-      0, 0, 0, check_io, 0 },
+      0, 0, 0, kt_opt_check_io, 0 },
     { "log-level", KT_OPT_STR, O(log_level), "notice", "log level: error, warning, notice, info, debug",
-      0, 0, 0, check_level, RT },
+      0, 0, 0, kt_opt_check_level, RT },
     { "latency", KT_OPT_STR, O(latency), "fixed 1ms",
       "delay model: none | fixed D | uniform LO HI | normal MEAN SD | exponential MEAN | "
       "lognormal MEDIAN SIGMA | pareto SCALE SHAPE | proportional UNIT (key n waits n x UNIT); "

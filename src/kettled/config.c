@@ -15,36 +15,6 @@
 #define O(f) offsetof(kd_config, f)
 #define RT KT_OPT_RUNTIME
 
-static int check_addr(const char *v, const char **why)
-{
-    kt_addr a;
-    if (kt_addr_parse(v, &a) < 0) {
-        *why = "expected ADDR:PORT, [IPV6]:PORT or unix:PATH (numeric address or localhost)";
-        return -EINVAL;
-    }
-    return 0;
-}
-
-static int check_io(const char *v, const char **why)
-{
-    kt_io_kind k;
-    if (kt_io_parse(v, &k) < 0) {
-        *why = "expected auto, io_uring, epoll or libevent";
-        return -EINVAL;
-    }
-    return 0;
-}
-
-static int check_level(const char *v, const char **why)
-{
-    kt_log_level l;
-    if (kt_log_parse_level(v, &l) < 0) {
-        *why = "expected error, warning, notice, info or debug";
-        return -EINVAL;
-    }
-    return 0;
-}
-
 static int check_name_value(const char *v, const char **why)
 {
     const char *sp = strchr(v, ' ');
@@ -67,12 +37,12 @@ const kt_opt kd_options[] = {
 
     { "listen", KT_OPT_LIST, O(listen), "127.0.0.1:7379",
       "address to serve clients on: ADDR:PORT, [IPV6]:PORT or unix:PATH (port 0: ephemeral)",
-      0, 0, 0, check_addr, 0 },
+      0, 0, 0, kt_opt_check_addr, 0 },
     { "io", KT_OPT_STR, O(io), "auto",
       "I/O backend: auto (io_uring, else epoll), io_uring, epoll, libevent",
-      0, 0, 0, check_io, 0 },
+      0, 0, 0, kt_opt_check_io, 0 },
     { "log-level", KT_OPT_STR, O(log_level), "notice",
-      "log level: error, warning, notice, info, debug", 0, 0, 0, check_level, RT },
+      "log level: error, warning, notice, info, debug", 0, 0, 0, kt_opt_check_level, RT },
     { "backlog", KT_OPT_INT, O(backlog), "4096", "listen(2) backlog of each listener",
       1, 1 << 20, 0, NULL, 0 },
 
@@ -113,7 +83,7 @@ const kt_opt kd_options[] = {
     { "backend", KT_OPT_LIST, O(backend), NULL,
       "database server ADDR:PORT (kettle-db, redis-server); several: keys spread by consistent "
       "hashing; none: the embedded database",
-      0, 0, 0, check_addr, RT },
+      0, 0, 0, kt_opt_check_addr, RT },
     { "backend-connections", KT_OPT_INT, O(backend_connections), "2",
       "connections to each database server, a fetch to the one with the fewest outstanding "
       "(more: less head-of-line blocking; 1: best batching)",
