@@ -1,6 +1,7 @@
 /*
  * kettle/resp.h - the RESP2 codec: a stateless parser over the caller's
- * buffer (requests, replies) and an encoder writing into an output sink.
+ * buffer (requests, replies) and an encoder writing into an output sink
+ * (kettle/buf.h).
  *
  * The parsers have the shape of picohttpparser: each call looks at the
  * bytes the caller has, keeps no state between calls, and returns the
@@ -19,6 +20,7 @@
 #include <stdarg.h>
 #include <sys/types.h>
 #include <kettle/common.h>
+#include <kettle/buf.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -127,38 +129,6 @@ ssize_t kt_resp_reply_len(const char *buf, size_t len, const kt_resp_limits *lim
 
 /* Free out's nodes and zero it. */
 void kt_resp_reply_free(kt_resp_reply *out);
-
-/* ---- output -------------------------------------------------------------- */
-
-/* Where the encoder writes: reserve(n) gives n contiguous writable bytes
- * (or NULL when out of memory); commit(n) makes the first n of them part
- * of the output (n may be less than reserved). kt_stream_out() and
- * kt_buf_out() make one. */
-typedef struct kt_out {
-    char *(*reserve)(void *ctx, size_t n);
-    void (*commit)(void *ctx, size_t n);
-    void *ctx;
-} kt_out;
-
-/* A plain growable buffer: bytes data[0..len), cap allocated. Zero-init. */
-typedef struct kt_buf {
-    char *data;
-    size_t len, cap;
-} kt_buf;
-
-/* Make room for n more bytes and return where they go (data + len);
- * kt_buf_commit() then adds them. NULL when out of memory (b unchanged). */
-char *kt_buf_reserve(kt_buf *b, size_t n);
-/* Add n reserved bytes to len. */
-void kt_buf_commit(kt_buf *b, size_t n);
-/* Append n bytes (copied). 0 or -ENOMEM. */
-int kt_buf_append(kt_buf *b, const void *p, size_t n);
-/* Drop the first n bytes (n > len drops all). */
-void kt_buf_consume(kt_buf *b, size_t n);
-/* Free the memory and zero b. */
-void kt_buf_free(kt_buf *b);
-/* A sink that appends to b (b must outlive it). */
-kt_out kt_buf_out(kt_buf *b);
 
 /* ---- encoder ------------------------------------------------------------- */
 /*
