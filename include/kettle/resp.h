@@ -1,15 +1,33 @@
 /*
- * kettle/resp.h - the RESP2 codec: a stateless parser over the caller's
- * buffer (requests, replies) and an encoder writing into an output sink
- * (kettle/buf.h).
+ * kettle/resp.h - the RESP2 codec: parsers that resume where they stopped
+ * (requests, replies) over the caller's buffer, and an encoder writing into
+ * an output sink (kettle/buf.h).
  *
- * The parsers have the shape of picohttpparser: each call looks at the
- * bytes the caller has, keeps no state between calls, and returns the
- * number of bytes one message took (> 0), KT_RESP_INCOMPLETE (call again
- * with more bytes: the same prefix is parsed again from its start) or
- * KT_RESP_ERROR with a reason. A result never depends on how the bytes
- * were split: a prefix of a message gives KT_RESP_INCOMPLETE or the very
- * error the whole message gives.
+ * A parse call looks at the bytes of one message at the start of the
+ * caller's buffer and returns the number of bytes the message took (> 0),
+ * KT_RESP_INCOMPLETE or KT_RESP_ERROR with a reason. The parser keeps its
+ * place in a state object the caller owns, one per connection (kt_resp_req,
+ * kt_resp_reply), so a message that arrives in many reads costs what it
+ * weighs, as Redis's processMultibulkBuffer() and picohttpparser's last_len
+ * do it:
+ *
+ *   - After KT_RESP_INCOMPLETE, call again with the same bytes from the
+ *     start of the same message followed by more (the buffer may have moved:
+ *     positions are kept as offsets). What was already parsed is not parsed
+ *     again: a call looks again at no more than a few bytes it had seen (a
+ *     line's type byte, a \r whose \n had not come), and a line is read
+ *     once more when its end arrives (a header's digits, at most
+ *     KT_RESP_MAX_HEADER bytes; an inline line, to split it).
+ *   - To drop input in the middle of a message (a reconnect, a discarded
+ *     buffer), call kt_resp_req_reset() / kt_resp_reply_reset() first.
+ *   - Input shorter than what the state has already taken is taken as a new
+ *     message (the state is reset): never a read out of bounds.
+ *   - A complete message or an error leaves the state between messages.
+ *
+ * A result never depends on how the bytes were split or where they lie:
+ * the bytes consumed, the arguments or nodes, and the error text are the
+ * same fed whole, byte by byte or in any pieces (a prefix gives
+ * KT_RESP_INCOMPLETE or the very error the whole message gives).
  *
  * The request parser's reasons are Redis's texts, so a server answers
  * "-ERR Protocol error: <reason>" exactly as redis-server does and closes.
@@ -55,13 +73,36 @@ typedef struct kt_resp_arg {
     size_t len;
 } kt_resp_arg;
 
-/* A parsed request. Zero-initialise it ({0}), reuse it for every request
- * of a connection (its arrays only grow), and kt_resp_req_free() it. */
+/*
+ * A connection's request parser: the last request parsed, and the place
+ * where an incomplete one stopped. One per connection: zero-initialise it
+ * ({0}), pass it to every kt_resp_parse_request() of that connection, and
+ * kt_resp_req_free() it when the connection closes.
+ *
+ * Between requests it holds the struct itself, argv (16 bytes per argument
+ * of the largest request since the last trim, in powers of two from 8) and
+ * scratch (the longest quoted inline line since the last trim).
+ * kt_resp_req_trim() gives both back, e.g. when a connection goes idle, so
+ * an idle connection holds only the struct. While a request is incomplete,
+ * argv holds the arguments taken so far: at most 16 bytes for every 6 bytes
+ * of the request (the smallest argument, "$0\r\n\r\n"), times two for growth.
+ */
 typedef struct kt_resp_req {
-    kt_resp_arg *argv;  /* argc arguments (kt_realloc'd, cap entries) */
-    size_t argc, cap;
-    char *scratch;      /* unquoted copies of quoted inline arguments */
+    kt_resp_arg *argv;   /* argc arguments (kt_realloc'd, cap entries) */
+    size_t argc, cap;    /* argc: 0 unless the last call returned > 0 */
+    char *scratch;       /* unquoted copies of quoted inline arguments */
     size_t scratch_cap;
+    /* The parser's place in an incomplete request (its own: read only
+     * `examined`). */
+    size_t pos;          /* bytes taken: the count line and whole arguments */
+    size_t scan;         /* bytes of the line at pos searched for its end */
+    size_t got;          /* arguments taken, argv[0..got) */
+    size_t noff;         /* argv[0..noff) hold offsets, not pointers */
+    uint64_t left;       /* arguments still to come */
+    int64_t bulklen;     /* length of the argument whose data is awaited, or -1 */
+    int state;           /* 0 between requests */
+    uint64_t examined;   /* input bytes looked at, over all calls: for tests and
+                            diagnostics (bulk data is counted, not read) */
 } kt_resp_req;
 
 /*
@@ -71,8 +112,9 @@ typedef struct kt_resp_req {
  * "double quotes" (\n \r \t \b \a \xHH escapes) and 'single quotes'). An
  * inline line ends at \n; a \r before it is dropped.
  *
- * Returns the bytes consumed with req->argv filled, KT_RESP_INCOMPLETE,
- * or KT_RESP_ERROR with *err set to a static string (Redis's text, e.g.
+ * Returns the bytes consumed with req->argv filled, KT_RESP_INCOMPLETE
+ * (req remembers where it stopped: see the top of this file), or
+ * KT_RESP_ERROR with *err set to a static string (Redis's text, e.g.
  * "invalid bulk length"; "out of memory" if argv could not grow). An
  * empty line, "*0" and "*-1" are consumed with argc 0: skip them. argv
  * stays valid until the next call with req or until buf changes.
@@ -80,6 +122,15 @@ typedef struct kt_resp_req {
  */
 ssize_t kt_resp_parse_request(const char *buf, size_t len, const kt_resp_limits *lim,
                               kt_resp_req *req, const char **err);
+
+/* Forget an incomplete request (its input is being dropped): the next
+ * call starts a new one. Keeps the arrays; argc becomes 0. */
+void kt_resp_req_reset(kt_resp_req *req);
+
+/* Between requests, free argv and scratch if together they take more than
+ * keep bytes (0: always), invalidating the last request's argv. Does
+ * nothing while a request is incomplete. */
+void kt_resp_req_trim(kt_resp_req *req, size_t keep);
 
 /* Free req's arrays and zero it. */
 void kt_resp_req_free(kt_resp_req *req);
@@ -104,31 +155,67 @@ typedef struct kt_resp_node {
     size_t n;        /* array: element count */
 } kt_resp_node;
 
-/* A parsed reply: nodes[0] is the top value, its elements (and theirs)
- * follow in preorder. Zero-initialise, reuse, kt_resp_reply_free(). */
+/*
+ * A connection's reply parser: the last reply parsed (nodes[0] is the top
+ * value, its elements and theirs follow in preorder) and the place where
+ * an incomplete one stopped (the elements still to come in each open
+ * array). One per connection: zero-initialise, pass it to every
+ * kt_resp_parse_reply() or kt_resp_reply_len() of that connection,
+ * kt_resp_reply_free() it when the connection closes.
+ */
 typedef struct kt_resp_reply {
     kt_resp_node *nodes; /* count nodes (kt_realloc'd, cap entries) */
-    size_t count, cap;
+    size_t count, cap;   /* count: 0 unless the last parse returned > 0 */
+    /* The parser's place in an incomplete reply (its own: read only
+     * `examined`). */
+    size_t pos;          /* bytes taken: whole values and array headers */
+    size_t scan;         /* bytes of the line at pos searched for its end */
+    size_t got;          /* nodes taken, nodes[0..got) */
+    size_t noff;         /* nodes[0..noff) hold offsets, not pointers */
+    int64_t bulklen;     /* length of the bulk whose data is awaited, or -1 */
+    size_t depth;        /* arrays open */
+    int state;           /* 0 between replies; building nodes; measuring */
+    uint64_t examined;   /* input bytes looked at, over all calls: for tests and
+                            diagnostics (bulk data is counted, not read) */
+    uint64_t left[KT_RESP_MAX_DEPTH]; /* elements still to come per open array */
 } kt_resp_reply;
 
 /*
  * Parse one reply of any RESP2 type at the start of buf into out.
- * Returns the bytes consumed, KT_RESP_INCOMPLETE or KT_RESP_ERROR with *err
- * set (a static string: "invalid bulk length", "reply nested too deeply",
- * "out of memory", ...). Nodes point into buf: valid while buf is. lim
- * NULL means the defaults; max_args bounds array sizes; err may be NULL.
+ * Returns the bytes consumed, KT_RESP_INCOMPLETE (out remembers where it
+ * stopped: see the top of this file) or KT_RESP_ERROR with *err set (a
+ * static string: "invalid bulk length", "reply nested too deeply", "out of
+ * memory", ...). Nodes point into buf: valid while buf is and until the
+ * next call with out. lim NULL means the defaults; max_args bounds array
+ * sizes; err may be NULL.
  */
 ssize_t kt_resp_parse_reply(const char *buf, size_t len, const kt_resp_limits *lim,
                             kt_resp_reply *out, const char **err);
 
-/* Where the reply at the start of buf ends, without building nodes (to
+/*
+ * Where the reply at the start of buf ends, without building nodes (to
  * skip a reply nobody waits for): the same results as kt_resp_parse_reply
- * but never "out of memory". */
+ * but never "out of memory"; st keeps the place between calls as there,
+ * and its nodes are left empty. It may take over a reply that
+ * kt_resp_parse_reply() began on st (its waiter went away) and goes on
+ * from where that stopped; kt_resp_parse_reply() on a reply begun here
+ * starts it again from its first byte.
+ */
 ssize_t kt_resp_reply_len(const char *buf, size_t len, const kt_resp_limits *lim,
-                          const char **err);
+                          kt_resp_reply *st, const char **err);
 
-/* Free out's nodes and zero it. */
-void kt_resp_reply_free(kt_resp_reply *out);
+/* Forget an incomplete reply (its input is being dropped, e.g. the
+ * connection is lost): the next call starts a new one. Keeps the nodes
+ * array; count becomes 0. */
+void kt_resp_reply_reset(kt_resp_reply *r);
+
+/* Between replies, free the nodes array if it takes more than keep bytes
+ * (0: always), invalidating the last reply's nodes. Does nothing while a
+ * reply is incomplete. */
+void kt_resp_reply_trim(kt_resp_reply *r, size_t keep);
+
+/* Free r's nodes and zero it. */
+void kt_resp_reply_free(kt_resp_reply *r);
 
 /* ---- encoder ------------------------------------------------------------- */
 /*

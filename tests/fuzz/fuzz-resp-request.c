@@ -7,6 +7,13 @@
  * prefix gives INCOMPLETE, or the same error), arguments lie inside the
  * message or the scratch buffer, and re-encoding the arguments parses back
  * to the same ones (byte for byte the same message, for multibulk input).
+ *
+ * Then the whole input is fed four ways, as hiredis's fuzzer does: whole,
+ * byte by byte, split at random points, and split at random points with
+ * the unconsumed bytes moved to a new buffer before every call. The four
+ * give the same requests, the same bytes consumed and the same end (error
+ * text, or what is left incomplete), and fed byte by byte the parser
+ * examines at most a few bytes per byte of input.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -93,9 +100,93 @@ static void run(const char *buf, size_t len, const kt_resp_limits *lim)
     kt_buf_free(&enc);
 }
 
+enum { WHOLE, BYTES, RANDOM, MOVED };
+
+/* Split points from the input itself, so that a crash reproduces. */
+static uint64_t next_rand(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/*
+ * Feed buf as a stream would, parsing every complete request after each
+ * piece; what came out goes to out: per request, the bytes it took and its
+ * arguments re-encoded; at the end the error text, or the bytes left over.
+ * Returns the bytes the parser examined.
+ */
+static uint64_t feed(const char *buf, size_t len, const kt_resp_limits *lim, int how,
+                     uint64_t seed, kt_buf *out)
+{
+    kt_resp_req req = { 0 };
+    kt_out o = kt_buf_out(out);
+    size_t have = 0, start = 0;
+    char *moved = NULL;
+    uint64_t examined;
+
+    while (have < len) {
+        size_t piece = how == WHOLE ? len : how == BYTES ? 1 : 1 + next_rand(&seed) % 16;
+        have += piece < len - have ? piece : len - have;
+        for (;;) {
+            const char *p = buf + start, *err = NULL;
+            ssize_t r;
+            if (how == MOVED) {
+                free(moved);
+                moved = malloc(have - start ? have - start : 1);
+                CHECK(moved != NULL);
+                memcpy(moved, buf + start, have - start);
+                p = moved;
+            }
+            r = kt_resp_parse_request(p, have - start, lim, &req, &err);
+            if (r == KT_RESP_INCOMPLETE)
+                break;
+            if (r == KT_RESP_ERROR) {
+                CHECK(err != NULL && req.argc == 0);
+                CHECK(kt_buf_append(out, "E", 1) == 0 && kt_buf_append(out, err, strlen(err)) == 0);
+                goto end;
+            }
+            CHECK(kt_buf_append(out, &r, sizeof(r)) == 0);
+            CHECK(kt_resp_command(&o, req.argc, req.argv) == 0);
+            start += (size_t)r;
+        }
+    }
+    CHECK(kt_buf_append(out, "I", 1) == 0);
+    CHECK(kt_buf_append(out, &start, sizeof(start)) == 0);
+end:
+    free(moved);
+    examined = req.examined;
+    kt_resp_req_free(&req);
+    return examined;
+}
+
+static void feeds(const char *buf, size_t len, const kt_resp_limits *lim)
+{
+    kt_buf whole = { 0 }, other = { 0 };
+    uint64_t seed = 0x9e3779b97f4a7c15ull ^ len;
+
+    for (size_t i = 0; i < len && i < 64; i++)
+        seed = seed * 31 + (unsigned char)buf[i];
+    seed |= 1;
+    feed(buf, len, lim, WHOLE, 0, &whole);
+    for (int how = BYTES; how <= MOVED; how++) {
+        uint64_t examined;
+        other.len = 0;
+        examined = feed(buf, len, lim, how, seed, &other);
+        CHECK(other.len == whole.len && memcmp(other.data, whole.data, whole.len) == 0);
+        if (how == BYTES)
+            CHECK(examined <= 3 * (uint64_t)len + 8);
+    }
+    kt_buf_free(&whole);
+    kt_buf_free(&other);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     run((const char *)data, size, NULL);
     run((const char *)data, size, &tight);
+    feeds((const char *)data, size, NULL);
+    feeds((const char *)data, size, &tight);
     return 0;
 }

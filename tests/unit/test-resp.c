@@ -1,8 +1,9 @@
 /*
  * test-resp.c - the RESP codec: requests and replies fed whole, byte by
- * byte, split at every offset and pipelined; Redis's protocol errors
- * (tests/unit/protocol.tcl among them); limits; encoder round trips;
- * allocation failures.
+ * byte, split at every offset and at random ones, with the buffer moved
+ * between calls, and pipelined; Redis's protocol errors
+ * (tests/unit/protocol.tcl among them); limits; bounded work when a message
+ * trickles in; reset and trim; encoder round trips; allocation failures.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -23,6 +24,15 @@ typedef struct bytes {
 
 static kt_resp_req g_req;
 static kt_resp_reply g_rep;
+static kt_resp_reply g_skip; /* kt_resp_reply_len's state */
+
+/* Start the parsers afresh: what follows is not the message they were in. */
+static void reset_parsers(void)
+{
+    kt_resp_req_reset(&g_req);
+    kt_resp_reply_reset(&g_rep);
+    kt_resp_reply_reset(&g_skip);
+}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)
@@ -116,7 +126,7 @@ static ssize_t one_reply(const char *buf, size_t len, const kt_resp_limits *lim,
     const char *err2 = NULL;
     ssize_t r = kt_resp_parse_reply(buf, len, lim, &g_rep, err);
     /* kt_resp_reply_len agrees on every input. */
-    assert_int_equal(kt_resp_reply_len(buf, len, lim, &err2), r);
+    assert_int_equal(kt_resp_reply_len(buf, len, lim, &g_skip, &err2), r);
     if (r == KT_RESP_ERROR)
         assert_string_equal(err2, *err);
     if (r > 0 && canon) {
@@ -139,6 +149,7 @@ static const char *feed(one_fn fn, const kt_resp_limits *lim, const char *data, 
     size_t off = 0, chunk = first;
     const char *err = NULL;
 
+    reset_parsers();
     while (off < len) {
         size_t n = len - off < chunk ? len - off : chunk;
         assert_int_equal(kt_buf_append(&in, data + off, n), 0);
@@ -167,6 +178,7 @@ static const char *feed(one_fn fn, const kt_resp_limits *lim, const char *data, 
 static void check_prefixes(one_fn fn, const kt_resp_limits *lim, const char *data,
                            size_t len, const char *whole_err)
 {
+    reset_parsers();
     for (size_t n = 0; n < len; n++) {
         char *copy = malloc(n ? n : 1);
         const char *err = NULL;
@@ -195,6 +207,7 @@ static void check_valid(one_fn fn, const kt_resp_limits *lim, const char *data, 
 
     assert_non_null(copy);
     memcpy(copy, data, len);
+    reset_parsers();
     assert_int_equal(fn(copy, len, lim, &a, &err), (ssize_t)len);
     free(copy);
     assert_int_equal(a.len, expect_len);
@@ -220,6 +233,7 @@ static void check_error(one_fn fn, const kt_resp_limits *lim, const char *data, 
 
     assert_non_null(copy);
     memcpy(copy, data, len);
+    reset_parsers();
     r = fn(copy, len, lim, NULL, &err);
     free(copy);
     if (r != KT_RESP_ERROR)
@@ -430,11 +444,13 @@ static void test_request_limits(void **state)
                 "*2\r\n$4\r\nabcd\r\n$0\r\n\r\n", 20);
     /* The defaults: exactly at a limit is waited for, past it refused. */
     assert_int_equal(kt_resp_parse_request("*1048576\r\n", 10, NULL, &g_req, &err), KT_RESP_INCOMPLETE);
+    kt_resp_req_reset(&g_req); /* the next one is another message */
     assert_int_equal(kt_resp_parse_request("*1\r\n$536870912\r\n", 16, NULL, &g_req, &err),
                      KT_RESP_INCOMPLETE);
     /* Header lines: KT_RESP_MAX_HEADER bytes wait, one more is refused. */
     memset(line, '1', sizeof(line));
     line[0] = '*';
+    kt_resp_req_reset(&g_req);
     assert_int_equal(kt_resp_parse_request(line, KT_RESP_MAX_HEADER, NULL, &g_req, &err),
                      KT_RESP_INCOMPLETE);
     assert_int_equal(kt_resp_parse_request(line, KT_RESP_MAX_HEADER + 1, NULL, &g_req, &err),
@@ -676,7 +692,7 @@ static void test_roundtrip(void **state)
         assert_int_equal(kt_resp_nil(&o), 0);
         r = kt_resp_parse_reply(b.data, b.len, NULL, &g_rep, &err);
         assert_int_equal(r, (ssize_t)b.len);
-        assert_int_equal(kt_resp_reply_len(b.data, b.len, NULL, &err), r);
+        assert_int_equal(kt_resp_reply_len(b.data, b.len, NULL, &g_skip, &err), r);
         assert_int_equal(g_rep.count, argc + 3);
         assert_int_equal(g_rep.nodes[0].type, KT_RESP_ARRAY);
         assert_int_equal(g_rep.nodes[0].n, argc + 2);
@@ -797,11 +813,440 @@ static void test_alloc_failure(void **state)
     kt_buf_free(&out);
 }
 
+/* ---- resuming: any split, any buffer, bounded work ------------------------ */
+
+enum feed_how { FEED_WHOLE, FEED_BYTES, FEED_RANDOM, FEED_MOVED };
+
+/*
+ * Feed data as a stream would, parsing every complete message after each
+ * piece: whole, byte by byte, in random pieces, or in random pieces with
+ * the unconsumed bytes moved to a new buffer of exactly their size before
+ * every call (so AddressSanitizer sees a stale pointer or a read past the
+ * end). Canonical forms go to canon, the bytes consumed to *used; returns
+ * the error that stopped the feed, or NULL.
+ */
+static const char *feed_how(one_fn fn, const kt_resp_limits *lim, const char *data, size_t len,
+                            enum feed_how how, kt_buf *canon, size_t *used)
+{
+    size_t have = 0, start = 0;
+    char *moved = NULL;
+    const char *err = NULL;
+
+    reset_parsers();
+    while (have < len) {
+        size_t piece = how == FEED_WHOLE ? len : how == FEED_BYTES ? 1
+                     : rnd() % 4 ? 1 + rnd() % 8 : 1 + rnd() % 600;
+        have += piece < len - have ? piece : len - have;
+        for (;;) {
+            const char *p = data + start;
+            ssize_t r;
+            if (how == FEED_MOVED) {
+                free(moved);
+                moved = malloc(have - start ? have - start : 1);
+                assert_non_null(moved);
+                memcpy(moved, data + start, have - start);
+                p = moved;
+            }
+            r = fn(p, have - start, lim, canon, &err);
+            if (r == KT_RESP_ERROR) {
+                free(moved);
+                *used = start;
+                return err;
+            }
+            if (r == KT_RESP_INCOMPLETE)
+                break;
+            assert_true(r > 0 && (size_t)r <= have - start);
+            start += (size_t)r;
+        }
+    }
+    free(moved);
+    *used = start;
+    return NULL;
+}
+
+/* The four feeds of data agree: same messages, same bytes consumed, same
+ * error (or none). */
+static void check_feeds(one_fn fn, const kt_resp_limits *lim, const char *data, size_t len)
+{
+    kt_buf want = { 0 }, got = { 0 };
+    size_t want_used, used;
+    const char *want_err = feed_how(fn, lim, data, len, FEED_WHOLE, &want, &want_used);
+
+    for (int how = FEED_BYTES; how <= FEED_MOVED; how++) {
+        for (int round = 0; round < (how == FEED_BYTES ? 1 : 3); round++) {
+            const char *err;
+            got.len = 0;
+            err = feed_how(fn, lim, data, len, (enum feed_how)how, &got, &used);
+            if (want_err == NULL || err == NULL)
+                assert_ptr_equal(err, want_err);
+            else
+                assert_string_equal(err, want_err);
+            assert_int_equal(used, want_used);
+            assert_int_equal(got.len, want.len);
+            if (want.len)
+                assert_memory_equal(got.data, want.data, want.len);
+        }
+    }
+    kt_buf_free(&want);
+    kt_buf_free(&got);
+}
+
+static void put_random_bytes(kt_buf *b, size_t n)
+{
+    char *p = kt_buf_reserve(b, n);
+    assert_non_null(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = (char)(rnd() % 4 ? "ab\r\n$*\"' \\x0"[rnd() % 12] : (char)rnd());
+    kt_buf_commit(b, n);
+}
+
+/* A pipeline of requests: the table's cases and random multibulk ones. */
+static void gen_requests(kt_buf *b, int n)
+{
+    kt_out o = kt_buf_out(b);
+    for (int i = 0; i < n; i++) {
+        if (rnd() % 2) {
+            const struct req_case *c = &req_cases[rnd() % (sizeof(req_cases) / sizeof(req_cases[0]))];
+            assert_int_equal(kt_buf_append(b, c->in.p, c->in.len), 0);
+        } else {
+            kt_buf data = { 0 };
+            kt_resp_arg argv[8];
+            size_t argc = 1 + rnd() % 8, off = 0;
+            for (size_t k = 0; k < argc; k++) {
+                argv[k].len = rnd() % 5 ? rnd() % 12 : rnd() % 3000;
+                put_random_bytes(&data, argv[k].len);
+            }
+            for (size_t k = 0; k < argc; k++) {
+                argv[k].p = data.data + off;
+                off += argv[k].len;
+            }
+            assert_int_equal(kt_resp_command(&o, argc, argv), 0);
+            kt_buf_free(&data);
+        }
+    }
+}
+
+/* One random reply, nested up to depth more levels. */
+static void gen_reply(kt_buf *b, int depth)
+{
+    kt_out o = kt_buf_out(b);
+    kt_buf data = { 0 };
+    size_t n;
+
+    switch (rnd() % (depth > 0 ? 7 : 5)) {
+    case 0: put_str(b, rnd() % 2 ? "+OK\r\n" : "-ERR wrong\r\n"); break;
+    case 1: assert_int_equal(kt_resp_int(&o, (int64_t)rnd()), 0); break;
+    case 2: assert_int_equal(rnd() % 2 ? kt_resp_nil(&o) : kt_resp_nil_array(&o), 0); break;
+    case 3:
+    case 4:
+        n = rnd() % 5 ? rnd() % 16 : rnd() % 4000;
+        put_random_bytes(&data, n);
+        assert_int_equal(kt_resp_bulk(&o, data.data, n), 0);
+        break;
+    default:
+        n = rnd() % 6;
+        assert_int_equal(kt_resp_array(&o, n), 0);
+        for (size_t i = 0; i < n; i++)
+            gen_reply(b, depth - 1);
+        break;
+    }
+    kt_buf_free(&data);
+}
+
+static void test_feeds_agree(void **state)
+{
+    kt_buf in = { 0 };
+    kt_resp_limits tight = { .max_inline = 40, .max_bulk = 100, .max_args = 5, .max_depth = 3 };
+    (void)state;
+
+    for (int iter = 0; iter < 60; iter++) {
+        /* Requests, then now and then a malformed one or a cut-off end. */
+        in.len = 0;
+        gen_requests(&in, 1 + (int)(rnd() % 20));
+        if (iter % 3 == 1) {
+            const struct err_case *e = &req_errors[rnd() % (sizeof(req_errors) / sizeof(req_errors[0]))];
+            assert_int_equal(kt_buf_append(&in, e->in.p, e->in.len), 0);
+        } else if (iter % 3 == 2) {
+            in.len -= 1 + rnd() % (in.len < 20 ? in.len : 20);
+        }
+        check_feeds(one_request, NULL, in.data, in.len);
+        check_feeds(one_request, &tight, in.data, in.len);
+
+        /* Replies likewise. */
+        in.len = 0;
+        for (int i = 0, n = 1 + (int)(rnd() % 10); i < n; i++)
+            gen_reply(&in, 4);
+        if (iter % 3 == 1) {
+            const struct err_case *e = &rep_errors[rnd() % (sizeof(rep_errors) / sizeof(rep_errors[0]))];
+            assert_int_equal(kt_buf_append(&in, e->in.p, e->in.len), 0);
+        } else if (iter % 3 == 2) {
+            in.len -= 1 + rnd() % (in.len < 20 ? in.len : 20);
+        }
+        check_feeds(one_reply, NULL, in.data, in.len);
+        check_feeds(one_reply, &tight, in.data, in.len);
+    }
+    kt_buf_free(&in);
+}
+
+/* Present buf[0..0), buf[0..1), ... buf[0..len) to a request parser:
+ * every call before the last is incomplete. Returns the bytes examined. */
+static uint64_t trickle_request(kt_resp_req *req, const char *buf, size_t len)
+{
+    uint64_t before;
+    const char *err = NULL;
+
+    kt_resp_req_reset(req);
+    before = req->examined;
+    for (size_t n = 0; n < len; n++)
+        assert_int_equal(kt_resp_parse_request(buf, n, NULL, req, &err), KT_RESP_INCOMPLETE);
+    assert_int_equal(kt_resp_parse_request(buf, len, NULL, req, &err), (ssize_t)len);
+    return req->examined - before;
+}
+
+/* The same for a reply, through both entry points. */
+static uint64_t trickle_reply(kt_resp_reply *rep, bool build, const char *buf, size_t len)
+{
+    uint64_t before;
+    const char *err = NULL;
+
+    kt_resp_reply_reset(rep);
+    before = rep->examined;
+    for (size_t n = 0; n < len; n++)
+        assert_int_equal(build ? kt_resp_parse_reply(buf, n, NULL, rep, &err)
+                               : kt_resp_reply_len(buf, n, NULL, rep, &err),
+                         KT_RESP_INCOMPLETE);
+    assert_int_equal(build ? kt_resp_parse_reply(buf, len, NULL, rep, &err)
+                           : kt_resp_reply_len(buf, len, NULL, rep, &err),
+                     (ssize_t)len);
+    return rep->examined - before;
+}
+
+/* Work is bounded by the bytes, however they trickle in: at most this
+ * many bytes examined per byte of input. */
+#define MAX_WORK_PER_BYTE 3
+
+static void check_work(const char *what, uint64_t examined, size_t len)
+{
+    print_message("%-34s %8zu bytes, %9llu examined (%.2f per byte)\n", what, len,
+                  (unsigned long long)examined, (double)examined / (double)len);
+    assert_true(examined <= (uint64_t)MAX_WORK_PER_BYTE * len);
+}
+
+static void test_bounded_work(void **state)
+{
+    kt_buf b = { 0 }, keys = { 0 };
+    kt_out o = kt_buf_out(&b);
+    kt_resp_req req = { 0 };
+    kt_resp_reply rep = { 0 };
+    size_t nargs = 60001, off = 0, len;
+    kt_resp_arg *argv = malloc(nargs * sizeof(*argv));
+    const char *err = NULL;
+    uint64_t before;
+    (void)state;
+
+    /* MGET of 60,000 keys: whole, then byte by byte. */
+    assert_non_null(argv);
+    put_str(&keys, "MGET");
+    argv[0].len = 4;
+    for (size_t i = 1; i < nargs; i++) {
+        char k[32];
+        argv[i].len = (size_t)snprintf(k, sizeof(k), "key:%zu", i);
+        put_str(&keys, k);
+    }
+    for (size_t i = 0; i < nargs; i++) {
+        argv[i].p = keys.data + off;
+        off += argv[i].len;
+    }
+    assert_int_equal(kt_resp_command(&o, nargs, argv), 0);
+    before = req.examined;
+    assert_int_equal(kt_resp_parse_request(b.data, b.len, NULL, &req, &err), (ssize_t)b.len);
+    check_work("60,000-key MGET, whole", req.examined - before, b.len);
+    check_work("60,000-key MGET, byte by byte", trickle_request(&req, b.data, b.len), b.len);
+    assert_int_equal(req.argc, nargs);
+    for (size_t i = 0; i < nargs; i++) {
+        assert_int_equal(req.argv[i].len, argv[i].len);
+        assert_memory_equal(req.argv[i].p, argv[i].p, argv[i].len);
+    }
+    /* An idle connection gives the 60,001 entries back. */
+    assert_true(req.cap >= nargs);
+    kt_resp_req_trim(&req, 4096);
+    assert_null(req.argv);
+    assert_int_equal(req.cap, 0);
+
+    /* A 64 KiB inline line, byte by byte. */
+    b.len = 0;
+    put_str(&b, "SET k ");
+    len = 64 * 1024 - b.len;
+    assert_non_null(memset(kt_buf_reserve(&b, len), 'v', len));
+    kt_buf_commit(&b, len);
+    put_str(&b, "\r\n");
+    check_work("64 KiB inline line, byte by byte", trickle_request(&req, b.data, b.len), b.len);
+    assert_int_equal(req.argc, 3);
+    assert_int_equal(req.argv[2].len, len);
+
+    /* A reply of 100,000 elements, byte by byte, built and measured. */
+    b.len = 0;
+    assert_int_equal(kt_resp_array(&o, 100000), 0);
+    for (int64_t i = 0; i < 100000; i++)
+        assert_int_equal(i % 10 == 9 ? kt_resp_nil(&o) : kt_resp_bulk_i64(&o, i * 7919), 0);
+    check_work("100,000-element reply, byte by byte", trickle_reply(&rep, true, b.data, b.len), b.len);
+    assert_int_equal(rep.count, 100001);
+    assert_int_equal(rep.nodes[100000].type, KT_RESP_NIL);
+    assert_int_equal(rep.nodes[99999].len, 9);
+    assert_memory_equal(rep.nodes[99999].p, "791884162", 9); /* 99998 * 7919 */
+    check_work("100,000 elements, kt_resp_reply_len", trickle_reply(&rep, false, b.data, b.len), b.len);
+    assert_int_equal(rep.count, 0);
+
+    /* Nested 32 deep (the default max_depth): every level holds three
+     * values and the next level; the last one a nil instead. */
+    b.len = 0;
+    for (int d = 0; d < 32; d++)
+        put_str(&b, "*4\r\n+level\r\n:-42\r\n$5\r\nabcde\r\n");
+    put_str(&b, "$-1\r\n");
+    check_work("32-deep reply, byte by byte", trickle_reply(&rep, true, b.data, b.len), b.len);
+    assert_int_equal(rep.count, 32 * 4 + 1);
+    check_work("32-deep reply, kt_resp_reply_len", trickle_reply(&rep, false, b.data, b.len), b.len);
+
+    kt_resp_req_free(&req);
+    kt_resp_reply_free(&rep);
+    kt_buf_free(&b);
+    kt_buf_free(&keys);
+    free(argv);
+}
+
+static void test_reset_trim(void **state)
+{
+    static const char set[] = "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nvalue\r\n";
+    static const char nested[] = "*3\r\n:1\r\n*2\r\n$3\r\nabc\r\n+x\r\n:2\r\n";
+    kt_resp_req req = { 0 };
+    kt_resp_reply rep = { 0 };
+    const char *err = NULL;
+    char *moved;
+    (void)state;
+
+    /* Input dropped in the middle of a request: reset, then another. */
+    assert_int_equal(kt_resp_parse_request(set, 20, NULL, &req, &err), KT_RESP_INCOMPLETE);
+    assert_int_equal(req.argc, 0);
+    kt_resp_req_reset(&req);
+    assert_int_equal(kt_resp_parse_request("PING\r\n", 6, NULL, &req, &err), 6);
+    assert_int_equal(req.argc, 1);
+    /* Shorter than what was taken: a new message, never a read past it. */
+    assert_int_equal(kt_resp_parse_request(set, 25, NULL, &req, &err), KT_RESP_INCOMPLETE);
+    assert_int_equal(kt_resp_parse_request("ECHO a\n", 7, NULL, &req, &err), 7);
+    assert_int_equal(req.argc, 2);
+
+    /* Arguments taken before the buffer moved point into the new one. */
+    assert_int_equal(kt_resp_parse_request(set, 25, NULL, &req, &err), KT_RESP_INCOMPLETE);
+    moved = malloc(sizeof(set) - 1);
+    assert_non_null(moved);
+    memcpy(moved, set, sizeof(set) - 1);
+    /* A trim while a request is incomplete keeps what it needs. */
+    kt_resp_req_trim(&req, 0);
+    assert_non_null(req.argv);
+    assert_int_equal(kt_resp_parse_request(moved, sizeof(set) - 1, NULL, &req, &err),
+                     (ssize_t)sizeof(set) - 1);
+    assert_int_equal(req.argc, 3);
+    assert_ptr_equal(req.argv[0].p, moved + 8);
+    assert_ptr_equal(req.argv[1].p, moved + 17);
+    assert_ptr_equal(req.argv[2].p, moved + 24);
+    free(moved);
+    /* Between requests: small arrays stay under a keep of 4 KiB, go at 0. */
+    kt_resp_req_trim(&req, 4096);
+    assert_non_null(req.argv);
+    kt_resp_req_trim(&req, 0);
+    assert_null(req.argv);
+    assert_null(req.scratch);
+    assert_int_equal(req.argc + req.cap + req.scratch_cap, 0);
+    assert_int_equal(kt_resp_parse_request("SET k \"v w\"\n", 12, NULL, &req, &err), 12);
+    assert_int_equal(req.argc, 3);
+    assert_memory_equal(req.argv[2].p, "v w", 3);
+    kt_resp_req_trim(&req, 0);
+    assert_null(req.scratch);
+
+    /* Replies: a waiter that goes away in the middle of its reply; the
+     * rest is measured on the same state, from where the parse stopped. */
+    assert_int_equal(kt_resp_parse_reply(nested, 14, NULL, &rep, &err), KT_RESP_INCOMPLETE);
+    assert_int_equal(rep.count, 0);
+    assert_int_equal(kt_resp_reply_len(nested, 20, NULL, &rep, &err), KT_RESP_INCOMPLETE);
+    assert_int_equal(kt_resp_reply_len(nested, sizeof(nested) - 1, NULL, &rep, &err),
+                     (ssize_t)sizeof(nested) - 1);
+    assert_int_equal(rep.count, 0);
+    /* Begun by kt_resp_reply_len, finished by kt_resp_parse_reply: the
+     * nodes are all there (the reply is parsed again from its start). */
+    assert_int_equal(kt_resp_reply_len(nested, 14, NULL, &rep, &err), KT_RESP_INCOMPLETE);
+    assert_int_equal(kt_resp_parse_reply(nested, sizeof(nested) - 1, NULL, &rep, &err),
+                     (ssize_t)sizeof(nested) - 1);
+    assert_int_equal(rep.count, 6);
+    assert_int_equal(rep.nodes[3].type, KT_RESP_BULK);
+    assert_memory_equal(rep.nodes[3].p, "abc", 3);
+    /* A reconnect drops a partial reply: reset. */
+    assert_int_equal(kt_resp_parse_reply(nested, 20, NULL, &rep, &err), KT_RESP_INCOMPLETE);
+    kt_resp_reply_reset(&rep);
+    assert_int_equal(kt_resp_parse_reply("+OK\r\n", 5, NULL, &rep, &err), 5);
+    assert_int_equal(rep.count, 1);
+    assert_memory_equal(rep.nodes[0].p, "OK", 2);
+    kt_resp_reply_trim(&rep, 1024);
+    assert_non_null(rep.nodes);
+    kt_resp_reply_trim(&rep, 0);
+    assert_null(rep.nodes);
+    assert_int_equal(rep.count + rep.cap, 0);
+
+    kt_resp_req_free(&req);
+    kt_resp_reply_free(&rep);
+}
+
+/* Allocation fails in the middle of a trickled request or reply: the
+ * error is "out of memory" and the state is ready for a new message. */
+static void test_alloc_failure_resumed(void **state)
+{
+    const kt_allocator failing = { failing_malloc, failing_realloc, NULL };
+    kt_buf req = { 0 }, rep = { 0 };
+    (void)state;
+
+    assert_int_equal(kt_buf_append(&req, "*40\r\n", 5) | kt_buf_append(&rep, "*40\r\n", 5), 0);
+    for (int i = 0; i < 40; i++) {
+        assert_int_equal(kt_buf_append(&req, "$2\r\nab\r\n", 8), 0);
+        assert_int_equal(kt_buf_append(&rep, "$2\r\nab\r\n", 8), 0);
+    }
+    kt_set_allocator(&failing);
+    for (long budget = 0; budget < 5; budget++) {
+        kt_resp_req r = { 0 };
+        kt_resp_reply p = { 0 };
+        const char *err = NULL;
+        ssize_t n = KT_RESP_INCOMPLETE;
+
+        alloc_budget = budget;
+        for (size_t len = 0; len <= req.len && n == KT_RESP_INCOMPLETE; len++)
+            n = kt_resp_parse_request(req.data, len, NULL, &r, &err);
+        if (n == KT_RESP_ERROR)
+            assert_string_equal(err, "out of memory");
+        else
+            assert_int_equal(n, (ssize_t)req.len);
+        n = KT_RESP_INCOMPLETE;
+        for (size_t len = 0; len <= rep.len && n == KT_RESP_INCOMPLETE; len++)
+            n = kt_resp_parse_reply(rep.data, len, NULL, &p, &err);
+        if (n == KT_RESP_ERROR)
+            assert_string_equal(err, "out of memory");
+        else
+            assert_int_equal(n, (ssize_t)rep.len);
+        alloc_budget = -1;
+        /* Ready for the next message either way. */
+        assert_int_equal(kt_resp_parse_request("PING\r\n", 6, NULL, &r, &err), 6);
+        assert_int_equal(kt_resp_parse_reply(":1\r\n", 4, NULL, &p, &err), 4);
+        kt_resp_req_free(&r);
+        kt_resp_reply_free(&p);
+    }
+    kt_set_allocator(NULL);
+    kt_buf_free(&req);
+    kt_buf_free(&rep);
+}
+
 static int teardown(void **state)
 {
     (void)state;
     kt_resp_req_free(&g_req);
     kt_resp_reply_free(&g_rep);
+    kt_resp_reply_free(&g_skip);
     return 0;
 }
 
@@ -818,6 +1263,10 @@ int main(void)
         cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_alloc_failure),
+        cmocka_unit_test(test_feeds_agree),
+        cmocka_unit_test(test_bounded_work),
+        cmocka_unit_test(test_reset_trim),
+        cmocka_unit_test(test_alloc_failure_resumed),
     };
     return cmocka_run_group_tests(tests, NULL, teardown);
 }
