@@ -65,20 +65,23 @@ struct bm_conn {
     int peer;        /* the other end: drained (or fed) by this program */
     size_t expect;   /* bytes the peer still has to read */
     size_t kept;     /* input bytes the stream reported kept */
+    kt_resp_req req; /* this stream's request parser */
 };
 
 static struct bm_conn *conns;
 static int nconns;
 static char drain_buf[1 << 16];
-static kt_resp_req req;
 
 /* Requests are parsed and dropped: a half request stays kept. */
 static size_t bm_read(kt_stream *s, const char *data, size_t len, void *arg)
 {
+    struct bm_conn *c = arg;
     (void)s;
-    (void)arg;
-    ssize_t r = kt_resp_parse_request(data, len, NULL, &req, NULL);
-    return r > 0 ? (size_t)r : 0;
+    ssize_t r = kt_resp_parse_request(data, len, NULL, &c->req, NULL);
+    if (r <= 0)
+        return 0;
+    kt_resp_req_trim(&c->req, 0); /* as the daemons do between requests */
+    return (size_t)r;
 }
 
 static const kt_stream_cbs bm_cbs = { .on_read = bm_read };
@@ -252,10 +255,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < nconns; i++) {
         kt_stream_close(conns[i].s, KT_CLOSE_NOW);
         close(conns[i].peer);
+        kt_resp_req_free(&conns[i].req);
     }
     (void)kt_loop_run(loop, KT_RUN_NOWAIT);
     kt_loop_free(loop);
-    kt_resp_req_free(&req);
     free(conns);
     return 0;
 }

@@ -83,6 +83,7 @@ void kb_conn_connect(kb_conn *c)
         return;
     /* connecting is always bounded: the start waits for every connection */
     uint64_t limit = w->cfg->timeout_ns ? w->cfg->timeout_ns : KB_DEFAULT_TIMEOUT;
+    kt_resp_reply_reset(&c->reply); /* a new stream: nothing of a partial reply */
     int rc = kt_stream_connect(w->loop, &w->cfg->addr, limit, &conn_cbs, c, &c->s);
     if (rc < 0) {
         c->s = NULL;
@@ -286,7 +287,7 @@ static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg)
         return len;
     w->now = kt_clock_ns();
     while (off < len) {
-        ssize_t n = kt_resp_parse_reply(data + off, len - off, NULL, &w->reply, &why);
+        ssize_t n = kt_resp_parse_reply(data + off, len - off, NULL, &c->reply, &why);
         if (n == KT_RESP_INCOMPLETE)
             break;
         if (n < 0) {
@@ -316,9 +317,9 @@ static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg)
         } else {
             w->stats.warm++;
         }
-        kb_verdict v = kb_validate(req->t, vals, &w->reply, w->scratch);
+        kb_verdict v = kb_validate(req->t, vals, &c->reply, w->scratch);
         if (v == KB_V_ERROR) {
-            kb_stats_error_text(&w->stats, w->reply.nodes[0].p, w->reply.nodes[0].len);
+            kb_stats_error_text(&w->stats, c->reply.nodes[0].p, c->reply.nodes[0].len);
             w->ierrors++;
         } else if (v == KB_V_MISMATCH) {
             w->stats.mismatch++;
@@ -326,7 +327,7 @@ static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg)
             if (w->logged_mismatch++ < KB_LOG_FIRST) {
                 char line[400];
                 fprintf(stderr, "kettle-bench: wrong reply: %s\n",
-                        kb_describe(req->t, vals, &w->reply, w->scratch, line, sizeof(line)));
+                        kb_describe(req->t, vals, &c->reply, w->scratch, line, sizeof(line)));
             }
         }
         off += (size_t)n;

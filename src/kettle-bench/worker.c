@@ -85,6 +85,7 @@ void kb_worker_free(kb_worker *w)
     for (unsigned i = 0; w->conns && i < w->nconns; i++) {
         kt_free(w->conns[i].ring);
         kt_free(w->conns[i].vals);
+        kt_resp_reply_free(&w->conns[i].reply);
     }
     kt_free(w->conns);
     kt_free(w->scratch);
@@ -294,7 +295,6 @@ static void *run(void *arg)
         pthread_mutex_unlock(&w->lock);
         kt_loop_free(loop);
     }
-    kt_resp_reply_free(&w->reply);
     __atomic_store_n(&w->ended, true, __ATOMIC_RELEASE);
     pthread_kill(w->main_thread, SIGUSR1);
     return NULL;

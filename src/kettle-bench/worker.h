@@ -56,6 +56,7 @@ typedef struct kb_conn {
     unsigned head, count;     /* FIFO of in-flight requests in ring */
     uint64_t next_j;          /* open loop: its next schedule index */
     kt_timer timer;           /* connect time, or the next due send (open loop) */
+    kt_resp_reply reply;      /* this connection's reply parser */
 } kb_conn;
 
 struct kb_worker {
@@ -95,7 +96,6 @@ struct kb_worker {
 
     char *scratch;            /* rendering of one request's arguments */
     kt_resp_arg *argv;
-    kt_resp_reply reply;      /* parse buffer, reused */
 
     kb_stats stats;           /* measured totals */
     kt_hist ihist;            /* since the last publish */

@@ -93,7 +93,7 @@ static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg)
             break;
         }
         const char *why = NULL;
-        ssize_t n = kt_resp_parse_request(data + off, len - off, &srv->limits, &srv->preq, &why);
+        ssize_t n = kt_resp_parse_request(data + off, len - off, &srv->limits, &c->req, &why);
         if (n == KT_RESP_INCOMPLETE) {
             if (len - off > srv->cfg.max_query_buffer) {
                 char peer[64];
@@ -128,15 +128,16 @@ static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg)
             return len;
         }
         off += (size_t)n;
-        if (srv->preq.argc == 0)
+        if (c->req.argc == 0)
             continue;
         srv->st.commands++;
-        kdb_dispatch(c, srv->preq.argc, srv->preq.argv);
+        kdb_dispatch(c, c->req.argc, c->req.argv);
         if (c->flags & (KDB_CF_CLOSING | KDB_CF_NOREAD))
             return len;
     }
     if (kdb_conn_check_output(c))
         return len;
+    kt_resp_req_trim(&c->req, 0); /* between requests an idle client holds no argv */
     return off;
 }
 
@@ -179,6 +180,7 @@ static void on_close(kt_stream *s, void *arg)
     kdb_conn *c = arg;
     (void)s;
     kt_free(c->tbuf);
+    kt_resp_req_free(&c->req);
     kt_free(c);
 }
 
@@ -564,7 +566,6 @@ void kdb_server_stop(kdb_server *srv)
         kdb_conn_close(c, KT_CLOSE_NOW);
         c->srv = NULL; /* its on_close runs later: it must not look back */
     }
-    kt_resp_req_free(&srv->preq);
     kdb_reqs_destroy(srv);
     kt_opt_free(kdb_options, &srv->cfg);
     kt_free(srv->ls);

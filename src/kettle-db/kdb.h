@@ -97,6 +97,7 @@ struct kdb_conn {
     char *tbuf;               /* trickle: the reply being sent */
     uint32_t tlen, toff;
     uint32_t reset_polls;     /* reset: waits so far for earlier replies to leave */
+    kt_resp_req req;          /* this connection's request parser */
 };
 
 typedef struct kdb_listener {
@@ -149,7 +150,6 @@ struct kdb_server {
     kdb_req *wq_head, *wq_tail; /* waiting for a worker slot */
     uint64_t nqueued, in_service, stalled;
 
-    kt_resp_req preq;         /* parsed request, reused for every one */
     kt_resp_limits limits;    /* from max-inline, max-bulk, max-args */
     int64_t applied_seed;     /* cfg.seed when the generators were last seeded */
 

@@ -40,6 +40,7 @@ struct kd_client {
     uint64_t created;       /* loop time */
     uint64_t last;          /* loop time of the last complete request */
     char *name;             /* CLIENT SETNAME */
+    kt_resp_req req;        /* this connection's request parser */
 };
 
 #define KD_FREE_REQS_MAX 65536
@@ -382,7 +383,7 @@ static size_t client_read_cb(kt_stream *s, const char *data, size_t len, void *a
             break;
         }
         const char *err = NULL;
-        ssize_t r = kt_resp_parse_request(data + off, len - off, &srv->lim, &srv->req, &err);
+        ssize_t r = kt_resp_parse_request(data + off, len - off, &srv->lim, &c->req, &err);
         if (r == KT_RESP_INCOMPLETE) {
             if (len - off > srv->cfg.max_query_buffer)
                 return query_limit(c, len);
@@ -399,16 +400,17 @@ static size_t client_read_cb(kt_stream *s, const char *data, size_t len, void *a
             return len;
         }
         off += (size_t)r;
-        if (srv->req.argc == 0)
+        if (c->req.argc == 0)
             continue; /* empty line, *0, *-1 */
         touch(c);
-        kd_cmd_dispatch(c, &srv->req);
+        kd_cmd_dispatch(c, &c->req);
         account_held(c);
         if (c->flags & (KD_C_CLOSED | KD_C_FINISH))
             return len; /* QUIT or worse: the rest is not for us */
         if (c->held > srv->cfg.max_output_buffer && over_output_limit(c))
             return len;
     }
+    kt_resp_req_trim(&c->req, 0); /* between requests an idle client holds no argv */
     return off;
 }
 
@@ -437,6 +439,7 @@ static void client_close_cb(kt_stream *s, void *arg)
     kd_client *c = arg;
     kd_server *srv = c->srv;
     (void)s;
+    kt_resp_req_free(&c->req);
     kt_free(c->name);
     kt_free(c);
     srv->nclosing--;

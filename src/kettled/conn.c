@@ -222,9 +222,9 @@ static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg
         const char *err = NULL;
         ssize_t r;
         if (w->f)
-            r = kt_resp_parse_reply(data + off, len - off, &p->lim, &p->reply, &err);
+            r = kt_resp_parse_reply(data + off, len - off, &p->lim, &c->reply, &err);
         else /* cancelled: only find where the reply ends */
-            r = kt_resp_reply_len(data + off, len - off, &p->lim, &err);
+            r = kt_resp_reply_len(data + off, len - off, &p->lim, &c->reply, &err);
         if (r == KT_RESP_INCOMPLETE)
             break;
         if (r < 0) {
@@ -240,7 +240,7 @@ static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg
         b->st.replies++;
         kt_hist_record(&b->hist, now - w->sent);
         if (f) {
-            deliver(b, f, &p->reply.nodes[0]);
+            deliver(b, f, &c->reply.nodes[0]);
             kt_future_unref(f);
         }
         off += (size_t)r;
@@ -312,6 +312,7 @@ static void conn_reset(kd_conn *c, int err, const char *msg)
         kt_stream_close(c->s, KT_CLOSE_NOW);
         c->s = NULL;
     }
+    kt_resp_reply_reset(&c->reply); /* a partial reply went with the stream */
     if (c->state == KD_CONN_UP)
         b->up--;
     else if (c->state == KD_CONN_CONNECTING)
@@ -365,6 +366,7 @@ void kd_conn_fail(kd_conn *c, bool counts, const char *fmt, ...)
 void kd_conn_close(kd_conn *c, const char *msg)
 {
     conn_reset(c, -ESHUTDOWN, msg);
+    kt_resp_reply_free(&c->reply);
     kt_free(c->ring);
     c->ring = NULL;
     c->cap = 0;

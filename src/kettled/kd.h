@@ -63,7 +63,6 @@ struct kd_server {
     struct kdb_server *embedded; /* the simulated database, when no backend is set */
     char embedded_addr[64];
 
-    kt_resp_req req;           /* parse scratch shared by all clients (one thread) */
     kt_future **fs;            /* scratch for the futures of one MGET (max-keys) */
     size_t fs_cap;
     kt_out out;                /* scratch sink handed out by kd_client_out() */

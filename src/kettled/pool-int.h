@@ -38,6 +38,7 @@ struct kd_conn {
     uint8_t state;       /* enum kd_conn_state */
     bool served;         /* a reply arrived on this connection since it connected */
     kt_timer timer;      /* BACKOFF: reconnect; UP: stall watchdog */
+    kt_resp_reply reply; /* this connection's reply parser */
 };
 
 /* A fetch waiting for room on the server's connections. */
@@ -83,7 +84,6 @@ struct kd_pool {
     kd_ring ring;
     kd_backend *retired; /* draining before they are freed */
     kt_timer reaper;     /* frees drained retired servers */
-    kt_resp_reply reply; /* reused by every connection's parser */
     kt_resp_limits lim;  /* replies: bulk, array and depth bounds */
     kd_qitem *free_q;    /* free list of queue items */
     size_t nfree_q;

@@ -581,7 +581,6 @@ void kd_pool_free(kd_pool *p)
     kt_timer_stop(&p->reaper);
     kt_free(p->srv);
     kd_ring_free(&p->ring);
-    kt_resp_reply_free(&p->reply);
     while (p->free_q) {
         kd_qitem *q = p->free_q;
         p->free_q = q->next;

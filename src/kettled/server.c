@@ -385,7 +385,6 @@ void kd_server_stop(kd_server *srv)
         if (st.streams == 0 && st.futures_live == 0)
             break;
     }
-    kt_resp_req_free(&srv->req);
     kt_free(srv->fs);
     srv->fs = NULL;
     kd_reqs_free_all();
