@@ -101,8 +101,8 @@ typedef struct kt_resp_req {
     uint64_t left;       /* arguments still to come */
     int64_t bulklen;     /* length of the argument whose data is awaited, or -1 */
     int state;           /* 0 between requests */
-    uint64_t examined;   /* input bytes looked at, over all calls: for tests and
-                            diagnostics (bulk data is counted, not read) */
+    uint64_t examined;   /* for tests and diagnostics: input bytes searched for
+                            line ends (an inline line: and split), all calls */
 } kt_resp_req;
 
 /*
@@ -175,8 +175,8 @@ typedef struct kt_resp_reply {
     int64_t bulklen;     /* length of the bulk whose data is awaited, or -1 */
     size_t depth;        /* arrays open */
     int state;           /* 0 between replies; building nodes; measuring */
-    uint64_t examined;   /* input bytes looked at, over all calls: for tests and
-                            diagnostics (bulk data is counted, not read) */
+    uint64_t examined;   /* for tests and diagnostics: input bytes searched for
+                            line ends, all calls */
     uint64_t left[KT_RESP_MAX_DEPTH]; /* elements still to come per open array */
 } kt_resp_reply;
 
