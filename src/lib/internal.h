@@ -248,6 +248,7 @@ struct kt_loop {
 
     struct kt__timer_heap timers;
     struct kt__futures *futures;
+    kt_defer *defer_head, *defer_tail; /* queued defers, run at the end of the iteration */
 
     kt_stream *dirty;           /* streams with output to flush */
     kt_stream *pending;         /* streams with kept input to redeliver */
@@ -302,6 +303,9 @@ kt_stream *kt__stream_accepted(kt_loop *loop, int fd, bool unix_socket);
 /* Backends call this right after their wait returns (before dispatching):
  * it refreshes loop->now and lets the stats exclude the wait. Optional. */
 void kt__loop_woke(kt_loop *loop);
+/* Work is ready that must not wait for I/O (kept input, closes to finish,
+ * output to flush, continuations, defers): the poll must not block. */
+bool kt__loop_has_ready(const kt_loop *loop);
 /* Deliver kept input and deferred connect errors to the streams of batch:
  * loop->pending as the loop took it at the start of the iteration (so a
  * read_start is answered in the next iteration, never re-entrantly). */
