@@ -178,6 +178,8 @@ struct kt_listener {
     kt_listener *prev_all, *next_all; /* loop->listeners: every open listener */
     kt_listener *next_closed;         /* loop->closed_listeners: freed at the end of the iteration */
     uint64_t emfile_at;               /* loop time of the last EMFILE/ENFILE */
+    kt_listener_close_cb close_cb;    /* kt_listener_close_notify: runs before the free */
+    void *close_arg;
 };
 
 #define KT__L_ACCEPTING 0x01u /* the backend is accepting (set by stream.c; backends stop their accept batch when it clears) */
@@ -312,8 +314,10 @@ bool kt__loop_has_ready(const kt_loop *loop);
 void kt__streams_run_pending(kt_loop *loop, kt_stream *batch);
 /* io->flush each stream on loop->dirty once. */
 void kt__streams_flush(kt_loop *loop);
-/* on_close and free for loop->closing; free closed listeners. */
+/* on_close and free for loop->closing. */
 void kt__streams_finish(kt_loop *loop);
+/* Close callbacks and free for loop->closed_listeners (listener.c). */
+void kt__listeners_finish(kt_loop *loop);
 /* kt_loop_free: close whatever the user left open. */
 void kt__streams_close_all(kt_loop *loop);
 

@@ -345,11 +345,13 @@ void kt_loop_free(kt_loop *loop)
     kt__streams_close_all(loop);
     for (int i = 0; i < 100 && (loop->all || loop->closing || loop->closed_listeners); i++) {
         kt__streams_finish(loop);
+        kt__listeners_finish(loop);
         if (loop->all == NULL && loop->closed_listeners == NULL)
             break;
         (void)loop->io->poll(loop, i < 10 ? 0 : KT_MSEC(1));
     }
     kt__streams_finish(loop);
+    kt__listeners_finish(loop);
 
     signals_destroy(loop);
     loop->io->watch_stop(loop, &loop->wake);
@@ -494,6 +496,7 @@ static int iterate(kt_loop *loop, bool may_wait, uint64_t *start)
     run_ready(loop);
     kt__streams_flush(loop);
     kt__streams_finish(loop);
+    kt__listeners_finish(loop);
 
     /* Busy time runs from the end of the wait; the little done before it
      * (computing the timeout) is not counted. */
