@@ -83,9 +83,10 @@ typedef struct kt_resp_arg {
  * of the largest request since the last trim, in powers of two from 8) and
  * scratch (the longest quoted inline line since the last trim).
  * kt_resp_req_trim() gives both back, e.g. when a connection goes idle, so
- * an idle connection holds only the struct. While a request is incomplete,
- * argv holds the arguments taken so far: at most 16 bytes for every 6 bytes
- * of the request (the smallest argument, "$0\r\n\r\n"), times two for growth.
+ * an idle connection holds only the struct (about 100 bytes). While a
+ * request is incomplete, argv holds the arguments taken so far: 16 bytes
+ * each (an argument takes at least 6 bytes of input, "$0\r\n\r\n"), at most
+ * max_args of them, in an array grown by doubling.
  */
 typedef struct kt_resp_req {
     kt_resp_arg *argv;   /* argc arguments (kt_realloc'd, cap entries) */
@@ -159,9 +160,10 @@ typedef struct kt_resp_node {
  * A connection's reply parser: the last reply parsed (nodes[0] is the top
  * value, its elements and theirs follow in preorder) and the place where
  * an incomplete one stopped (the elements still to come in each open
- * array). One per connection: zero-initialise, pass it to every
- * kt_resp_parse_reply() or kt_resp_reply_len() of that connection,
- * kt_resp_reply_free() it when the connection closes.
+ * array, on a fixed stack: the struct is about 600 bytes). One per
+ * connection: zero-initialise, pass it to every kt_resp_parse_reply() or
+ * kt_resp_reply_len() of that connection, kt_resp_reply_free() it when the
+ * connection closes.
  */
 typedef struct kt_resp_reply {
     kt_resp_node *nodes; /* count nodes (kt_realloc'd, cap entries) */

@@ -334,18 +334,13 @@ ssize_t kt_resp_parse_request(const char *buf, size_t len, const kt_resp_limits 
     /* Fewer bytes than were taken: not the message we were in. */
     if (req->state != REQ_IDLE && len < req->pos + req->scan)
         kt_resp_req_reset(req);
-    if (req->state == REQ_IDLE) {
-        if (len == 0) {
-            req->argc = 0;
-            return KT_RESP_INCOMPLETE;
-        }
-        /* Redis's rule: a request starting with '*' is multibulk, any
-         * other is an inline command. */
-        if (buf[0] != '*')
-            return parse_inline(buf, len, lim, req, err);
-        return parse_multibulk(buf, len, lim, req, err);
+    if (req->state == REQ_IDLE && len == 0) {
+        req->argc = 0;
+        return KT_RESP_INCOMPLETE;
     }
-    if (req->state == REQ_INLINE)
+    /* Redis's rule: a request starting with '*' is multibulk, any other
+     * is an inline command (an incomplete one keeps its kind). */
+    if (req->state == REQ_INLINE || (req->state == REQ_IDLE && buf[0] != '*'))
         return parse_inline(buf, len, lim, req, err);
     return parse_multibulk(buf, len, lim, req, err);
 }
