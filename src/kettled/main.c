@@ -41,7 +41,6 @@ int main(int argc, char **argv)
         }
     }
 
-    kd_srv = &srv;
     srv.argc = argc;
     srv.argv = argv;
     const char *why = NULL;
@@ -68,15 +67,16 @@ int main(int argc, char **argv)
         goto out;
     }
     kt_log_level level;
-    if (kt_log_parse_level(srv.cfg.log_level, &level) == 0)
+    if (kt_log_parse_level(srv.cfg.srv.log_level, &level) == 0)
         kt_log_set_level(level);
+    ks_tune_malloc();
 
     if (kd_server_start(&srv) == 0) {
         int r = kt_loop_run(srv.loop, KT_RUN_DEFAULT);
         if (r < 0)
             kt_log_error("event loop failed: %s", strerror(-r));
         else
-            rc = 0;
+            rc = srv.core.lost.clients ? KS_EXIT_UNANSWERED : 0;
         kt_log_notice("exiting");
     }
     kd_server_stop(&srv);

@@ -37,7 +37,8 @@ def test_commands():
         assert c.call("SELECT", "1") == E("ERR DB index is out of range")
         assert isinstance(c.call("CLIENT", "ID"), int)
         assert c.call("CLIENT", "SETNAME", "x") == "OK"
-        assert c.call("COMMAND", "DOCS") == []
+        docs = c.call("COMMAND", "DOCS")  # from the command table: redis-cli's help works
+        assert {b"get", b"mget", b"dbsize", b"fault", b"ping", b"config"} <= set(docs[0::2]), docs
         # Redis's error texts for unknown commands and arity
         assert c.call("FOO", "a", "b") == E("ERR unknown command 'FOO', with args beginning with: 'a' 'b' ")
         assert c.call("GET") == E("ERR wrong number of arguments for 'get' command")
