@@ -30,8 +30,10 @@
  * nothing owed and nothing to read: bytes a completion backend already
  * took from the socket get a loop iteration to be delivered. */
 #define KS_DRAIN_QUIET 2
-/* Trim when the process grew this much past its size after the last trim. */
+/* Trim when the process grew this much past its size after the last trim,
+ * once the clients hold less than KS_TRIM_QUIET. */
 #define KS_TRIM_GROWTH (16u << 20)
+#define KS_TRIM_QUIET (1u << 20)
 
 static void cron_cb(kt_timer *t, void *arg);
 static void drain_tick_cb(kt_timer *t, void *arg);
@@ -284,13 +286,17 @@ void ks_server_client_bytes(const ks_server *srv, uint64_t *query, uint64_t *out
 bool ks_server_trim(ks_server *srv)
 {
     uint64_t rss = ks_rss_bytes(), q, o, p;
+    ks_server_client_bytes(srv, &q, &o, &p);
+    /* Only once the burst is over: clients hold next to nothing, at two
+     * cron ticks in a row (giving memory back while it is being reused
+     * costs page faults, and madvise's TLB flushes are not cheap). */
+    bool quiet = q + o + p < KS_TRIM_QUIET;
+    bool was_quiet = srv->trim_quiet;
+    srv->trim_quiet = quiet;
     if (rss < srv->rss_base)
         srv->rss_base = rss;
-    if (rss < srv->rss_base + KS_TRIM_GROWTH)
+    if (!quiet || !was_quiet || rss < srv->rss_base + KS_TRIM_GROWTH)
         return false;
-    ks_server_client_bytes(srv, &q, &o, &p);
-    if (q + o + p > (rss - srv->rss_base) / 4)
-        return false; /* still in use */
 #if defined(__GLIBC__)
     (void)malloc_trim(0);
 #endif
@@ -299,16 +305,6 @@ bool ks_server_trim(ks_server *srv)
     kt_log_debug("memory given back: resident %llu KiB, now %llu KiB", (unsigned long long)(rss >> 10),
                  (unsigned long long)(srv->rss_base >> 10));
     return true;
-}
-
-void ks_tune_malloc(void)
-{
-#if defined(__GLIBC__)
-    /* A fixed threshold (the default one rises to 32 MiB after the first
-     * large free): buffers of a burst of large requests are mapped on
-     * their own and unmapped when freed, instead of staying in the heap. */
-    (void)mallopt(M_MMAP_THRESHOLD, 256 * 1024);
-#endif
 }
 
 static void cron_cb(kt_timer *t, void *arg)

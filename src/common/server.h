@@ -278,6 +278,7 @@ struct ks_server {
     enum ks_state state;
     ks_lost lost;
     uint64_t rss_base;         /* resident size after the last trim (or at start) */
+    bool trim_quiet;           /* the clients held next to nothing at the last cron tick */
     uint64_t started_ns;       /* loop time at start */
     time_t started;
     ks_stats st;
@@ -365,13 +366,11 @@ size_t ks_server_blocked(const ks_server *srv);
  * (parked replies included), bytes held for requests in flight. */
 void ks_server_client_bytes(const ks_server *srv, uint64_t *query, uint64_t *output,
                             uint64_t *pending);
-/* Give freed memory back to the system when the process has grown well
- * past its size after the last trim while the client bytes are now a small
- * part of that growth (run by the cron every 500 ms). True if it did. */
+/* Give freed memory back to the system (malloc_trim) when the process has
+ * grown well past its size after the last trim and the clients have held
+ * next to nothing for two cron ticks (run by the cron every 500 ms). True
+ * if it did. */
 bool ks_server_trim(ks_server *srv);
-/* Once at start of a daemon process: have the C library return large
- * buffers to the system when they are freed (glibc's mmap threshold). */
-void ks_tune_malloc(void);
 
 /* ---- a connection (server-conn.c) ------------------------------------------------- */
 

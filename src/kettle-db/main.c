@@ -105,7 +105,6 @@ int main(int argc, char **argv)
     kt_log_level lvl;
     if (kt_log_parse_level(cfg.srv.log_level, &lvl) == 0)
         kt_log_set_level(lvl);
-    ks_tune_malloc();
 
     kt_loop_options lo = { 0 };
     if (kt_io_parse(cfg.srv.io, &lo.io) < 0) {

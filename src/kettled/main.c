@@ -69,7 +69,6 @@ int main(int argc, char **argv)
     kt_log_level level;
     if (kt_log_parse_level(srv.cfg.srv.log_level, &level) == 0)
         kt_log_set_level(level);
-    ks_tune_malloc();
 
     if (kd_server_start(&srv) == 0) {
         int r = kt_loop_run(srv.loop, KT_RUN_DEFAULT);
