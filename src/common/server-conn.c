@@ -47,17 +47,23 @@ static const kt_stream_cbs conn_cbs = {
 
 /* ---- the client list ------------------------------------------------------------ */
 
-void ks__list_unlink(ks_server *srv, ks_conn *c)
+/* Take c out of the list at *head (and *tail, when the list keeps one). */
+static void unlink_from(ks_conn **head, ks_conn **tail, ks_conn *c)
 {
     if (c->prev)
         c->prev->next = c->next;
     else
-        srv->head = c->next;
+        *head = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    else
-        srv->tail = c->prev;
+    else if (tail)
+        *tail = c->prev;
     c->prev = c->next = NULL;
+}
+
+void ks__list_unlink(ks_server *srv, ks_conn *c)
+{
+    unlink_from(&srv->head, &srv->tail, c);
 }
 
 void ks__list_append(ks_server *srv, ks_conn *c)
@@ -239,17 +245,24 @@ void ks_slot_ready(ks_slot *s)
 
 /* Replies kept for c (sent to the stream or parked in order) past
  * max-output-buffer: a client that does not read. Close it. */
+/* c passed one of its limits: say which, count it, close it. */
+static void close_at_limit(ks_conn *c, const char *what, const char *option, uint64_t limit,
+                           uint64_t *counter, kt_close_mode mode)
+{
+    char peer[64];
+    kt_log_notice("closing client id=%llu %s: %s over %llu bytes (%s)", (unsigned long long)c->id,
+                  kt_stream_peer(c->s, peer, sizeof peer), what, (unsigned long long)limit, option);
+    (*counter)++;
+    ks_conn_close(c, mode);
+}
+
 static bool over_output_limit(ks_conn *c)
 {
     ks_server *srv = c->srv;
     if (kt_stream_pending(c->s) + c->held <= srv->sc->max_output_buffer)
         return false;
-    char peer[64];
-    kt_log_notice("closing client id=%llu %s: output buffer over %llu bytes (max-output-buffer)",
-                  (unsigned long long)c->id, kt_stream_peer(c->s, peer, sizeof peer),
-                  (unsigned long long)srv->sc->max_output_buffer);
-    srv->st.closed_output++;
-    ks_conn_close(c, KT_CLOSE_RESET);
+    close_at_limit(c, "output buffer", "max-output-buffer", srv->sc->max_output_buffer,
+                   &srv->st.closed_output, KT_CLOSE_RESET);
     return true;
 }
 
@@ -384,18 +397,6 @@ void ks_conn_update_reading(ks_conn *c)
     }
 }
 
-/* Unparsed input past max-query-buffer: close (Redis does the same). */
-static void query_limit(ks_conn *c)
-{
-    ks_server *srv = c->srv;
-    char peer[64];
-    kt_log_notice("closing client id=%llu %s: query buffer over %llu bytes (max-query-buffer)",
-                  (unsigned long long)c->id, kt_stream_peer(c->s, peer, sizeof peer),
-                  (unsigned long long)srv->sc->max_query_buffer);
-    srv->st.closed_query++;
-    ks_conn_close(c, KT_CLOSE_NOW);
-}
-
 /* Malformed input: Redis's answer after the replies owed, then close. */
 static void protocol_error(ks_conn *c, const char *why)
 {
@@ -428,7 +429,9 @@ static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg
         ssize_t r = kt_resp_parse_request(data + off, len - off, &srv->lim, &c->req, &err);
         if (r == KT_RESP_INCOMPLETE) {
             if (len - off > srv->sc->max_query_buffer) {
-                query_limit(c);
+                /* unparsed input past max-query-buffer: closed, as Redis does */
+                close_at_limit(c, "query buffer", "max-query-buffer", srv->sc->max_query_buffer,
+                               &srv->st.closed_query, KT_CLOSE_NOW);
                 return len;
             }
             c->flags |= KS_C_PARTIAL;
@@ -488,14 +491,8 @@ static void conn_close_cb(kt_stream *s, void *arg)
     ks_conn *c = arg;
     ks_server *srv = c->srv;
     (void)s;
-    if (srv) {
-        if (c->prev)
-            c->prev->next = c->next;
-        else
-            srv->closing = c->next;
-        if (c->next)
-            c->next->prev = c->prev;
-    }
+    if (srv)
+        unlink_from(&srv->closing, NULL, c);
     kt_free(c->name);
     kt_resp_req_free(&c->req);
     kt_free(c);

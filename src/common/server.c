@@ -324,6 +324,8 @@ static void drained(ks_server *srv)
     kt_timer_stop(&srv->drain_timer);
     if (srv->d->drained)
         srv->d->drained(srv);
+    else
+        kt_loop_stop(srv->loop);
 }
 
 static void maybe_drained(ks_server *srv)

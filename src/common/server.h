@@ -204,7 +204,7 @@ typedef struct ks_daemon {
     int (*config_apply)(ks_server *srv, void *next, const char **why);
     /* CONFIG RESETSTAT: zero the daemon's own counters. */
     void (*resetstat)(ks_server *srv);
-    /* The drain is over: no client is left (stop the loop). */
+    /* The drain is over: no client is left. NULL: stop the loop. */
     void (*drained)(ks_server *srv);
 } ks_daemon;
 

@@ -230,11 +230,6 @@ static void resetstat(ks_server *core)
     kt_hist_reset(&srv->h_late);
 }
 
-static void drained(ks_server *core)
-{
-    kt_loop_stop(core->loop);
-}
-
 static const ks_daemon kettle_db = {
     .name = "kettle-db",
     .cmds = kdb_cmds,
@@ -250,7 +245,6 @@ static const ks_daemon kettle_db = {
     .stuck = kdb_stuck,
     .config_apply = config_apply,
     .resetstat = resetstat,
-    .drained = drained,
 };
 
 /* ---- life cycle ------------------------------------------------------------------ */

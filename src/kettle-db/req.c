@@ -159,13 +159,10 @@ static void begin_service(kdb_server *srv, kdb_req *r, kdb_req *prev)
 static void start(kdb_server *srv, kdb_req *r, kdb_req *prev)
 {
     if (srv->cfg.workers > 0 && (srv->in_service >= (uint64_t)srv->cfg.workers || srv->wq_head)) {
+        kdb_req **link = srv->wq_tail ? &srv->wq_tail->qnext : &srv->wq_head;
         r->state = KDB_RS_QUEUED;
         r->qnext = NULL;
-        if (srv->wq_tail)
-            srv->wq_tail->qnext = r;
-        else
-            srv->wq_head = r;
-        srv->wq_tail = r;
+        *link = srv->wq_tail = r;
         srv->nqueued++;
         return;
     }

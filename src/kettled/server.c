@@ -253,11 +253,6 @@ static void resetstat(ks_server *core)
     kd_pool_reset_stats(srv->pool);
 }
 
-static void drained(ks_server *core)
-{
-    kt_loop_stop(core->loop);
-}
-
 static const ks_daemon kettled = {
     .name = "kettled",
     .cmds = kd_cmds,
@@ -269,7 +264,6 @@ static const ks_daemon kettled = {
     .drop = kd_drop,
     .config_apply = config_apply,
     .resetstat = resetstat,
-    .drained = drained,
 };
 
 /* ---- start and stop ------------------------------------------------------------------ */

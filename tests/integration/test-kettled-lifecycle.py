@@ -196,11 +196,17 @@ def write(path, text):
         f.write(text)
 
 
+def conf_file(text):
+    """A config file holding text (the caller removes it)."""
+    path = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False).name
+    write(path, text)
+    return path
+
+
 def test_sighup_reload():
     db1 = kettle_db("--latency", "none")
     db2 = kettle_db("--latency", "none")
-    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False).name
-    write(conf, "backend = %s\nrequest-timeout = 1s\nmax-keys = 10\n" % db1.addr)
+    conf = conf_file("backend = %s\nrequest-timeout = 1s\nmax-keys = 10\n" % db1.addr)
     kd = kettled("-c", conf)
     try:
         c = h.Client(kd.port)
@@ -240,8 +246,7 @@ def test_no_switch_to_the_embedded_database():
     embedded listener is ever opened. One started without a backend keeps
     its embedded database: adding backends at run time is refused too."""
     db = kettle_db("--latency", "none")
-    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False).name
-    write(conf, "backend = %s\n" % db.addr)
+    conf = conf_file("backend = %s\n" % db.addr)
     kd = kettled("-c", conf)
     try:
         c = h.Client(kd.port)
