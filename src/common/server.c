@@ -18,7 +18,6 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -91,35 +90,14 @@ static void accept_cb(kt_listener *l, kt_stream *s, void *arg)
     ks_server_adopt(kl->srv, s);
 }
 
-/* A TCP listener with SO_REUSEPORT: the socket is made here and handed to
- * the loop as an inherited one would be. */
-static int listen_reuseport(ks_server *srv, ks_listener *kl)
-{
-    const kt_addr *a = &kl->addr;
-    int one = 1;
-    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0 ||
-        bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
-        listen(fd, (int)srv->sc->backlog) < 0) {
-        int e = errno;
-        close(fd);
-        return -e;
-    }
-    int r = kt_listen_fd(srv->loop, fd, accept_cb, kl, &kl->l);
-    if (r < 0)
-        close(fd);
-    return r;
-}
-
+/* One listener at kl->addr, with SO_REUSEPORT on TCP when asked for. */
 static int listen_one(ks_server *srv, ks_listener *kl)
 {
     int family = kl->addr.ss.ss_family;
+    kt_listen_options lo = { .backlog = (int)srv->sc->backlog };
     if (srv->sc->reuseport && (family == AF_INET || family == AF_INET6))
-        return listen_reuseport(srv, kl);
-    return kt_listen(srv->loop, &kl->addr, (int)srv->sc->backlog, accept_cb, kl, &kl->l);
+        lo.flags |= KT_LISTEN_REUSEPORT;
+    return kt_listen_with(srv->loop, &kl->addr, &lo, accept_cb, kl, &kl->l);
 }
 
 static void listened(ks_server *srv, ks_listener *kl)
