@@ -130,6 +130,10 @@ int main(int argc, char **argv)
     }
     rc = srv->core.lost.clients ? KS_EXIT_UNANSWERED : 0;
     kt_log_notice("exiting");
+    /* The exit is decided: a signal arriving while the loop is torn down
+     * (it unblocks them) must not turn it into a kill. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 out:
     if (srv)
         kdb_server_stop(srv);

@@ -5,6 +5,7 @@
  * until a signal ends it.
  */
 #include "config.h"
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include "kd.h"
@@ -77,6 +78,10 @@ int main(int argc, char **argv)
         else
             rc = srv.core.lost.clients ? KS_EXIT_UNANSWERED : 0;
         kt_log_notice("exiting");
+        /* The exit is decided: a signal arriving while the loop is torn
+         * down (it unblocks them) must not turn it into a kill. */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
     }
     kd_server_stop(&srv);
 out:
