@@ -24,6 +24,13 @@
  * it; reading pauses above the high-water mark). Replies parked in the
  * FIFO count toward the output limit as they are written.
  *
+ * A daemon: embed a ks_config in its config struct and list the shared
+ * options with the KS_OPT_* macros; fill a static ks_daemon (name, command
+ * table, hooks); ks_server_init(), then ks_server_listen(). A command
+ * answers what it knows at once with ks_reply()/ks_error(), or appends a
+ * slot of its own with ks_defer() and marks it ks_slot_ready() later (the
+ * emit hook writes it when it is due). On SIGTERM, ks_server_shutdown().
+ *
  * Everything runs on the loop's thread. Files: server.c (life, listeners,
  * accept, cron, drain), server-conn.c (a connection: read path, FIFO,
  * output), server-cmd.c (dispatch and the connection commands),
