@@ -17,9 +17,10 @@
  * max_request 431, an HTTP version other than 1.x 505. One request per
  * connection (`Connection: close`). What a scraper can make it hold is
  * bounded: max_clients connections (past it accepting pauses and new
- * connections wait in the kernel's backlog), max_request bytes of request
- * each, read_timeout to send the request and write_timeout to take the
- * response.
+ * connections wait in the kernel's backlog; one the kernel had already
+ * accepted in the same burst is closed at once), max_request bytes of
+ * request each, read_timeout to send the request and write_timeout to take
+ * the response.
  */
 #ifndef KETTLE_METRICS_H
 #define KETTLE_METRICS_H
