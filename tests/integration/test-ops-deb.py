@@ -28,8 +28,8 @@ PKGS = ["kettle", "libkettle0", "libkettle-dev"]
 PROGRAMS = ["kettled", "kettle-db", "kettle-bench", "kettle-cli"]
 UNITS = ["kettled.service", "kettled.socket", "kettled@.service", "kettled.target",
          "kettle-db.service"]
-CONFFILES = ["/etc/kettle/kettled.conf", "/etc/kettle/kettle-db.conf",
-             "/etc/kettle/haproxy-kettled.cfg"]
+CONFFILES = ["/etc/kettle/" + f for f in ("kettled.conf", "kettle-db.conf", "haproxy-kettled.cfg",
+                                           "prometheus-kettle.yml", "prometheus-kettle-rules.yml")]
 LOCK = "/run/lock/kettle-test-deb.lock"
 MARK = "/var/lib/kettle-test-deb.installed"  # this test's install is on the machine
 ENV = dict(os.environ, DEBIAN_FRONTEND="noninteractive", DEB_BUILD_PROFILES="nocheck",
