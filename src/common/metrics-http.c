@@ -430,8 +430,10 @@ void kt_metrics_server_close(kt_metrics_server *srv)
     srv->closing = true;
     kt_listener_close(srv->listener);
     srv->listener = NULL;
-    for (mconn *c = srv->conns; c; c = c->next)
+    for (mconn *c = srv->conns, *next; c; c = next) {
+        next = c->next;
         kt_stream_close(c->s, KT_CLOSE_NOW);
+    }
     unref(srv);
 }
 
