@@ -5,15 +5,17 @@
  *   metrics-demo [--listen ADDR] [--max-clients N] [--read-timeout MS]
  *                [--write-timeout MS] [--filler N]
  *
- * It prints "listening on ADDR" once the endpoint listens, and exits 0 on
- * SIGTERM or SIGINT. Each scrape counts itself and records a latency; the
+ * It prints "listening on ADDR" once the endpoint listens, "page N: B
+ * bytes" for each page rendered, and exits 0 on SIGTERM or SIGINT. Each scrape counts itself and records a latency; the
  * families cover every kind the writer makes: a counter, a labelled
  * counter with awkward label values, gauges, labelled histograms, the
- * endpoint's own counters, the process metrics, and --filler N gauge
- * samples to make the page long.
+ * endpoint's own counters, the process metrics, and on the first page
+ * only --filler N more gauge samples (a long page for one slow scraper,
+ * short ones for the others).
  */
 #include "config.h"
 #include <errno.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,7 +67,7 @@ static int render_cb(kt_metrics *m, void *arg)
     kt_metrics_gauge(m, "demo_", "metrics_clients", "Open metrics connections.", st.clients);
     kt_metrics_process(m);
 
-    if (d->filler > 0) {
+    if (d->filler > 0 && d->scrapes == 1) {
         kt_metrics_family(m, "demo_", "filler", KT_METRIC_GAUGE, "Filler samples.");
         char v[24];
         for (long i = 0; i < d->filler; i++) {
@@ -74,6 +76,8 @@ static int render_cb(kt_metrics *m, void *arg)
             kt_metrics_sample(m, l, 1, (double)i);
         }
     }
+    printf("page %" PRIu64 ": %zu bytes\n", d->scrapes, m->out.len);
+    fflush(stdout);
     return 0;
 }
 

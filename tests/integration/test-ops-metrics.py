@@ -99,15 +99,20 @@ def test_statuses():
 
 
 def test_slow_scraper_and_junk():
-    # a page of several MiB, a scraper that asks for it and never reads
-    d = demo("--filler", "150000", "--write-timeout", "1500")
+    # a scraper asks for a page of several MiB (the first page is that
+    # long) and never reads it
+    d = demo("--filler", "150000", "--write-timeout", "3000")
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     slow.connect(("127.0.0.1", d.port))
     slow.sendall(b"GET /metrics HTTP/1.1\r\n\r\n")
+    m = d.wait_log(r"page 1: (\d+) bytes", 30)
+    assert int(m.group(1)) > 3 << 20, m.group(0)
     # others are served meanwhile (the answer is queued, not written in a loop)
     r, body = get(d.port)
-    assert r.status == 200 and len(body) > 3 << 20
+    s = samples(body.decode())
+    assert r.status == 200 and s["demo_scrapes_total"] == 2, body[:300]
+    assert "demo_filler" not in body.decode()
     # the slow one is reset at the write timeout
     h.wait_for(lambda: samples(get(d.port)[1].decode())["demo_metrics_timeouts_total"] >= 1,
                30, "the slow scraper's write timeout")

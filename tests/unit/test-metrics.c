@@ -576,7 +576,7 @@ static void test_http_timeouts(void **state)
 {
     (void)state;
     fixture f;
-    kt_metrics_options o = { .read_timeout = KT_MSEC(50), .write_timeout = KT_MSEC(300) };
+    kt_metrics_options o = { .read_timeout = KT_MSEC(50), .write_timeout = KT_SEC(2) };
     start(&f, &o);
 
     /* a request trickled in and never finished: reset at read_timeout */
