@@ -91,16 +91,16 @@ int kc_repl(kc_conn *c, const kc_opts *o)
         char *line = read_line(tty, prompt);
         if (line == NULL)
             break;
-        kc_args args;
+        kt_args args;
         const char *why = NULL;
-        int rc = kc_split(line, strlen(line), &args, &why);
+        int rc = kt_split(line, strlen(line), &args, &why);
         if (rc < 0) {
             fprintf(tty ? stdout : stderr, "Invalid argument(s): %s\n", why);
             status = 1;
         } else if (args.n > 0) {
             const char *cmd = args.v[0];
             if (strcasecmp(cmd, "quit") == 0 || strcasecmp(cmd, "exit") == 0) {
-                kc_args_free(&args);
+                kt_args_free(&args);
                 kt_free(line);
                 break;
             }
@@ -118,7 +118,7 @@ int kc_repl(kc_conn *c, const kc_opts *o)
                 status = 1;
             }
         }
-        kc_args_free(&args);
+        kt_args_free(&args);
         kt_free(line);
     }
     kt_free(hist);

@@ -28,7 +28,7 @@ static int hexval(char c)
 }
 
 /* Append one argument (copied) to a. */
-static int push(kc_args *a, const char *buf, size_t n)
+static int push(kt_args *a, const char *buf, size_t n)
 {
     char **v = kt_realloc(a->v, (a->n + 1) * sizeof(*v));
     if (v == NULL)
@@ -49,7 +49,7 @@ static int push(kc_args *a, const char *buf, size_t n)
     return 0;
 }
 
-int kc_split(const char *s, size_t len, kc_args *out, const char **why)
+int kt_split(const char *s, size_t len, kt_args *out, const char **why)
 {
     memset(out, 0, sizeof(*out));
     /* an argument is never longer than the input */
@@ -141,7 +141,7 @@ done:
     return rc;
 }
 
-void kc_args_free(kc_args *a)
+void kt_args_free(kt_args *a)
 {
     for (size_t i = 0; i < a->n; i++)
         kt_free(a->v[i]);
@@ -178,14 +178,14 @@ static void scan(const char *s, size_t len, char c, size_t *first, size_t *last)
     }
 }
 
-size_t kc_find_unquoted(const char *s, size_t len, char c)
+size_t kt_find_unquoted(const char *s, size_t len, char c)
 {
     size_t first, last;
     scan(s, len, c, &first, &last);
     return first;
 }
 
-size_t kc_rfind_unquoted(const char *s, size_t len, char c)
+size_t kt_rfind_unquoted(const char *s, size_t len, char c)
 {
     size_t first, last;
     scan(s, len, c, &first, &last);
