@@ -320,8 +320,13 @@ static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg)
         if (v == KB_V_ERROR) {
             kb_stats_error_text(&w->stats, w->reply.nodes[0].p, w->reply.nodes[0].len);
             w->ierrors++;
+        } else if (v == KB_V_PARTIAL) {
+            w->stats.partial++;
+            kb_stats_error_elements(&w->stats, &w->reply);
+            w->ierrors++;
         } else if (v == KB_V_MISMATCH) {
             w->stats.mismatch++;
+            kb_stats_error_elements(&w->stats, &w->reply);
             w->ierrors++;
             if (w->logged_mismatch++ < KB_LOG_FIRST) {
                 char line[400];
