@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <kettle/kettle.h>
 #include "template.h"
+#include "zipf.h"
 
 #define KB_DEFAULT_PORT 7379
 #define KB_DEFAULT_CONNS 50
@@ -53,6 +54,7 @@ typedef struct kb_config {
     uint64_t ramp_ns;          /* --ramp */
     uint64_t timeout_ns;       /* --timeout: per request, and per connect; 0 = none */
     uint64_t keyspace;         /* -r: placeholders take values in [0, keyspace) */
+    kb_zipf zipf;              /* __zipf_int__ over the keyspace, exponent --zipf */
     uint64_t seed;             /* --seed */
     uint64_t max_errors;       /* --max-errors */
     bool validate;             /* not --no-validate */

@@ -178,6 +178,11 @@ static void on_close(kt_stream *s, void *arg)
         after_close(c, c->retry);
 }
 
+static uint64_t rand_cb(void *arg)
+{
+    return kb_worker_rand(arg);
+}
+
 /* Fill the placeholders of t for one request. */
 static void make_keys(kb_worker *w, const kb_template *t, uint64_t *vals)
 {
@@ -188,6 +193,8 @@ static void make_keys(kb_worker *w, const kb_template *t, uint64_t *vals)
         for (size_t p = 0; p < a->nparts; p++) {
             if (a->parts[p].ph == KB_PH_RAND) {
                 vals[k++] = (uint64_t)(((unsigned __int128)kb_worker_rand(w) * cfg->keyspace) >> 64);
+            } else if (a->parts[p].ph == KB_PH_ZIPF) {
+                vals[k++] = kb_zipf_next(&cfg->zipf, rand_cb, w);
             } else if (a->parts[p].ph == KB_PH_SEQ) {
                 vals[k++] = (w->index + w->seq_k * cfg->threads) % cfg->keyspace;
                 w->seq_k++;

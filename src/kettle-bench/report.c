@@ -145,9 +145,9 @@ static void json_params(FILE *f, const kb_result *r)
         fprintf(f, "    \"rate\": null,\n");
     fprintf(f, "    \"warmup_s\": %.3f,\n    \"ramp_s\": %.3f,\n    \"timeout_s\": %.3f,\n",
             cfg->warmup_ns / 1e9, cfg->ramp_ns / 1e9, cfg->timeout_ns / 1e9);
-    fprintf(f, "    \"keyspace\": %llu,\n    \"seed\": %llu,\n    \"validate\": %s,\n"
+    fprintf(f, "    \"keyspace\": %llu,\n    \"zipf\": %g,\n    \"seed\": %llu,\n    \"validate\": %s,\n"
                "    \"max_errors\": %llu,\n    \"io\": ",
-            (unsigned long long)cfg->keyspace, (unsigned long long)cfg->seed,
+            (unsigned long long)cfg->keyspace, cfg->zipf.s, (unsigned long long)cfg->seed,
             cfg->validate ? "true" : "false", (unsigned long long)cfg->max_errors);
     json_str(f, r->backend ? r->backend : "");
     fprintf(f, ",\n    \"commands\": [");

@@ -14,6 +14,7 @@
 static const struct { const char *name; size_t len; int ph; } placeholders[] = {
     { "__rand_int__", 12, KB_PH_RAND },
     { "__seq_int__", 11, KB_PH_SEQ },
+    { "__zipf_int__", 12, KB_PH_ZIPF },
 };
 
 /* The placeholder starting at s (len bytes left), or KB_PH_NONE. */
