@@ -6,6 +6,10 @@ PKGS="build-essential autoconf automake libtool pkg-config
 liburing-dev libevent-dev libinih-dev libsystemd-dev libcmocka-dev
 libseccomp-dev libedit-dev clang valgrind python3 redis-server redis-tools
 systemd"
+# the clients: kettle-bench reads saved runs (jansson); the tests render its
+# SVG (rsvg-convert), drive kettle-cli in tmux and run the README's scaling
+# example behind haproxy
+PKGS="$PKGS libjansson-dev librsvg2-bin tmux haproxy"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -17,6 +17,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "Usage: kettle-bench [OPTIONS] [-- COMMAND ARG...]\n"
+"       kettle-bench --plot REPORT.json... --svg FILE\n"
 "Load a kettle (or any RESP) server, check every reply, and report\n"
 "throughput and latency percentiles.\n"
 "\n"
@@ -77,6 +78,13 @@ static void usage(FILE *f)
 "      --json FILE    the report, the histogram and the parameters as JSON\n"
 "                     (FILE - for stdout; the text report then goes to stderr)\n"
 "      --csv          the report as CSV on stdout instead of text\n"
+"      --hgrm FILE    the latency distribution in HdrHistogram's percentile\n"
+"                     format (.hgrm: what HdrHistogram's plotter and wrk2\n"
+"                     users read), values in ms\n"
+"      --svg FILE     a picture (SVG): latency by percentile on a \"1 in N\"\n"
+"                     scale, and requests/s over time\n"
+"      --plot         draw saved runs instead of running one:\n"
+"                       kettle-bench --plot a.json b.json --svg out.svg\n"
 "      --help         this text\n"
 "      --version      the version\n"
 "\n"
@@ -156,7 +164,7 @@ static int resolve(kb_config *cfg)
 int kb_parse_args(kb_config *cfg, int argc, char **argv)
 {
     enum { O_HELP = 256, O_VERSION, O_RATE, O_WARMUP, O_RAMP, O_TIMEOUT, O_SEED, O_MIX,
-           O_NOVALIDATE, O_MAXERR, O_JSON, O_CSV, O_IO, O_ZIPF };
+           O_NOVALIDATE, O_MAXERR, O_JSON, O_CSV, O_IO, O_ZIPF, O_HGRM, O_SVG, O_PLOT };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, O_HELP },
         { "version", no_argument, NULL, O_VERSION },
@@ -172,6 +180,9 @@ int kb_parse_args(kb_config *cfg, int argc, char **argv)
         { "csv", no_argument, NULL, O_CSV },
         { "io", required_argument, NULL, O_IO },
         { "zipf", required_argument, NULL, O_ZIPF },
+        { "hgrm", required_argument, NULL, O_HGRM },
+        { "svg", required_argument, NULL, O_SVG },
+        { "plot", no_argument, NULL, O_PLOT },
         { "quiet", no_argument, NULL, 'q' },
         { "host", required_argument, NULL, 'h' },
         { "port", required_argument, NULL, 'p' },
@@ -184,7 +195,7 @@ int kb_parse_args(kb_config *cfg, int argc, char **argv)
         { "keyspace", required_argument, NULL, 'r' },
         { NULL, 0, NULL, 0 },
     };
-    bool seed_given = false, have_n = false, have_d = false;
+    bool seed_given = false, have_n = false, have_d = false, plot = false;
     double zipf_s = KB_ZIPF_DEFAULT;
     const char *why = NULL;
     uint64_t u;
@@ -291,6 +302,15 @@ int kb_parse_args(kb_config *cfg, int argc, char **argv)
         case O_CSV:
             cfg->csv = true;
             break;
+        case O_HGRM:
+            cfg->hgrm_path = optarg;
+            break;
+        case O_SVG:
+            cfg->svg_path = optarg;
+            break;
+        case O_PLOT:
+            plot = true;
+            break;
         case O_ZIPF: {
             char *end;
             errno = 0;
@@ -313,6 +333,20 @@ int kb_parse_args(kb_config *cfg, int argc, char **argv)
             fprintf(stderr, "Try 'kettle-bench --help'.\n");
             return -1;
         }
+    }
+    if (plot) {
+        cfg->plot = argv + optind;
+        cfg->nplot = (size_t)(argc - optind);
+        if (cfg->nplot == 0 || cfg->svg_path == NULL) {
+            fprintf(stderr, "kettle-bench: --plot needs JSON reports and --svg FILE "
+                            "(kettle-bench --plot a.json b.json --svg out.svg)\n");
+            return -1;
+        }
+        if (cfg->hgrm_path != NULL && cfg->nplot > 1) {
+            fprintf(stderr, "kettle-bench: --hgrm writes one run: give one report with it\n");
+            return -1;
+        }
+        return 0;
     }
     if (have_n && have_d) {
         fprintf(stderr, "kettle-bench: -n and -d exclude each other\n");

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <kettle/kettle.h>
 #include "template.h"
+#include "spectrum.h"
 #include "zipf.h"
 
 #define KB_DEFAULT_PORT 7379
@@ -62,6 +63,10 @@ typedef struct kb_config {
     bool csv;                  /* --csv: the report as CSV on stdout */
     bool progress;             /* a progress line each second (stderr is a terminal, not --quiet) */
     const char *json_path;     /* --json FILE ("-" = stdout) */
+    const char *hgrm_path;     /* --hgrm FILE ("-" = stdout) */
+    const char *svg_path;      /* --svg FILE ("-" = stdout) */
+    char **plot;               /* --plot: the JSON reports to draw (argv), NULL to run */
+    size_t nplot;
     kt_io_kind io;             /* --io */
     kb_mix mix;                /* the command(s) */
 
@@ -105,6 +110,8 @@ typedef struct kb_stats {
     uint64_t conn_failures;    /* refused, reset, closed by the peer, garbage */
     kb_texts texts;            /* error replies */
     kb_texts etexts;           /* error elements */
+    uint64_t *slots;           /* the timeline: measured replies per KB_SLOT_NS from t_measure */
+    size_t nslots, slots_cap;
 } kb_stats;
 
 /* Latencies and counts since the last progress line, fed by every thread. */
@@ -122,6 +129,9 @@ void kb_stats_error_text(kb_stats *s, const char *text, size_t len);
 /* Count the error elements of reply r (at any depth), each with its text:
  * those of a partial reply, and of a mismatched one. */
 void kb_stats_error_elements(kb_stats *s, const kt_resp_reply *r);
+/* Count a measured reply in the timeline, `since` ns after measuring
+ * began (dropped past KB_MAX_SLOTS, or when memory runs out). */
+void kb_stats_slot(kb_stats *s, uint64_t since);
 /* Add src's counts into dst. */
 void kb_stats_merge(kb_stats *dst, const kb_stats *src);
 /* Errors counted per request: mismatches + error replies + partial

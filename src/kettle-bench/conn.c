@@ -314,6 +314,7 @@ static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg)
         uint64_t lat = w->now > req->origin ? w->now - req->origin : 0;
         if (req->measured) {
             kt_hist_record(&w->stats.hist, lat);
+            kb_stats_slot(&w->stats, w->now > w->t_measure ? w->now - w->t_measure : 0);
             w->stats.done++;
             w->stats.last_ns = w->now;
             if (cfg->progress) {

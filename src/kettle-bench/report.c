@@ -191,6 +191,10 @@ int kb_report_json(const char *path, const kb_result *r)
             (unsigned long long)s->unsent);
     fprintf(f, "  \"connections_opened\": %llu,\n  \"interrupted\": %s,\n",
             (unsigned long long)s->connects, r->interrupted ? "true" : "false");
+    fprintf(f, "  \"timeline\": {\"interval_s\": %g, \"requests\": [", r->tl ? r->tl->interval_s : 0.1);
+    for (size_t i = 0; r->tl && i < r->tl->n; i++)
+        fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)r->tl->counts[i]);
+    fprintf(f, "]},\n");
     fprintf(f, "  \"histogram\": {\"unit\": \"ns\", \"buckets\": [");
     bool first = true;
     for (size_t i = 0, n = kt_hist_nbuckets(); i < n; i++) {

@@ -2,6 +2,7 @@
  * stats.c - kettle-bench's per-thread counters and their merge.
  */
 #include "config.h"
+#include <errno.h>
 #include <string.h>
 #include "bench.h"
 
@@ -22,6 +23,37 @@ void kb_stats_free(kb_stats *s)
 {
     texts_free(&s->texts);
     texts_free(&s->etexts);
+    kt_free(s->slots);
+    s->slots = NULL;
+    s->nslots = s->slots_cap = 0;
+}
+
+/* Make room for slot i. */
+static int slots_reserve(kb_stats *s, size_t i)
+{
+    if (i >= KB_MAX_SLOTS)
+        return -ERANGE;
+    if (i >= s->slots_cap) {
+        size_t cap = s->slots_cap ? s->slots_cap : 64;
+        while (cap <= i)
+            cap *= 2;
+        uint64_t *p = kt_realloc(s->slots, cap * sizeof(*p));
+        if (p == NULL)
+            return -ENOMEM;
+        memset(p + s->slots_cap, 0, (cap - s->slots_cap) * sizeof(*p));
+        s->slots = p;
+        s->slots_cap = cap;
+    }
+    if (i >= s->nslots)
+        s->nslots = i + 1;
+    return 0;
+}
+
+void kb_stats_slot(kb_stats *s, uint64_t since)
+{
+    size_t i = (size_t)(since / KB_SLOT_NS);
+    if (slots_reserve(s, i) == 0)
+        s->slots[i]++;
 }
 
 /* Add n occurrences of text. */
@@ -90,6 +122,9 @@ void kb_stats_merge(kb_stats *dst, const kb_stats *src)
     dst->conn_failures += src->conn_failures;
     merge_texts(&dst->texts, &src->texts);
     merge_texts(&dst->etexts, &src->etexts);
+    if (src->nslots > 0 && slots_reserve(dst, src->nslots - 1) == 0)
+        for (size_t i = 0; i < src->nslots; i++)
+            dst->slots[i] += src->slots[i];
 }
 
 uint64_t kb_stats_errors(const kb_stats *s)
