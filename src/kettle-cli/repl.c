@@ -36,6 +36,7 @@ typedef struct kc_prompt {
     const kc_opts *o;
     kc_docs docs;          /* of the current connection, loaded on demand */
     bool color;            /* the terminal shows the hint dimmed */
+    bool hint_off;         /* the line is being accepted: no hint beside it */
     char prompt[320];
     char hint[512];
 } kc_prompt;
@@ -119,6 +120,8 @@ static char *hint_cb(EditLine *el)
     char name[160];
 
     p->hint[0] = '\0';
+    if (p->hint_off)
+        return p->hint;
     /* only once the name is typed out: a blank follows it */
     if (n == 0 || (n == 1 && (li->lastchar == li->buffer || !isspace((unsigned char)li->lastchar[-1]))))
         return p->hint;
@@ -139,6 +142,17 @@ static char *hint_cb(EditLine *el)
 static unsigned char space_cb(EditLine *el, int ch)
 {
     el_insertstr(el, " ");
+    return CC_REFRESH;
+}
+
+/* Enter: redraw the line without its hint (libedit would leave it beside
+ * the line in the scrollback), then accept it: the redraw must come first,
+ * so the acceptance comes back as a key of its own, ^] bound to libedit's
+ * ed-newline. */
+static unsigned char enter_cb(EditLine *el, int ch)
+{
+    ctx_of(el)->hint_off = true;
+    el_push(el, "\035");
     return CC_REFRESH;
 }
 
@@ -275,6 +289,19 @@ static bool run_line(kc_prompt *p, const char *line, bool tty, int *status)
 }
 
 #ifdef HAVE_LIBEDIT
+/* Does line go into the history? A command that splits, but not quit or
+ * exit, and not AUTH: passwords stay out of the history file. */
+static bool worth_keeping(const char *line)
+{
+    kt_args a;
+    const char *why;
+    bool keep = kt_split(line, strlen(line), &a, &why) == 0 && a.n > 0 &&
+                strcasecmp(a.v[0], "quit") != 0 && strcasecmp(a.v[0], "exit") != 0 &&
+                strcasecmp(a.v[0], "auth") != 0;
+    kt_args_free(&a);
+    return keep;
+}
+
 /* The prompt at a terminal: libedit with history, completion and hints. */
 static int repl_tty(kc_prompt *p)
 {
@@ -302,10 +329,28 @@ static int repl_tty(kc_prompt *p)
     el_set(el, EL_HIST, history, hist);
     el_set(el, EL_PROMPT, prompt_cb);
     el_set(el, EL_RPROMPT_ESC, hint_cb, '\1');
-    el_set(el, EL_ADDFN, "kc-complete", "complete a command name", complete_cb);
+    /* the wide calls: libedit's narrow EL_ADDFN copies the names and never frees them */
+    el_wset(el, EL_ADDFN, L"kc-complete", L"complete a command name", complete_cb);
     el_set(el, EL_BIND, "^I", "kc-complete", NULL);
-    el_set(el, EL_ADDFN, "kc-space", "insert a blank and show the hint", space_cb);
+    el_wset(el, EL_ADDFN, L"kc-space", L"insert a blank and show the hint", space_cb);
     el_set(el, EL_BIND, " ", "kc-space", NULL);
+    el_wset(el, EL_ADDFN, L"kc-enter", L"accept the line without its hint", enter_cb);
+    el_set(el, EL_BIND, "^M", "kc-enter", NULL);
+    el_set(el, EL_BIND, "^J", "kc-enter", NULL);
+    el_set(el, EL_BIND, "^]", "ed-newline", NULL);
+    /* the arrows and Home/End in their ANSI forms, even where the terminal's
+     * description lacks them (TERM=dumb) */
+    static const char *const keys[][2] = {
+        { "\\e[A", "ed-prev-history" }, { "\\e[B", "ed-next-history" },
+        { "\\e[C", "ed-next-char" }, { "\\e[D", "ed-prev-char" },
+        { "\\eOA", "ed-prev-history" }, { "\\eOB", "ed-next-history" },
+        { "\\eOC", "ed-next-char" }, { "\\eOD", "ed-prev-char" },
+        { "\\e[H", "ed-move-to-beg" }, { "\\e[F", "ed-move-to-end" },
+        { "\\e[1~", "ed-move-to-beg" }, { "\\e[4~", "ed-move-to-end" },
+        { "\\e[3~", "ed-delete-next-char" },
+    };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        el_set(el, EL_BIND, keys[i][0], keys[i][1], NULL);
     el_source(el, NULL); /* ~/.editrc */
 
     for (;;) {
@@ -314,6 +359,7 @@ static int repl_tty(kc_prompt *p)
         else
             snprintf(p->prompt, sizeof(p->prompt), "not connected> ");
         int count = 0;
+        p->hint_off = false;
         const char *got = el_gets(el, &count);
         if (got == NULL || count <= 0)
             break;
@@ -323,11 +369,7 @@ static int repl_tty(kc_prompt *p)
         size_t len = strlen(line);
         while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
             line[--len] = '\0';
-        /* passwords stay out of the history file */
-        const char *s = line;
-        while (isspace((unsigned char)*s))
-            s++;
-        if (*s != '\0' && strncasecmp(s, "auth", 4) != 0) {
+        if (worth_keeping(line)) {
             history(hist, &ev, H_ENTER, line);
             if (hist_path != NULL)
                 history(hist, &ev, H_SAVE, hist_path);

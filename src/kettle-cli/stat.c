@@ -3,12 +3,14 @@
  * one line of figures each time, a header every 20 lines (redis-cli's
  * --stat, with the columns of the server at the other end):
  *
- *   kettled    requests/s, clients, blocked clients, fetches/s, fetch
- *              failures/s, request timeouts/s, p99 fetch latency (the
- *              worst backend's recent p99), backends up/total, loop lag
- *   kettle-db  requests/s, requests in service, queued, faults fired/s,
- *              clients
- *   others     requests/s, clients, blocked, memory, keys, connections/s
+ *   kettled    requests (total) and per second, clients, blocked clients,
+ *              fetches/s, fetch failures/s, request timeouts/s, p99 fetch
+ *              latency (the worst backend's recent_p99_us), backends
+ *              up/total, loop lag (loop_lag_us)
+ *   kettle-db  requests (total, per second), requests in service, queued,
+ *              faults fired/s, clients
+ *   others     requests (total, per second), clients, blocked, memory,
+ *              keys, connections/s
  *
  * Every figure is read by its INFO field name; a field the server does not
  * give shows as "-". Rates are the change over the interval; requests/s
@@ -287,6 +289,7 @@ static void keys(const sample *s, const char *f, char *out, size_t size)
 }
 
 static const column kettled_cols[] = {
+    { "requests", value, "total_commands_processed" },
     { "requests/s", requests, "total_commands_processed" },
     { "clients", value, "connected_clients" },
     { "blocked", value, "blocked_clients" },
@@ -300,6 +303,7 @@ static const column kettled_cols[] = {
 };
 
 static const column db_cols[] = {
+    { "requests", value, "requests_served" },
     { "requests/s", rate, "requests_served" },
     { "in-service", value, "requests_in_service" },
     { "queued", value, "requests_queued" },
@@ -309,6 +313,7 @@ static const column db_cols[] = {
 };
 
 static const column other_cols[] = {
+    { "requests", value, "total_commands_processed" },
     { "requests/s", requests, "total_commands_processed" },
     { "clients", value, "connected_clients" },
     { "blocked", value, "blocked_clients" },
