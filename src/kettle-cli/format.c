@@ -173,7 +173,8 @@ int kc_format_reply(kt_buf *out, const kt_resp_reply *r, int form)
     const kt_resp_node *top = &r->nodes[0];
     if (form == KC_FORM_TEXT && (top->type == KT_RESP_BULK || top->type == KT_RESP_STRING)) {
         int rc = put(out, top->p, top->len);
-        if (rc == 0 && (top->len == 0 || top->p[top->len - 1] != '\n'))
+        /* as redis-cli: an empty text prints nothing; ours ends a last line */
+        if (rc == 0 && top->len > 0 && top->p[top->len - 1] != '\n')
             rc = put(out, "\n", 1);
         return rc;
     }
