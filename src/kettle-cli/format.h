@@ -6,9 +6,9 @@
  * their parent, "(error) ERR ...", "(empty array)".
  * Raw form (--raw): the bytes of strings as they are, integers as digits,
  * array elements one per line, nil as an empty line.
- * Text form (the replies of INFO, CLIENT LIST and other text blobs, unless
- * --raw): a string's bytes as they are, so its lines show as lines, as
- * redis-cli prints them; any other reply in the standard form.
+ * Text form (the replies of INFO, CLIENT LIST and other text blobs, with or
+ * without --raw): a string's bytes as they are, so its lines show as
+ * lines, as redis-cli prints them; any other reply in the standard form.
  */
 #ifndef KC_FORMAT_H
 #define KC_FORMAT_H

@@ -141,7 +141,8 @@ int kc_run(kc_conn *c, const kc_opts *o, size_t argc, char *const *argv, const s
         kc_close(c);
         goto out;
     }
-    int form = o->raw ? KC_FORM_RAW : kc_text_command(argc, argv) ? KC_FORM_TEXT : KC_FORM_STANDARD;
+    /* a text blob prints as its bytes in both forms, as redis-cli prints it */
+    int form = kc_text_command(argc, argv) ? KC_FORM_TEXT : o->raw ? KC_FORM_RAW : KC_FORM_STANDARD;
     if (kc_format_reply(&text, &r, form) < 0) {
         fprintf(stderr, "Error: out of memory\n");
         goto out;
