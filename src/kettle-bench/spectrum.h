@@ -16,7 +16,7 @@
 #include <kettle/hist.h>
 
 #define KB_SLOT_NS KT_MSEC(100)    /* the timeline records replies per 100 ms */
-#define KB_MAX_SLOTS (1u << 24)     /* 19 days of slots: later replies are not in the timeline */
+#define KB_MAX_SLOTS (1u << 20)     /* 29 hours (8 MiB a thread): later replies are not in the timeline */
 #define KB_TIMELINE_POINTS 600      /* a saved or drawn timeline has at most this many points */
 
 /* One row of the percentile spectrum. */

@@ -224,6 +224,28 @@ def clean(text):
     return "\n".join(l.rsplit("\r", 1)[-1] for l in text.split("\n"))
 
 
+def pump(fd, deadline, each=None):
+    """What a pseudo-terminal's program prints until it closes it (None
+    past the deadline); each(chunk_so_far, chunk) is called as it comes."""
+    out = b""
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if not r:
+            if each:
+                each(out, b"")
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return out
+        out += chunk
+        if each:
+            each(out, chunk)
+    return None
+
+
 class Result:
     def __init__(self, cmd):
         self.cmd, self.status, self.out = cmd, None, ""
@@ -257,21 +279,10 @@ def run_block(block):
         except BaseException as e:
             os.write(2, ("cannot run the block: %s\n" % e).encode())
         os._exit(127)
-    raw, deadline = b"", time.monotonic() + BLOCK_TIMEOUT
-    while True:
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            raise AssertionError("README block at line %d ran past %ds:\n%s" % (
-                block.line, BLOCK_TIMEOUT, clean(raw.decode(errors="replace"))[-3000:]))
-        r, _, _ = select.select([fd], [], [], 1)
-        if r:
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            raw += chunk
+    raw = pump(fd, time.monotonic() + BLOCK_TIMEOUT)
+    if raw is None:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("README block at line %d ran past %ds" % (block.line, BLOCK_TIMEOUT))
     os.waitpid(pid, 0)
     os.close(fd)
     text = clean(raw.decode(errors="replace"))
@@ -514,22 +525,16 @@ def helper(argv):
         pid, fd = pty.fork()
         if pid == 0:
             os.execvp(cmd[0], cmd)
-        out, sent, deadline = b"", False, time.monotonic() + 120
-        while True:
-            if not sent and (out.count(b"\n") + out.count(b"\r") >= 8 or time.monotonic() > deadline):
+        sent = []
+
+        def each(out, chunk):
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            if not sent and out.count(b"\n") + out.count(b"\r") >= 8:
                 os.write(fd, b"\x03")
-                sent = True
-            r, _, _ = select.select([fd], [], [], 0.2)
-            if r:
-                try:
-                    chunk = os.read(fd, 65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    break
-                out += chunk
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
+                sent.append(True)
+        if pump(fd, time.monotonic() + 120, each) is None:
+            os.kill(pid, signal.SIGKILL)
         _, st = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(st)
     raise SystemExit("unknown helper %s" % argv[0])
