@@ -177,27 +177,26 @@ def test_stat_against_a_loaded_kettled():
     db.stop()
 
 
+def stat_view(port, *texts):
+    """--stat until two lines of figures under texts, then Ctrl-C."""
+    t = Tmux("%s -p %d --stat -i 0.3" % (cli(), port))
+    try:
+        for text in texts:
+            t.expect(text)
+        t.wait(lambda s: len(stat_rows(s)) >= 2, "2 lines")
+        t.keys("C-c")
+        assert t.exit_status() == 0
+    finally:
+        t.close()
+
+
 def test_stat_against_kettle_db_and_redis():
     db = h.Server("kettle-db", "--latency", "fixed 1ms")
-    t = Tmux("%s -p %d --stat -i 0.3" % (cli(), db.port))
-    try:
-        t.expect("requests  requests/s  in-service   queued  faults/s  clients")
-        t.wait(lambda s: len(stat_rows(s)) >= 2, "2 lines")
-        t.keys("C-c")
-        assert t.exit_status() == 0
-    finally:
-        t.close()
+    stat_view(db.port, "kettle-db at", "requests  requests/s  in-service   queued  faults/s  clients")
     db.stop()
     r = h.start_redis()
-    t = Tmux("%s -p %d --stat -i 0.3" % (cli(), r.port))
-    try:
-        t.expect("redis-server at")
-        t.expect("requests  requests/s  clients  blocked   memory     keys  connections/s")
-        t.wait(lambda s: len(stat_rows(s)) >= 2, "2 lines")
-        t.keys("C-c")
-        assert t.exit_status() == 0
-    finally:
-        t.close()
+    stat_view(r.port, "redis-server at",
+              "requests  requests/s  clients  blocked   memory     keys  connections/s")
     r.stop()
 
 
