@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 #include "bench.h"
 
@@ -383,9 +382,8 @@ int kb_parse_args(kb_config *cfg, int argc, char **argv)
     if (cfg->threads > cfg->conns)
         cfg->threads = cfg->conns;
     if (!seed_given) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        cfg->seed = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+        kt_rng r;
+        cfg->seed = kt_rng_seed_random(&r);
     }
     cfg->progress = !cfg->quiet && isatty(STDERR_FILENO);
     return resolve(cfg);

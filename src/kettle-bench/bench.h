@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <kettle/kettle.h>
+#include "rng.h"
 #include "template.h"
 #include "spectrum.h"
 #include "zipf.h"

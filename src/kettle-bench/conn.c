@@ -178,11 +178,6 @@ static void on_close(kt_stream *s, void *arg)
         after_close(c, c->retry);
 }
 
-static uint64_t rand_cb(void *arg)
-{
-    return kb_worker_rand(arg);
-}
-
 /* Fill the placeholders of t for one request. */
 static void make_keys(kb_worker *w, const kb_template *t, uint64_t *vals)
 {
@@ -192,9 +187,9 @@ static void make_keys(kb_worker *w, const kb_template *t, uint64_t *vals)
         const kb_arg *a = &t->args[i];
         for (size_t p = 0; p < a->nparts; p++) {
             if (a->parts[p].ph == KB_PH_RAND) {
-                vals[k++] = (uint64_t)(((unsigned __int128)kb_worker_rand(w) * cfg->keyspace) >> 64);
+                vals[k++] = kt_rng_below(&w->rng, cfg->keyspace);
             } else if (a->parts[p].ph == KB_PH_ZIPF) {
-                vals[k++] = kb_zipf_next(&cfg->zipf, rand_cb, w);
+                vals[k++] = kb_zipf_next(&cfg->zipf, &w->rng);
             } else if (a->parts[p].ph == KB_PH_SEQ) {
                 vals[k++] = (w->index + w->seq_k * cfg->threads) % cfg->keyspace;
                 w->seq_k++;
@@ -208,7 +203,7 @@ static void send_one(kb_conn *c, uint64_t origin, bool measured)
 {
     kb_worker *w = c->w;
     const kb_config *cfg = w->cfg;
-    const kb_template *t = kb_mix_pick(&cfg->mix, kb_worker_rand(w));
+    const kb_template *t = kb_mix_pick(&cfg->mix, kt_rng_next(&w->rng));
     unsigned slot = (c->head + c->count) % cfg->pipeline;
     uint64_t *vals = c->vals + (size_t)slot * cfg->mix.max_ph;
     size_t off = 0;

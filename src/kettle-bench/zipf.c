@@ -59,13 +59,12 @@ int kb_zipf_init(kb_zipf *z, uint64_t n, double s)
     return 0;
 }
 
-uint64_t kb_zipf_next(const kb_zipf *z, kb_rand_cb rand, void *arg)
+uint64_t kb_zipf_next(const kb_zipf *z, kt_rng *r)
 {
     if (z->n == 1)
         return 0;
     for (;;) {
-        /* 53 random bits: u in [0, 1) */
-        double u = (double)(rand(arg) >> 11) * 0x1.0p-53;
+        double u = kt_rng_uniform(r);
         double y = z->h_hi + u * (z->h_lo - z->h_hi);
         double x = big_h_inv(z, y);
         double kd = floor(x + 0.5);

@@ -16,6 +16,7 @@
 #define KB_ZIPF_H
 
 #include <stdint.h>
+#include "rng.h"
 
 #define KB_ZIPF_DEFAULT 0.99
 #define KB_ZIPF_MAX 100.0   /* larger exponents put every key on key 0 anyway */
@@ -28,15 +29,12 @@ typedef struct kb_zipf {
     double shortcut;   /* a key within this of its inverse is accepted at once */
 } kb_zipf;
 
-/* A source of uniformly random 64-bit numbers. */
-typedef uint64_t (*kb_rand_cb)(void *arg);
-
 /* Prepare z for n keys (n >= 1) and exponent s (0 < s <= KB_ZIPF_MAX).
  * 0, or -EINVAL. */
 int kb_zipf_init(kb_zipf *z, uint64_t n, double s);
 
-/* One key in [0, n), drawing uniform numbers from rand (about 1.1 draws
- * on average). */
-uint64_t kb_zipf_next(const kb_zipf *z, kb_rand_cb rand, void *arg);
+/* One key in [0, n), drawing uniform numbers from r (about 1.1 draws on
+ * average). */
+uint64_t kb_zipf_next(const kb_zipf *z, kt_rng *r);
 
 #endif
