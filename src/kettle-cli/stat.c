@@ -353,6 +353,8 @@ static bool fetch_info(kc_conn *c, const kc_opts *o, info *in)
     return in->ok;
 }
 
+/* The server at the other end, by INFO's server_name (or, from older
+ * kettle-db, kettle_db_version; from redis, redis_version). */
 static const column *columns_for(const info *in, const char **kind)
 {
     size_t len;
@@ -361,7 +363,8 @@ static const column *columns_for(const info *in, const char **kind)
         *kind = "kettled";
         return kettled_cols;
     }
-    if (field(in, "kettle_db_version", &len) != NULL) {
+    if ((v != NULL && len == 9 && memcmp(v, "kettle-db", 9) == 0) ||
+        field(in, "kettle_db_version", &len) != NULL) {
         *kind = "kettle-db";
         return db_cols;
     }
