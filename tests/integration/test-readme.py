@@ -303,14 +303,15 @@ def run_block(block):
             bg[int(w[1])] = int(w[2])
         elif cur is not None:
             cur.out += piece
+    logs = {}
     for name in os.listdir(logdir):
-        if name.endswith(".log"):
+        if name.endswith(".log") and name.startswith("bg"):
             with open(os.path.join(logdir, name), errors="replace") as f:
-                log = f.read()
+                log = logs[int(name[2:-4])] = f.read()
             for mark in h.SANITIZER_MARKS:
                 assert mark not in log, "sanitizer report from a server of line %d:\n%s" % (
                     block.line, log[-6000:])
-    return results, bg, text, wd
+    return results, bg, text, wd, [logs[k] for k in sorted(logs)]
 
 
 # ---- what the README says ------------------------------------------------------------
@@ -422,7 +423,7 @@ def test_every_block_runs_as_printed():
             print("not run: README line %d (%s): %s" % (b.line, b.section, why))
             continue
         t0 = time.monotonic()
-        results, bg, text, wd = run_block(b)
+        results, bg, text, wd, logs = run_block(b)
         sections.add(b.section)
         print("ran: README line %d (%s), %d commands, %.1fs" % (
             b.line, b.section, len(results), time.monotonic() - t0))
@@ -446,9 +447,10 @@ def test_every_block_runs_as_printed():
         # the servers it started were stopped by the block, and kettle's exited cleanly
         starts = [c for c in cmds if c.endswith("&")]
         assert len(bg) == len(starts), (bg, starts)
-        for (pid, st), c in zip(sorted(bg.items()), starts):
+        for (pid, st), c, log in zip(sorted(bg.items()), starts, logs):
             if command_words(c)[0] in KETTLE_SERVERS:
-                assert st == 0, "README line %d: %r exited %d when stopped" % (b.line, c, st)
+                assert st == 0, "README line %d: %r exited %d when stopped; its log:\n%s" % (
+                    b.line, c, st, log[-2000:])
         for name, ok in FILES.items():
             p = os.path.join(wd, name)
             if any(name in c for c in cmds):
