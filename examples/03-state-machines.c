@@ -3,7 +3,7 @@
  * machine per fetch, driven by a poll() loop.
  *
  * Blocking code keeps its progress on the stack ("I am inside fetch(2),
- * waiting in recv()"). To wait for three things at once on one thread, that
+ * waiting in recv()"). To wait for many things at once on one thread, that
  * progress has to move into data: each fetch becomes a struct with a
  * `state` field, and a function step() that advances it as far as it can
  * without blocking, then returns. The loop asks the kernel, with poll(),

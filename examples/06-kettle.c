@@ -6,17 +6,21 @@
  *   - the poll() loop is a kt_loop (epoll or io_uring underneath), which
  *     wakes only the streams whose sockets are ready, and keeps timers: a
  *     wake-up costs what is ready, not what is open;
- *   - the per-fetch state machine is a kt_stream plus a few callbacks, and
- *     its result a kt_future that the read callback resolves: fetch(loop,
- *     addr, n) in kettle-fetch.h, the asynchronous get_number(n);
+ *   - the per-connection state machine is a kt_stream plus a few
+ *     callbacks, and the result of a fetch a kt_future that the read
+ *     callback resolves: fetch(conn, n) in kettle-fetch.h, the
+ *     asynchronous get_number(n);
  *   - the combinators are the explanation's: kt_all() gathers the N
  *     fetches, kt_timeout() bounds the whole and cancels what is still
  *     pending, which closes its connection.
  *
- * What one fetch costs here is a kt_stream, a struct fetch and a future,
- * and a socket: the report's peak RSS at -n 10000 divided by 10,000.
+ * By default each fetch has its own connection, as in 02-05; with -c C the
+ * N fetches are pipelined on C connections, as kettled does. What one
+ * fetch costs is a kt_stream, a future and a socket, or, pipelined, a
+ * future and a few dozen bytes: the report's peak RSS at -n 10000 divided
+ * by 10,000.
  *
- * Usage: 06-kettle [-n N] [-v] [HOST:PORT]   (default 127.0.0.1:7380)
+ * Usage: 06-kettle [-n N] [-c C] [-v] [HOST:PORT]   (default 127.0.0.1:7380)
  *        KETTLE_IO=epoll 06-kettle ...   picks the I/O backend
  */
 #include "config.h"

@@ -30,7 +30,7 @@
  * another thread: the callback then runs on the loop's thread, where it can
  * touch streams and futures. The fetches are 06's (kettle-fetch.h).
  *
- * Usage: 08-work-stealing [-n N] [-v] [HOST:PORT]   (default 127.0.0.1:7380)
+ * Usage: 08-work-stealing [-n N] [-c C] [-v] [HOST:PORT]   (default 127.0.0.1:7380)
  */
 #include "config.h"
 

@@ -2,20 +2,21 @@
 """measure.py - run the eight examples at growing N against a kettle-db of its
 own and print the tables of examples/README.md.
 
-    python3 examples/measure.py [--builddir DIR] [--sizes 3,1000,10000]
-                                [--repeat R] [--blocking-max N]
+    python3 examples/measure.py [--builddir DIR] [--sizes 3,1000,10000,50000]
+                                [--latency SPEC] [--repeat R] [--blocking-max N]
+                                [--only 03,06]
 
 Run it from a build tree (or give --builddir); build without sanitizers
 (`../configure` alone) or the figures measure the sanitizers. It starts
-`kettle-db --latency "fixed 100ms"` on a free port, raises the soft
-descriptor limit to the hard one for itself and its children, and runs each
-model R times per N (median shown, wall time as median and range). Before
-each run with many connections it waits until the kernel has let the
-previous run's TIME_WAIT sockets go, so that every run finds the ephemeral
-ports free. A size is left out when the descriptor limit cannot hold it
-(each of the N connections is a descriptor in the example and another in
-kettle-db); 01 needs one connection, but N x 100 ms: --blocking-max caps
-the N it is run at.
+`kettle-db --latency "fixed 100ms"` (or SPEC) on a free port, raises the
+soft descriptor limit to the hard one for itself and its children, and
+runs each model R times per N: the tables show medians, and the wall
+time's range. Before a run it waits until the TIME_WAIT sockets of the
+runs before, plus the N connections to come, fit in half the ephemeral
+port range, so that connect() never hunts for a free port. A size is left
+out when the descriptor limit cannot hold it (each of the N connections
+is a descriptor in the example and another in kettle-db); 01 needs one
+connection, but N x 100 ms: --blocking-max caps the N it is run at.
 """
 import argparse
 import functools
@@ -217,7 +218,7 @@ def main():
                     rows.append((label, None, counts))
                     continue
                 runs = []
-                for _ in range(a.repeat if prog != "01-blocking" or n <= 1000 else 1):
+                for _ in range(a.repeat if prog != "01-blocking" or n < 1000 else 1):
                     wait_ports_free(n)
                     print("  %s, N = %d ..." % (label, n), file=sys.stderr, flush=True)
                     runs.append(run_one(a.builddir, prog, args, env, n, addr))
