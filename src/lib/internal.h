@@ -247,6 +247,7 @@ struct kt_loop {
     uint64_t woke;              /* when io->poll's wait returned (kt__loop_woke), 0 if not reported */
     bool stop;
     bool running;               /* inside kt_loop_run (no recursion) */
+    bool freeing;               /* inside kt_loop_free: posts and signals are dropped */
 
     struct kt__timer_heap timers;
     struct kt__futures *futures;
@@ -258,6 +259,7 @@ struct kt_loop {
     kt_stream *all;             /* every stream not yet freed */
     kt_listener *listeners;     /* every listener not yet closed */
     kt_listener *closed_listeners; /* closed, freed at the end of the iteration */
+    uint32_t nlisteners;        /* listeners not yet freed (open or closing) */
     struct kt__block_list free_blocks[KT__BLOCK_NCLASS]; /* spare blocks by class */
     uint64_t blocks_trimmed;    /* loop time of the last trim of free_blocks */
     int spare_fd;               /* released on EMFILE */
@@ -318,8 +320,9 @@ void kt__streams_flush(kt_loop *loop);
 void kt__streams_finish(kt_loop *loop);
 /* Close callbacks and free for loop->closed_listeners (listener.c). */
 void kt__listeners_finish(kt_loop *loop);
-/* kt_loop_free: close whatever the user left open. */
-void kt__streams_close_all(kt_loop *loop);
+/* kt_loop_free: close (streams without flushing) the streams and
+ * listeners left open. True if it closed any. */
+bool kt__streams_close_all(kt_loop *loop);
 
 /* Output blocks (stream.c). A block of class cls (< KT__BLOCK_NCLASS),
  * from the free list or new; NULL on ENOMEM. */

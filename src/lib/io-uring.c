@@ -21,8 +21,8 @@
  *   while a completion calls back into the user; the fd is closed and
  *   kt__stream_closed() called only when it drops to 0 after close, so no
  *   completion ever refers to freed memory. Closing cancels what is in
- *   flight (by descriptor). A listener closes at once: its context outlives
- *   it until the cancelled accept's last CQE.
+ *   flight (by descriptor). A listener stops listening at once, and its
+ *   close finishes with the cancelled accept's last CQE.
  *
  * Every "start"/"stop" sets the wanted state and calls a kick function that
  * makes the armed operations match it. If no SQE can be had even after a
@@ -69,11 +69,6 @@ static void ur_destroy(kt_loop *loop)
     loop->wake.io_ctx = NULL;
     kt_free(loop->sig.io_ctx);
     loop->sig.io_ctx = NULL;
-    while (u->orphans) {
-        struct ur_listener *c = u->orphans;
-        u->orphans = c->next_orphan;
-        kt_free(c);
-    }
     kt__ur_free(u);
     loop->io_data = NULL;
 }
@@ -425,31 +420,24 @@ static void on_connect(struct ur_loop *u, kt_stream *s, int res)
 /* ---- listeners ------------------------------------------------------------------- */
 
 /*
- * The multishot accept names the context, not the listener, so that
- * listen_close can be synchronous: the listener is detached at once (fd
- * closed, kt__listener_closed) and an armed context lives on as an orphan
- * until its cancelled accept reports its last CQE; connections it still
- * accepted meanwhile are closed.
+ * The multishot accept names the context. Closing a listener closes its
+ * socket at once (no connection queues on it any more) and cancels the
+ * accept; the close finishes (kt__listener_closed) with the accept's last
+ * CQE, so that the loop knows when nothing of the listener is left in the
+ * kernel. Connections it still accepted meanwhile are closed.
  */
 static void listener_ctx_free(struct ur_loop *u, struct ur_listener *c)
 {
     if (c->flags & LF_KICK)
         kick_unlink(u, &c->node);
-    if (c->flags & LF_ORPHAN) {
-        for (struct ur_listener **pp = &u->orphans; *pp; pp = &(*pp)->next_orphan) {
-            if (*pp == c) {
-                *pp = c->next_orphan;
-                break;
-            }
-        }
-    }
+    c->l->io_ctx = NULL;
     kt_free(c);
 }
 
 static void listener_kick(struct ur_loop *u, struct ur_listener *c)
 {
     bool ok = true;
-    if ((c->flags & LF_WANT) && c->l) {
+    if (c->flags & LF_WANT) {
         if (!(c->flags & LF_ARMED)) {
             struct io_uring_sqe *sqe = ur_sqe(u);
             if (sqe) {
@@ -502,19 +490,6 @@ static void ur_listen_close(kt_listener *l)
 {
     struct ur_loop *u = l->loop->io_data;
     struct ur_listener *c = l->io_ctx;
-    if (c) {
-        l->io_ctx = NULL;
-        c->l = NULL;
-        c->flags &= ~LF_WANT;
-        if (c->flags & (LF_ARMED | LF_BUSY)) {
-            c->flags |= LF_ORPHAN;
-            c->next_orphan = u->orphans;
-            u->orphans = c;
-            listener_kick(u, c);
-        } else {
-            listener_ctx_free(u, c);
-        }
-    }
     if (l->h.fd >= 0) {
         /* An armed accept keeps the socket alive until its cancel lands;
          * shutdown() stops it listening now, so a connect made after this
@@ -523,6 +498,13 @@ static void ur_listen_close(kt_listener *l)
         close(l->h.fd);
     }
     l->h.fd = -1;
+    if (c && (c->flags & (LF_ARMED | LF_BUSY))) {
+        c->flags = (c->flags & ~LF_WANT) | LF_CLOSING;
+        listener_kick(u, c); /* the cancel; its CQEs finish the close */
+        return;
+    }
+    if (c)
+        listener_ctx_free(u, c);
     kt__listener_closed(l);
 }
 
@@ -531,19 +513,23 @@ static void on_accept(struct ur_loop *u, struct ur_listener *c, int res, unsigne
     bool more = flags & IORING_CQE_F_MORE;
     if (!more)
         c->flags &= ~(LF_ARMED | LF_CANCEL);
-    c->flags |= LF_BUSY;
-    if (res >= 0) {
-        if (c->l)
-            kt__listener_accepted(c->l, res);
-        else
+    if (c->flags & LF_CLOSING) {
+        if (res >= 0)
             close(res);
-    } else if (res != -ECANCELED && c->l) {
-        kt__listener_failed(c->l, res);
+    } else {
+        c->flags |= LF_BUSY;
+        if (res >= 0)
+            kt__listener_accepted(c->l, res);
+        else if (res != -ECANCELED)
+            kt__listener_failed(c->l, res);
+        c->flags &= ~LF_BUSY;
     }
-    c->flags &= ~LF_BUSY;
-    if (c->l == NULL) {
-        if (!(c->flags & LF_ARMED))
+    if (c->flags & LF_CLOSING) {
+        if (!(c->flags & LF_ARMED)) {
+            kt_listener *l = c->l;
             listener_ctx_free(u, c);
+            kt__listener_closed(l);
+        }
     } else if (!more) {
         listener_kick(u, c);
     }

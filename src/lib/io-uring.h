@@ -44,7 +44,7 @@ enum { UT_NONE = 0, UT_ACCEPT, UT_RECV, UT_SEND, UT_CONNECT, UT_WATCH };
 #define LF_WANT    0x04u
 #define LF_BUSY    0x08u /* calling back into the listener */
 #define LF_KICK    0x10u
-#define LF_ORPHAN  0x20u /* on u->orphans */
+#define LF_CLOSING 0x20u /* closed: the accept's last CQE finishes the close */
 
 /* watch flags (kept in struct ur_watch) */
 #define WF_ARMED  0x01u
@@ -82,9 +82,8 @@ struct ur_stream {
 
 struct ur_listener {
     struct ur_node node;
-    kt_listener *l;                  /* NULL once closed (an orphan) */
+    kt_listener *l;
     unsigned flags;                  /* LF_* */
-    struct ur_listener *next_orphan; /* u->orphans */
 };
 
 struct ur_watch {
@@ -117,7 +116,6 @@ struct ur_loop {
     unsigned *limbo;                 /* slots whose clearing is queued: free after submit */
     unsigned nlimbo;
     struct ur_node *kicks;           /* objects waiting for an SQE */
-    struct ur_listener *orphans;     /* closed listeners with an accept in flight */
     struct ur_op *ops_free;          /* the op pool's free list */
     unsigned nops_free;
     unsigned ops_used, ops_peak;     /* ops in flight now, most this epoch */

@@ -982,13 +982,18 @@ void kt__streams_finish(kt_loop *loop)
 }
 
 /* kt_loop_free: close (without flushing) what the user left open. */
-void kt__streams_close_all(kt_loop *loop)
+bool kt__streams_close_all(kt_loop *loop)
 {
+    bool asked = loop->listeners != NULL;
     while (loop->listeners)
         kt_listener_close(loop->listeners);
-    for (kt_stream *s = loop->all; s; s = s->next_all)
-        if (!(s->flags & KT__S_CLOSE_SENT))
+    for (kt_stream *s = loop->all; s; s = s->next_all) {
+        if (!(s->flags & KT__S_CLOSE_SENT)) {
             close_hard(s, false);
+            asked = true;
+        }
+    }
+    return asked;
 }
 
 /* ---- creating streams ------------------------------------------------------------------ */
