@@ -11,7 +11,9 @@
  *
  * Writing: kt_stream_write() and kt_stream_out() queue bytes; every stream
  * with queued output is flushed once at the end of the loop iteration (one
- * writev per stream on epoll, one submit for all streams on io_uring).
+ * sendmsg per stream on epoll, one submit for all streams on io_uring).
+ * Sends never raise SIGPIPE (MSG_NOSIGNAL): writing to a peer that has
+ * closed gives on_error with -EPIPE (or -ECONNRESET).
  * Backpressure: when queued output passes the high-water mark,
  * kt_stream_write_blocked() turns true; on_drain runs once it falls below
  * the low-water mark, so a producer can pause and resume.

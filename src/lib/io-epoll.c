@@ -1,6 +1,6 @@
 /*
  * io-epoll.c - the readiness backend: epoll plus non-blocking accept4,
- * read and writev. Reports to stream.c through the kt__stream_* and
+ * read and sendmsg. Reports to stream.c through the kt__stream_* and
  * kt__listener_* completions.
  *
  * Level-triggered, with the registered interest cached in io_flags so that
@@ -51,7 +51,7 @@ struct ep_state {
     int epfd;
     bool no_pwait2;              /* kernel without epoll_pwait2: use epoll_wait */
     struct epoll_event events[EP_MAX_EVENTS];
-    struct iovec iov[IOV_MAX];   /* writev vectors, shared by all streams */
+    struct iovec iov[IOV_MAX];   /* sendmsg vectors, shared by all streams */
     char scratch[EP_SCRATCH];    /* every read lands here first */
 };
 
@@ -122,7 +122,8 @@ static void ep_write(kt_loop *loop, kt_stream *s)
         size_t total = 0;
         for (int i = 0; i < cnt; i++)
             total += ep->iov[i].iov_len;
-        ssize_t n = writev(s->h.fd, ep->iov, cnt);
+        struct msghdr msg = { .msg_iov = ep->iov, .msg_iovlen = (size_t)cnt };
+        ssize_t n = sendmsg(s->h.fd, &msg, MSG_NOSIGNAL); /* EPIPE, not SIGPIPE */
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -250,7 +251,7 @@ static void ep_read_stop(kt_stream *s)
 
 /* Called once per iteration for a stream with new output. While EPOLLOUT
  * is armed the socket is known to be full: wait for the event instead of
- * paying a writev that would return EAGAIN. */
+ * paying a sendmsg that would return EAGAIN. */
 static void ep_flush(kt_stream *s)
 {
     if (s->io_flags & (EP_CONN | EP_WBLOCK))

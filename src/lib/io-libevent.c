@@ -1,12 +1,12 @@
 /*
  * io-libevent.c - the portable backend: readiness events on a libevent
  * event_base (epoll, kqueue, poll or select, whichever libevent picks),
- * with non-blocking accept4, read and writev of our own.
+ * with non-blocking accept4, read and sendmsg of our own.
  *
  * Each stream owns two events, read and write, allocated together in its
  * io_ctx; the read event is persistent while reading, the write event is
  * added only while a write is blocked (or a connect is in progress), so
- * the common path of a flush is one writev and no event change. A wait is
+ * the common path of a flush is one sendmsg and no event change. A wait is
  * one event_base_loop(EVLOOP_ONCE) bounded by a timer event (or
  * EVLOOP_NONBLOCK for a zero timeout).
  *
@@ -200,7 +200,8 @@ static void lv_write(kt_stream *s)
         size_t total = 0;
         for (int i = 0; i < cnt; i++)
             total += st->iov[i].iov_len;
-        ssize_t n = writev(s->h.fd, st->iov, cnt);
+        struct msghdr msg = { .msg_iov = st->iov, .msg_iovlen = (size_t)cnt };
+        ssize_t n = sendmsg(s->h.fd, &msg, MSG_NOSIGNAL); /* EPIPE, not SIGPIPE */
         if (n < 0) {
             if (errno == EINTR)
                 continue;

@@ -265,19 +265,6 @@ static void signals_destroy(kt_loop *loop)
 
 /* ---- creation and destruction ---------------------------------------------- */
 
-/* Writing to a socket the peer closed raises SIGPIPE, which kills a
- * process by default; a daemon wants EPIPE instead. A handler the
- * application installed is left alone. */
-static void ignore_sigpipe(void)
-{
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
-        !(sa.sa_flags & SA_SIGINFO)) {
-        sa.sa_handler = SIG_IGN;
-        (void)sigaction(SIGPIPE, &sa, NULL);
-    }
-}
-
 /* Everything the loop needs is set up here, so that running it never
  * fails for want of a resource it could have taken up front. */
 int kt_loop_new(kt_loop **out, const kt_loop_options *opts)
@@ -300,7 +287,6 @@ int kt_loop_new(kt_loop **out, const kt_loop_options *opts)
         goto fail_timers;
     if ((rc = kt__futures_init(loop)) < 0)
         goto fail_futures;
-    ignore_sigpipe();
     loop->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if ((rc = io_select(loop, opts)) < 0)
         goto fail_io;

@@ -19,7 +19,7 @@
  *        │ small first, larger only while the output keeps growing
  *        │ stream on loop->dirty, flushed once at the end of the iteration
  *        ▼
- *   io->flush ─ kt__stream_iov() ─▶ writev / send ─▶ kt__stream_sent(n)
+ *   io->flush ─ kt__stream_iov() ─▶ sendmsg / send ─▶ kt__stream_sent(n)
  *                                   retires blocks, on_drain, FIN, flush-close
  *
  * Lifetime: kt_stream_close() asks the backend to close (at once, or once
