@@ -38,6 +38,14 @@ static void test_durations(void **state)
     assert_int_equal(kt_parse_duration("ms", 1, &ns), -EINVAL);
     assert_int_equal(kt_parse_duration("nan", 1, &ns), -EINVAL);
     assert_int_equal(kt_parse_duration("1e30s", 1, &ns), -ERANGE);
+    assert_int_equal(kt_parse_duration("18446744073709551616", 1, &ns), -ERANGE); /* 2^64 */
+    assert_int_equal(kt_parse_duration("18446744073ms", KT_MSEC(1), &ns), 0);
+    assert_true(ns == 18446744073000000ull);
+    /* a failure leaves the output alone */
+    ns = 7;
+    assert_int_equal(kt_parse_duration("5 parsecs", 1, &ns), -EINVAL);
+    assert_int_equal(kt_parse_duration("1e30s", 1, &ns), -ERANGE);
+    assert_int_equal(ns, 7);
 }
 
 static void test_sizes(void **state)
@@ -54,6 +62,10 @@ static void test_sizes(void **state)
     assert_int_equal(v, 2147483648ull);
     assert_int_equal(kt_parse_size("1tb", &v), -EINVAL);
     assert_int_equal(kt_parse_size("x", &v), -EINVAL);
+    v = 7;
+    assert_int_equal(kt_parse_size("1e30gb", &v), -ERANGE);
+    assert_int_equal(kt_parse_size("16777216tb", &v), -EINVAL);
+    assert_int_equal(v, 7);
 }
 
 static void test_i64(void **state)
