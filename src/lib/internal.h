@@ -34,6 +34,7 @@ struct kt__watch {
     struct kt__handle h;
     void (*cb)(struct kt__watch *w); /* called while the fd is readable */
     void *io_ctx;                    /* backend private */
+    uint32_t io_flags;               /* backend private */
 };
 
 /* ---- output chain -------------------------------------------------------- */
@@ -173,8 +174,7 @@ struct kt_listener {
     unsigned flags;     /* KT__L_* */
     kt_timer pause;     /* EMFILE back-off */
     void *io_ctx;       /* backend private */
-    uint32_t io_pending;
-    uint32_t io_flags;
+    uint32_t io_flags;  /* backend private */
     kt_listener *prev_all, *next_all; /* loop->listeners: every open listener */
     kt_listener *next_closed;         /* loop->closed_listeners: freed at the end of the iteration */
     uint64_t emfile_at;               /* loop time of the last EMFILE/ENFILE */
