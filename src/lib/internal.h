@@ -37,10 +37,10 @@ struct kt__watch {
     uint32_t io_flags;               /* backend private */
 };
 
-/* ---- output chain -------------------------------------------------------- */
+/* ---- blocks (block.c) ------------------------------------------------------ */
 
 /* A block of queued output, or of kept input (KT__S_RBLOCK). Blocks come
- * in size classes, each from a bounded per-loop free list (stream.c): a
+ * in size classes, each from a bounded per-loop free list (block.c): a
  * stream's first block is small, since most replies are a few dozen bytes,
  * and the blocks after it grow only while its output keeps growing. A
  * stream with nothing queued holds none. */
@@ -49,13 +49,21 @@ typedef struct kt__block {
     uint32_t pos;  /* first unsent byte */
     uint32_t last; /* end of queued bytes */
     uint32_t size; /* capacity of data[] */
-    uint8_t cls;   /* size class; KT__BLOCK_NCLASS: made to measure, never listed */
+    uint8_t cls;   /* size class; KT__BLOCK_BIG: made to measure, never listed */
     char data[];
 } kt__block;
 
 #define KT__BLOCK_NCLASS 3 /* 512 B, 4 KiB and 16 KiB allocations */
+#define KT__BLOCK_BIG KT__BLOCK_NCLASS /* the class of a block made to measure */
 /* The largest class's capacity: the unit of bulk output. */
 #define KT__BLOCK_SIZE (16384 - sizeof(kt__block))
+
+/* Usable bytes of a block of class cls (< KT__BLOCK_NCLASS): its
+ * allocation less the header. */
+static inline uint32_t kt__block_capacity(unsigned cls)
+{
+    return (cls == 0 ? 512u : cls == 1 ? 4096u : 16384u) - (uint32_t)sizeof(kt__block);
+}
 
 /* The spare blocks of one class. */
 struct kt__block_list {
@@ -324,9 +332,20 @@ void kt__listeners_finish(kt_loop *loop);
  * listeners left open. True if it closed any. */
 bool kt__streams_close_all(kt_loop *loop);
 
-/* Output blocks (stream.c). A block of class cls (< KT__BLOCK_NCLASS),
- * from the free list or new; NULL on ENOMEM. */
+/* ---- blocks (block.c) -------------------------------------------------------- */
+
+/* A block of class cls (< KT__BLOCK_NCLASS), from the free list or new;
+ * NULL on ENOMEM. */
 kt__block *kt__block_get(kt_loop *loop, unsigned cls);
+/* A block made to measure for n bytes (more than any class holds); NULL on
+ * ENOMEM. Freed by kt__block_put. */
+kt__block *kt__block_big(size_t n);
+/* The smallest class holding n bytes, KT__BLOCK_BIG if none does. */
+unsigned kt__block_class_for(size_t n);
+/* The class of a block to follow prev (NULL: the queue is empty) that
+ * should hold n bytes: small first, one class up while output keeps
+ * growing. */
+unsigned kt__block_next_class(const kt__block *prev, size_t n);
 /* Back to its class's free list while that is under its bound, else freed. */
 void kt__block_put(kt_loop *loop, kt__block *b);
 /* Free the spare blocks nobody took since the last trim (kt__streams_flush
@@ -336,8 +355,16 @@ void kt__blocks_trim(kt_loop *loop);
 void kt__blocks_destroy(kt_loop *loop);
 /* Bytes of spare blocks (headers included) on the free lists. */
 size_t kt__blocks_spare(const kt_loop *loop);
+
+/* ---- the two halves of a stream (stream.c, stream-read.c) -------------------- */
+
 /* Bytes s holds for output blocks and kept input (headers included); 0
  * for an idle stream. For tests and diagnostics. */
 size_t kt__stream_mem(const kt_stream *s);
+/* Queue s on loop->pending for a delivery in the next iteration (kept
+ * input, an on_eof that waited, a connect error); at most once. */
+void kt__stream_add_pending(kt_stream *s);
+/* Give the read buffer back (at free). */
+void kt__stream_rbuf_release(kt_stream *s);
 
 #endif

@@ -60,7 +60,7 @@ static struct event *ctx_ev(struct lv_ctx *c, struct lv_state *st, int i)
     return (struct event *)(void *)(c->ev + (size_t)i * st->evsize);
 }
 
-/* ---- the core's hooks: arming, contexts ------------------------------------------ */
+/* ---- the core's hooks: arming, contexts ------------------------------------------- */
 
 /* The core's release: freed after the dispatch. */
 static void ctx_bury(kt_loop *loop, void *ctx)
@@ -107,7 +107,7 @@ static int lv_sync(kt_loop *loop, struct kt__handle *h, uint32_t *flags, void *c
 
 static int lv_setup(kt_loop *loop, struct kt__handle *h, void **ctx);
 
-/* ---- set-up and tear-down ------------------------------------------------------------------ */
+/* ---- set-up and tear-down --------------------------------------------------------- */
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -162,7 +162,7 @@ static void lv_destroy(kt_loop *loop)
     loop->io_data = NULL;
 }
 
-/* ---- events ------------------------------------------------------------------------ */
+/* ---- events ----------------------------------------------------------------------- */
 
 /* Every event of ours: the handle's context names it; what says how it is
  * ready. The dispatch is the epoll backend's, after a wait libevent did. */
@@ -206,7 +206,7 @@ static int lv_setup(kt_loop *loop, struct kt__handle *h, void **ctx)
     return 0;
 }
 
-/* ---- the wait ------------------------------------------------------------------------ */
+/* ---- the wait --------------------------------------------------------------------- */
 
 static int lv_poll(kt_loop *loop, int64_t timeout_ns)
 {
