@@ -27,9 +27,11 @@
 
 /* A handle's context: a header (the events' argument), then the events. */
 struct lv_ctx {
-    struct lv_ctx *next_dead;        /* on the free-after-the-dispatch list */
-    kt_loop *loop;
     struct kt__handle *h;            /* the stream, listener or watch */
+    union {
+        kt_loop *loop;               /* while in use */
+        struct lv_ctx *next_dead;    /* released: on the free-after-the-dispatch list */
+    };
     _Alignas(16) unsigned char ev[]; /* one or two struct event */
 };
 
