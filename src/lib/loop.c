@@ -525,8 +525,10 @@ static int iterate(kt_loop *loop, bool may_wait, uint64_t *start)
     kt__streams_run_pending(loop, pending);
     run_ready(loop);
     kt__streams_flush(loop);
-    kt__streams_finish(loop);
-    kt__listeners_finish(loop);
+    if (loop->closing)
+        kt__streams_finish(loop);
+    if (loop->closed_listeners)
+        kt__listeners_finish(loop);
 
     /* Busy time runs from the end of the wait; the little done before it
      * (computing the timeout) is not counted. */
@@ -548,7 +550,7 @@ int kt_loop_run(kt_loop *loop, kt_run_mode mode)
     if (loop->running)
         return -EBUSY;
     uint64_t t = kt_clock_ns();
-    bool alive = loop_alive(loop);
+    bool alive = mode != KT_RUN_NOWAIT && loop_alive(loop); /* NOWAIT never waits */
     int rc = 0;
     if (mode == KT_RUN_DEFAULT && !alive) {
         loop->now = t;
@@ -556,7 +558,7 @@ int kt_loop_run(kt_loop *loop, kt_run_mode mode)
     }
     loop->running = true;
     do {
-        rc = iterate(loop, mode != KT_RUN_NOWAIT && alive, &t);
+        rc = iterate(loop, alive, &t);
     } while (rc == 0 && mode == KT_RUN_DEFAULT && !loop->stop && (alive = loop_alive(loop)));
     loop->now = t;
     loop->stop = false;
