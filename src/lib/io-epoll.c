@@ -66,9 +66,7 @@ static int ep_init(kt_loop *loop, const kt_loop_options *opts)
     struct ep_state *ep = kt_malloc(sizeof(*ep));
     if (ep == NULL)
         return -ENOMEM;
-    ep->rd.sync = ep_sync;
-    ep->rd.setup = NULL;
-    ep->rd.release = NULL;
+    kt__rd_init(&ep->rd, ep_sync, NULL, NULL);
     ep->no_pwait2 = false;
     ep->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (ep->epfd < 0) {

@@ -144,9 +144,7 @@ static int lv_init(kt_loop *loop, const kt_loop_options *opts)
         kt_free(st);
         return -ENOMEM;
     }
-    st->rd.sync = lv_sync;
-    st->rd.setup = lv_setup;
-    st->rd.release = ctx_bury;
+    kt__rd_init(&st->rd, lv_sync, lv_setup, ctx_bury);
     loop->io_data = st;
     kt_log_debug("libevent %s using %s", event_get_version(), event_base_get_method(st->base));
     return 0;

@@ -18,6 +18,7 @@
  */
 #include "config.h"
 #include <errno.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include "io-ready.h"
@@ -25,15 +26,20 @@
 static struct kt__rd *rd_of(kt_loop *loop) { return loop->io_data; }
 
 /* Turn the KT__RD_* bit of a handle on or off and bring the backend's
- * registration in line. Turning on can fail (0 or negative errno): the
- * bit is then off again. Turning off cannot. */
+ * registration in line (which it already is when the bit does not change:
+ * the common case of a flush that went out whole costs no call). Turning
+ * on can fail (0 or negative errno): the bit is then off again. Turning
+ * off cannot. */
 static int want(kt_loop *loop, struct kt__handle *h, uint32_t *flags, void *ctx, uint32_t bit,
                 bool on)
 {
+    uint32_t old = *flags;
     if (on)
         *flags |= bit;
     else
         *flags &= ~bit;
+    if (*flags == old)
+        return 0;
     int rc = rd_of(loop)->sync(loop, h, flags, ctx);
     if (rc < 0 && on)
         *flags &= ~bit;
@@ -44,17 +50,20 @@ static int want(kt_loop *loop, struct kt__handle *h, uint32_t *flags, void *ctx,
 #define LISTENER_WANT(l, bit, on) want((l)->loop, &(l)->h, &(l)->io_flags, (l)->io_ctx, bit, on)
 
 /* A new handle's backend context, if the backend has one. */
-static int setup(kt_loop *loop, struct kt__handle *h, void **ctx)
+static int ctx_setup(kt_loop *loop, struct kt__handle *h, void **ctx)
 {
     struct kt__rd *rd = rd_of(loop);
     return rd->setup && *ctx == NULL ? rd->setup(loop, h, ctx) : 0;
 }
 
-/* Nothing watched any more for h, and the backend's context released. */
+/* Nothing watched any more for h (the backend is asked even if the bits
+ * say so already: a failed deregistration is retried), and the backend's
+ * context released. */
 static void unwatch(kt_loop *loop, struct kt__handle *h, uint32_t *flags, void **ctx)
 {
     struct kt__rd *rd = rd_of(loop);
-    (void)want(loop, h, flags, *ctx, KT__RD_WANT, false);
+    *flags &= ~KT__RD_WANT;
+    (void)rd->sync(loop, h, flags, *ctx);
     if (rd->release)
         rd->release(loop, *ctx);
     *ctx = NULL;
@@ -68,6 +77,20 @@ static void forget(kt_loop *loop, struct kt__handle *h, uint32_t *flags, void **
     if (h->fd >= 0)
         close(h->fd);
     h->fd = -1;
+}
+
+/* The hooks, and the sendmsg header set once: each send fills in only the
+ * number of vectors. */
+void kt__rd_init(struct kt__rd *rd,
+                 int (*sync)(kt_loop *loop, struct kt__handle *h, uint32_t *flags, void *ctx),
+                 int (*setup)(kt_loop *loop, struct kt__handle *h, void **ctx),
+                 void (*release)(kt_loop *loop, void *ctx))
+{
+    rd->sync = sync;
+    rd->setup = setup;
+    rd->release = release;
+    memset(&rd->msg, 0, sizeof(rd->msg));
+    rd->msg.msg_iov = rd->iov;
 }
 
 /* ---- sending -------------------------------------------------------------------- */
@@ -86,8 +109,8 @@ static void rd_write(kt_stream *s)
         size_t total = 0;
         for (int i = 0; i < cnt; i++)
             total += rd->iov[i].iov_len;
-        struct msghdr msg = { .msg_iov = rd->iov, .msg_iovlen = (size_t)cnt };
-        ssize_t n = sendmsg(s->h.fd, &msg, MSG_NOSIGNAL); /* EPIPE, not SIGPIPE */
+        rd->msg.msg_iovlen = (size_t)cnt;
+        ssize_t n = sendmsg(s->h.fd, &rd->msg, MSG_NOSIGNAL); /* EPIPE, not SIGPIPE */
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -108,6 +131,8 @@ static void rd_write(kt_stream *s)
             break;
         }
     }
+    if (!blocked && !(s->io_flags & KT__RD_WBLOCK))
+        return; /* the common case: all went out, and no watch to undo */
     int rc = STREAM_WANT(s, KT__RD_WBLOCK, blocked);
     if (rc < 0)
         kt__stream_failed(s, rc); /* could not wait for writability */
@@ -164,7 +189,7 @@ int kt__rd_stream_open(kt_stream *s)
 {
     s->io_flags = 0;
     s->io_ctx = NULL;
-    return setup(s->loop, &s->h, &s->io_ctx);
+    return ctx_setup(s->loop, &s->h, &s->io_ctx);
 }
 
 /* ---- connecting and events ----------------------------------------------------------- */
@@ -198,8 +223,7 @@ void kt__rd_stream_ready(kt_stream *s, bool readable, bool writable)
         return; /* anything else is still reported next time */
     }
     if (writable && (s->io_flags & KT__RD_WBLOCK)) {
-        s->io_flags &= ~KT__RD_WBLOCK; /* rd_write watches again if still blocked */
-        rd_write(s);
+        rd_write(s); /* stops watching writability once all went out */
         if (s->flags & KT__S_CLOSED)
             return;
     }
@@ -240,7 +264,7 @@ void kt__rd_accept(kt_listener *l)
 /* Accepting is readability of the listening socket. */
 int kt__rd_listen_start(kt_listener *l)
 {
-    int rc = setup(l->loop, &l->h, &l->io_ctx);
+    int rc = ctx_setup(l->loop, &l->h, &l->io_ctx);
     return rc < 0 ? rc : LISTENER_WANT(l, KT__RD_READ, true);
 }
 
@@ -261,7 +285,7 @@ void kt__rd_listen_close(kt_listener *l)
  * again on a new descriptor. */
 int kt__rd_watch_start(kt_loop *loop, struct kt__watch *w)
 {
-    int rc = setup(loop, &w->h, &w->io_ctx);
+    int rc = ctx_setup(loop, &w->h, &w->io_ctx);
     return rc < 0 ? rc : want(loop, &w->h, &w->io_flags, w->io_ctx, KT__RD_READ, true);
 }
 

@@ -10,6 +10,7 @@
 #ifndef KETTLE_IO_READY_H
 #define KETTLE_IO_READY_H
 
+#include <sys/socket.h>
 #include "internal.h"
 
 /* io_flags of streams and listeners: what the core wants watched. The
@@ -39,9 +40,16 @@ struct kt__rd {
     /* Release that context once nothing is watched for its handle; NULL
      * when there is nothing to do. */
     void (*release)(kt_loop *loop, void *ctx);
+    struct msghdr msg;                /* for sendmsg: its vectors are iov */
     struct iovec iov[KT__RD_IOV_MAX]; /* sendmsg vectors, shared by all streams */
     char scratch[KT__RD_SCRATCH];
 };
+
+/* Set up the core's part of a backend's state with its hooks. */
+void kt__rd_init(struct kt__rd *rd,
+                 int (*sync)(kt_loop *loop, struct kt__handle *h, uint32_t *flags, void *ctx),
+                 int (*setup)(kt_loop *loop, struct kt__handle *h, void **ctx),
+                 void (*release)(kt_loop *loop, void *ctx));
 
 /* The operations a readiness backend takes from the core: it brings only
  * its init, destroy and poll. */
