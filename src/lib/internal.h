@@ -3,10 +3,13 @@
  * structures, the I/O backend operations table, and the hooks by which the
  * loop drives the timer and future modules.
  *
- * Ownership of this file by module: the loop/stream core (loop.c, stream.c)
- * owns struct kt_loop and struct kt_stream; timer.c owns struct
- * kt__timer_heap; future.c keeps its state behind loop->futures; each
- * backend keeps its state behind loop->io_data and stream/listener io_ctx.
+ * Ownership of this file by module: the loop/stream core (loop.c,
+ * stream.c, stream-read.c, listener.c) owns struct kt_loop, kt_stream and
+ * kt_listener; block.c the blocks and their free lists; timer.c struct
+ * kt__timer_heap; future.c and future-comb.c keep their state behind
+ * loop->futures (future-internal.h); each backend keeps its state behind
+ * loop->io_data and the io_ctx of streams, listeners and watches (the
+ * readiness core io-ready.c and its header serve epoll and libevent).
  */
 #ifndef KETTLE_INTERNAL_H
 #define KETTLE_INTERNAL_H
@@ -154,6 +157,8 @@ struct kt__io_ops {
      * operation is in flight (may be synchronous). */
     void (*close)(kt_stream *s);
 
+    /* Call w->cb while w->h.fd is readable; stop before the fd closes (a
+     * watch may be started again on a new descriptor). */
     int (*watch_start)(kt_loop *loop, struct kt__watch *w);
     void (*watch_stop)(kt_loop *loop, struct kt__watch *w);
 };
