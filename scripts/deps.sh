@@ -6,6 +6,12 @@ PKGS="build-essential autoconf automake libtool pkg-config
 liburing-dev libevent-dev libinih-dev libsystemd-dev libcmocka-dev
 libseccomp-dev libedit-dev clang valgrind python3 redis-server redis-tools
 systemd"
+# operations: the scale-out test (haproxy), Prometheus and promtool, the
+# Debian package build and its checks
+PKGS="$PKGS haproxy prometheus dpkg-dev debhelper lintian git"
+# the clients: kettle-bench reads saved runs (jansson); the tests render its
+# SVG (rsvg-convert) and drive kettle-cli in tmux
+PKGS="$PKGS libjansson-dev librsvg2-bin tmux"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -20,7 +26,10 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $missing >/dev/null
-# The Debian package starts a redis-server on 6379; kettle's tests start their own.
+# The Debian packages start redis-server on 6379, HAProxy and Prometheus on
+# 9090 where systemd runs; kettle's tests start their own.
 if command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now redis-server >/dev/null 2>&1 || true
+    for unit in redis-server haproxy prometheus; do
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
 fi
