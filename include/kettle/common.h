@@ -9,6 +9,21 @@
  *     documentation says (possibly with an error status).
  *   - Callbacks never run inside the call that registered them.
  *
+ * Constructors come in three shapes, by how they can fail:
+ *   - Objects the library allocates and that can fail for several reasons
+ *     (kt_loop_new, kt_listen, kt_listen_with, kt_listen_fd,
+ *     kt_stream_connect, kt_stream_open_fd) return 0 or a negative errno
+ *     and store the object through their last argument, which is left
+ *     untouched on failure.
+ *   - Futures can fail only for want of memory, and are made in numbers
+ *     on hot paths: kt_future_new and the combinators return the future,
+ *     or NULL for -ENOMEM (a combinator also for an invalid argument, a
+ *     NULL input say, as each one documents).
+ *   - Objects embedded in the caller's memory (kt_timer, kt_defer,
+ *     kt_hist) are set up by a *_init that cannot fail and returns void;
+ *     what can fail comes later (kt_timer_start: 0 or -ENOMEM).
+ *   kt_malloc and its kin return NULL on failure, as malloc does.
+ *
  * Allocation goes through one replaceable set of functions, so that tests
  * can inject failures and embedders can plug in their own allocator.
  */
@@ -63,13 +78,18 @@ char *kt_strndup(const char *s, size_t n);
 uint64_t kt_clock_ns(void);
 
 /* Parse "250ms", "1.5s", "2m", "100us", "42" (unit_ns applies to a bare
- * number) into nanoseconds. 0 or -EINVAL. */
+ * number; units ns, us, ms, s, sec, m, min, h, case-insensitive) into
+ * nanoseconds, rounded to the nearest. 0, -EINVAL (not a non-negative
+ * number with a known unit) or -ERANGE (2^64 ns or more). *out_ns is set
+ * only on success. */
 int kt_parse_duration(const char *s, uint64_t unit_ns, uint64_t *out_ns);
 /* Parse "512", "64k", "16kb", "1mb", "2gb" (case-insensitive, powers of
- * 1024) into bytes. 0 or -EINVAL. */
+ * 1024) into bytes. 0, -EINVAL or -ERANGE (2^64 bytes or more); *out is
+ * set only on success. */
 int kt_parse_size(const char *s, uint64_t *out);
-/* Parse a whole string as a signed 64-bit decimal integer; 0 or -EINVAL
- * (empty, trailing bytes, leading '+' or spaces) or -ERANGE. */
+/* Parse the len bytes at s as a signed 64-bit decimal integer; 0, -EINVAL
+ * (empty, any byte but an optional leading '-' and digits: no '+', no
+ * spaces) or -ERANGE (outside int64_t). *out is set only on success. */
 int kt_parse_i64(const char *s, size_t len, int64_t *out);
 
 #ifdef __cplusplus

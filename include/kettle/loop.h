@@ -47,8 +47,19 @@ typedef struct kt_loop_options {
  */
 int kt_loop_new(kt_loop **out, const kt_loop_options *opts);
 
-/* Free a loop. Every stream, listener and future must be closed or released
- * first; pending timers are simply dropped. */
+/* Free a loop that has nothing left (libuv's uv_loop_close): 0, or
+ * -EBUSY with nothing freed while anything remains that a run would wait
+ * for (see kt_loop_run) or a future is still referenced. The usual end:
+ * close the streams and listeners, stop the timers and signals, run
+ * KT_RUN_DEFAULT until it returns (the closes finish), then this. */
+int kt_loop_close(kt_loop *loop);
+
+/* Free a loop whatever it holds. Streams and listeners still open are
+ * closed (streams without flushing) and the backend's closes awaited, so
+ * their on_close and close callbacks run from inside this call; timers,
+ * signals (unblocked again), defers and posts not yet run are dropped.
+ * Futures still referenced are reported in the log and not freed. Loop
+ * thread, outside any callback. NULL is ignored. */
 void kt_loop_free(kt_loop *loop);
 
 /* The backend in use: "epoll", "io_uring" or "libevent". */
@@ -56,13 +67,22 @@ const char *kt_loop_backend(const kt_loop *loop);
 /* Why KT_IO_AUTO fell back from io_uring (strerror text), or NULL. */
 const char *kt_loop_fallback_reason(const kt_loop *loop);
 
+/*
+ * A run waits for the loop's live handles: streams until their on_close has
+ * run, listeners until their close has finished, armed timers, watched
+ * signals, queued defers and posts, ready continuations. With none of them
+ * the loop never blocks: KT_RUN_DEFAULT returns at once and KT_RUN_ONCE
+ * polls without waiting. (So a loop that waits only for posts from other
+ * threads needs a handle of its own to wait on, a timer say.)
+ */
 typedef enum kt_run_mode {
-    KT_RUN_DEFAULT = 0, /* until kt_loop_stop() */
+    KT_RUN_DEFAULT = 0, /* until kt_loop_stop() or nothing is left to wait for */
     KT_RUN_ONCE,        /* one iteration, waiting for I/O or a timer if nothing is ready */
     KT_RUN_NOWAIT,      /* one iteration without waiting */
 } kt_run_mode;
 
-/* Run the loop. Returns 0, or a negative errno if the backend failed. */
+/* Run the loop. Returns 0, or a negative errno if the backend failed
+ * (-EBUSY from inside a callback: runs do not nest). */
 int kt_loop_run(kt_loop *loop, kt_run_mode mode);
 /* Make kt_loop_run(KT_RUN_DEFAULT) return after the current iteration.
  * Loop thread only (from another thread, use kt_loop_post). */
@@ -74,7 +94,8 @@ uint64_t kt_loop_now(const kt_loop *loop);
 void kt_loop_update_time(kt_loop *loop);
 
 /* Run fn(arg) on the loop's thread in its next iteration. Thread-safe; the
- * only kettle call that may be made from another thread. 0 or -ENOMEM. */
+ * only kettle call that may be made from another thread. Posts not yet run
+ * when the loop is freed are dropped. 0, -EINVAL (fn NULL) or -ENOMEM. */
 typedef void (*kt_post_cb)(void *arg);
 int kt_loop_post(kt_loop *loop, kt_post_cb fn, void *arg);
 

@@ -11,7 +11,9 @@
  *
  * Writing: kt_stream_write() and kt_stream_out() queue bytes; every stream
  * with queued output is flushed once at the end of the loop iteration (one
- * writev per stream on epoll, one submit for all streams on io_uring).
+ * sendmsg per stream on epoll, one submit for all streams on io_uring).
+ * Sends never raise SIGPIPE (MSG_NOSIGNAL): writing to a peer that has
+ * closed gives on_error with -EPIPE (or -ECONNRESET).
  * Backpressure: when queued output passes the high-water mark,
  * kt_stream_write_blocked() turns true; on_drain runs once it falls below
  * the low-water mark, so a producer can pause and resume.
@@ -120,7 +122,9 @@ int kt_listener_addr(const kt_listener *l, kt_addr *out);
  * 0 or negative errno (then no callback runs and *out is untouched). */
 int kt_stream_connect(kt_loop *loop, const kt_addr *addr, uint64_t timeout_ns,
                       const kt_stream_cbs *cbs, void *arg, kt_stream **out);
-/* Wrap a connected socket (made non-blocking by this call). */
+/* Wrap a connected socket (made non-blocking by this call). The stream
+ * owns fd once this returns 0; on failure fd stays the caller's. 0 or
+ * negative errno. */
 int kt_stream_open_fd(kt_loop *loop, int fd, const kt_stream_cbs *cbs, void *arg,
                       kt_stream **out);
 
@@ -131,7 +135,8 @@ void kt_stream_set_data(kt_stream *s, void *arg);
 kt_loop *kt_stream_loop(const kt_stream *s);
 
 /* Start or stop delivering received bytes. Bytes kept unconsumed are
- * presented again in the iteration after reading restarts. 0 or errno. */
+ * presented again in the iteration after reading restarts. 0, -EPIPE
+ * after close or failure, or the backend's negative errno. */
 int kt_stream_read_start(kt_stream *s);
 void kt_stream_read_stop(kt_stream *s);
 

@@ -3,10 +3,13 @@
  * structures, the I/O backend operations table, and the hooks by which the
  * loop drives the timer and future modules.
  *
- * Ownership of this file by module: the loop/stream core (loop.c, stream.c)
- * owns struct kt_loop and struct kt_stream; timer.c owns struct
- * kt__timer_heap; future.c keeps its state behind loop->futures; each
- * backend keeps its state behind loop->io_data and stream/listener io_ctx.
+ * Ownership of this file by module: the loop/stream core (loop.c,
+ * stream.c, stream-read.c, listener.c) owns struct kt_loop, kt_stream and
+ * kt_listener; block.c the blocks and their free lists; timer.c struct
+ * kt__timer_heap; future.c and future-comb.c keep their state behind
+ * loop->futures (future-internal.h); each backend keeps its state behind
+ * loop->io_data and the io_ctx of streams, listeners and watches (the
+ * readiness core io-ready.c and its header serve epoll and libevent).
  */
 #ifndef KETTLE_INTERNAL_H
 #define KETTLE_INTERNAL_H
@@ -34,12 +37,13 @@ struct kt__watch {
     struct kt__handle h;
     void (*cb)(struct kt__watch *w); /* called while the fd is readable */
     void *io_ctx;                    /* backend private */
+    uint32_t io_flags;               /* backend private */
 };
 
-/* ---- output chain -------------------------------------------------------- */
+/* ---- blocks (block.c) ------------------------------------------------------ */
 
 /* A block of queued output, or of kept input (KT__S_RBLOCK). Blocks come
- * in size classes, each from a bounded per-loop free list (stream.c): a
+ * in size classes, each from a bounded per-loop free list (block.c): a
  * stream's first block is small, since most replies are a few dozen bytes,
  * and the blocks after it grow only while its output keeps growing. A
  * stream with nothing queued holds none. */
@@ -48,13 +52,21 @@ typedef struct kt__block {
     uint32_t pos;  /* first unsent byte */
     uint32_t last; /* end of queued bytes */
     uint32_t size; /* capacity of data[] */
-    uint8_t cls;   /* size class; KT__BLOCK_NCLASS: made to measure, never listed */
+    uint8_t cls;   /* size class; KT__BLOCK_BIG: made to measure, never listed */
     char data[];
 } kt__block;
 
 #define KT__BLOCK_NCLASS 3 /* 512 B, 4 KiB and 16 KiB allocations */
+#define KT__BLOCK_BIG KT__BLOCK_NCLASS /* the class of a block made to measure */
 /* The largest class's capacity: the unit of bulk output. */
 #define KT__BLOCK_SIZE (16384 - sizeof(kt__block))
+
+/* Usable bytes of a block of class cls (< KT__BLOCK_NCLASS): its
+ * allocation less the header. */
+static inline uint32_t kt__block_capacity(unsigned cls)
+{
+    return (cls == 0 ? 512u : cls == 1 ? 4096u : 16384u) - (uint32_t)sizeof(kt__block);
+}
 
 /* The spare blocks of one class. */
 struct kt__block_list {
@@ -145,6 +157,8 @@ struct kt__io_ops {
      * operation is in flight (may be synchronous). */
     void (*close)(kt_stream *s);
 
+    /* Call w->cb while w->h.fd is readable; stop before the fd closes (a
+     * watch may be started again on a new descriptor). */
     int (*watch_start)(kt_loop *loop, struct kt__watch *w);
     void (*watch_stop)(kt_loop *loop, struct kt__watch *w);
 };
@@ -173,8 +187,7 @@ struct kt_listener {
     unsigned flags;     /* KT__L_* */
     kt_timer pause;     /* EMFILE back-off */
     void *io_ctx;       /* backend private */
-    uint32_t io_pending;
-    uint32_t io_flags;
+    uint32_t io_flags;  /* backend private */
     kt_listener *prev_all, *next_all; /* loop->listeners: every open listener */
     kt_listener *next_closed;         /* loop->closed_listeners: freed at the end of the iteration */
     uint64_t emfile_at;               /* loop time of the last EMFILE/ENFILE */
@@ -247,6 +260,7 @@ struct kt_loop {
     uint64_t woke;              /* when io->poll's wait returned (kt__loop_woke), 0 if not reported */
     bool stop;
     bool running;               /* inside kt_loop_run (no recursion) */
+    bool freeing;               /* inside kt_loop_free: posts and signals are dropped */
 
     struct kt__timer_heap timers;
     struct kt__futures *futures;
@@ -258,6 +272,7 @@ struct kt_loop {
     kt_stream *all;             /* every stream not yet freed */
     kt_listener *listeners;     /* every listener not yet closed */
     kt_listener *closed_listeners; /* closed, freed at the end of the iteration */
+    uint32_t nlisteners;        /* listeners not yet freed (open or closing) */
     struct kt__block_list free_blocks[KT__BLOCK_NCLASS]; /* spare blocks by class */
     uint64_t blocks_trimmed;    /* loop time of the last trim of free_blocks */
     int spare_fd;               /* released on EMFILE */
@@ -318,12 +333,24 @@ void kt__streams_flush(kt_loop *loop);
 void kt__streams_finish(kt_loop *loop);
 /* Close callbacks and free for loop->closed_listeners (listener.c). */
 void kt__listeners_finish(kt_loop *loop);
-/* kt_loop_free: close whatever the user left open. */
-void kt__streams_close_all(kt_loop *loop);
+/* kt_loop_free: close (streams without flushing) the streams and
+ * listeners left open. True if it closed any. */
+bool kt__streams_close_all(kt_loop *loop);
 
-/* Output blocks (stream.c). A block of class cls (< KT__BLOCK_NCLASS),
- * from the free list or new; NULL on ENOMEM. */
+/* ---- blocks (block.c) -------------------------------------------------------- */
+
+/* A block of class cls (< KT__BLOCK_NCLASS), from the free list or new;
+ * NULL on ENOMEM. */
 kt__block *kt__block_get(kt_loop *loop, unsigned cls);
+/* A block made to measure for n bytes (more than any class holds); NULL on
+ * ENOMEM. Freed by kt__block_put. */
+kt__block *kt__block_big(size_t n);
+/* The smallest class holding n bytes, KT__BLOCK_BIG if none does. */
+unsigned kt__block_class_for(size_t n);
+/* The class of a block to follow prev (NULL: the queue is empty) that
+ * should hold n bytes: small first, one class up while output keeps
+ * growing. */
+unsigned kt__block_next_class(const kt__block *prev, size_t n);
 /* Back to its class's free list while that is under its bound, else freed. */
 void kt__block_put(kt_loop *loop, kt__block *b);
 /* Free the spare blocks nobody took since the last trim (kt__streams_flush
@@ -333,8 +360,16 @@ void kt__blocks_trim(kt_loop *loop);
 void kt__blocks_destroy(kt_loop *loop);
 /* Bytes of spare blocks (headers included) on the free lists. */
 size_t kt__blocks_spare(const kt_loop *loop);
+
+/* ---- the two halves of a stream (stream.c, stream-read.c) -------------------- */
+
 /* Bytes s holds for output blocks and kept input (headers included); 0
  * for an idle stream. For tests and diagnostics. */
 size_t kt__stream_mem(const kt_stream *s);
+/* Queue s on loop->pending for a delivery in the next iteration (kept
+ * input, an on_eof that waited, a connect error); at most once. */
+void kt__stream_add_pending(kt_stream *s);
+/* Give the read buffer back (at free). */
+void kt__stream_rbuf_release(kt_stream *s);
 
 #endif

@@ -21,8 +21,8 @@
  *   while a completion calls back into the user; the fd is closed and
  *   kt__stream_closed() called only when it drops to 0 after close, so no
  *   completion ever refers to freed memory. Closing cancels what is in
- *   flight (by descriptor). A listener closes at once: its context outlives
- *   it until the cancelled accept's last CQE.
+ *   flight (by descriptor). A listener stops listening at once, and its
+ *   close finishes with the cancelled accept's last CQE.
  *
  * Every "start"/"stop" sets the wanted state and calls a kick function that
  * makes the armed operations match it. If no SQE can be had even after a
@@ -38,8 +38,6 @@
 #include "io-uring.h"
 
 static void stream_kick(struct ur_loop *u, kt_stream *s);
-static void listener_kick(struct ur_loop *u, struct ur_listener *c);
-static void watch_kick(struct ur_loop *u, struct ur_watch *c);
 
 /* ---- set-up ------------------------------------------------------------------- */
 
@@ -69,20 +67,14 @@ static void ur_destroy(kt_loop *loop)
     loop->wake.io_ctx = NULL;
     kt_free(loop->sig.io_ctx);
     loop->sig.io_ctx = NULL;
-    while (u->orphans) {
-        struct ur_listener *c = u->orphans;
-        u->orphans = c->next_orphan;
-        kt_free(c);
-    }
     kt__ur_free(u);
     loop->io_data = NULL;
 }
 
 /* ---- submission ---------------------------------------------------------------- */
 
-/* An SQE, submitting what is queued if the SQ is full. NULL only if the
- * kernel refuses the submit. */
-static struct io_uring_sqe *ur_sqe(struct ur_loop *u)
+/* See io-uring.h. */
+struct io_uring_sqe *kt__ur_sqe(struct ur_loop *u)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
     if (sqe)
@@ -93,13 +85,13 @@ static struct io_uring_sqe *ur_sqe(struct ur_loop *u)
     return io_uring_get_sqe(&u->ring);
 }
 
-static void kick_later(struct ur_loop *u, struct ur_node *n)
+void kt__ur_kick_later(struct ur_loop *u, struct ur_node *n)
 {
     n->next_kick = u->kicks;
     u->kicks = n;
 }
 
-static void kick_unlink(struct ur_loop *u, struct ur_node *n)
+void kt__ur_kick_unlink(struct ur_loop *u, struct ur_node *n)
 {
     for (struct ur_node **pp = &u->kicks; *pp; pp = &(*pp)->next_kick) {
         if (*pp == n) {
@@ -123,23 +115,18 @@ static void run_kicks(struct ur_loop *u)
             stream_kick(u, s);
             break;
         }
-        case KT__H_LISTENER:
-            ((struct ur_listener *)n)->flags &= ~LF_KICK;
-            listener_kick(u, (struct ur_listener *)n);
-            break;
-        case KT__H_WATCH:
-            ((struct ur_watch *)n)->flags &= ~WF_KICK;
-            watch_kick(u, (struct ur_watch *)n);
+        default: /* a listener or a watch */
+            ((struct ur_multi *)n)->flags &= ~MF_KICK;
+            kt__ur_multi_kick(u, (struct ur_multi *)n);
             break;
         }
         n = next;
     }
 }
 
-/* Queue a cancel of the op with user_data ud (its CQE is ignored). */
-static bool cancel_ud(struct ur_loop *u, uint64_t ud)
+bool kt__ur_cancel_ud(struct ur_loop *u, uint64_t ud)
 {
-    struct io_uring_sqe *sqe = ur_sqe(u);
+    struct io_uring_sqe *sqe = kt__ur_sqe(u);
     if (sqe == NULL)
         return false;
     io_uring_prep_cancel64(sqe, ud, 0);
@@ -168,7 +155,7 @@ static void stream_finish(struct ur_loop *u, kt_stream *s)
 {
     struct ur_stream *c = s->io_ctx;
     if (s->io_flags & SF_KICK)
-        kick_unlink(u, &c->node);
+        kt__ur_kick_unlink(u, &c->node);
     if (c->slot >= 0)
         kt__ur_slot_clear(u, (unsigned)c->slot);
     if (c->op) /* not reached: the op's CQE came first (io_pending) */
@@ -203,7 +190,7 @@ static bool stream_send(struct ur_loop *u, kt_stream *s)
     struct ur_op *op = NULL;
     if (n > 1 && (op = kt__ur_op_get(u)) == NULL)
         return false; /* out of memory: retried from the kick list */
-    struct io_uring_sqe *sqe = ur_sqe(u);
+    struct io_uring_sqe *sqe = kt__ur_sqe(u);
     if (sqe == NULL) {
         if (op)
             kt__ur_op_put(u, op);
@@ -228,7 +215,7 @@ static bool stream_send(struct ur_loop *u, kt_stream *s)
 
 static bool stream_arm_recv(struct ur_loop *u, kt_stream *s)
 {
-    struct io_uring_sqe *sqe = ur_sqe(u);
+    struct io_uring_sqe *sqe = kt__ur_sqe(u);
     if (sqe == NULL)
         return false;
     if (u->single_recv)
@@ -251,7 +238,7 @@ static void stream_kick(struct ur_loop *u, kt_stream *s)
     bool ok = true;
     if (f & SF_CLOSING) {
         if ((f & (SF_RECV | SF_SEND | SF_CONNECT)) && !(f & SF_CANCEL_ALL)) {
-            struct io_uring_sqe *sqe = ur_sqe(u);
+            struct io_uring_sqe *sqe = kt__ur_sqe(u);
             if (sqe) {
                 int slot = ((struct ur_stream *)s->io_ctx)->slot;
                 if (slot >= 0)
@@ -276,7 +263,7 @@ static void stream_kick(struct ur_loop *u, kt_stream *s)
         if ((f & SF_WANT_READ) && !(f & (SF_RECV | SF_RDONE))) {
             ok = stream_arm_recv(u, s) && ok;
         } else if (!(f & SF_WANT_READ) && (f & SF_RECV) && !(f & SF_RECV_CANCEL)) {
-            if (cancel_ud(u, ud_pack(s, UT_RECV)))
+            if (kt__ur_cancel_ud(u, ud_pack(s, UT_RECV)))
                 s->io_flags |= SF_RECV_CANCEL;
             else
                 ok = false;
@@ -284,7 +271,7 @@ static void stream_kick(struct ur_loop *u, kt_stream *s)
     }
     if (!ok && !(s->io_flags & SF_KICK)) {
         s->io_flags |= SF_KICK;
-        kick_later(u, &((struct ur_stream *)s->io_ctx)->node);
+        kt__ur_kick_later(u, &((struct ur_stream *)s->io_ctx)->node);
     }
 }
 
@@ -295,7 +282,7 @@ static int ur_connect(kt_stream *s, const kt_addr *addr)
     struct ur_op *op = kt__ur_op_get(u);
     if (op == NULL)
         return -ENOMEM;
-    struct io_uring_sqe *sqe = ur_sqe(u);
+    struct io_uring_sqe *sqe = kt__ur_sqe(u);
     if (sqe == NULL) {
         kt__ur_op_put(u, op);
         return -EAGAIN;
@@ -422,202 +409,6 @@ static void on_connect(struct ur_loop *u, kt_stream *s, int res)
     stream_put(u, s);
 }
 
-/* ---- listeners ------------------------------------------------------------------- */
-
-/*
- * The multishot accept names the context, not the listener, so that
- * listen_close can be synchronous: the listener is detached at once (fd
- * closed, kt__listener_closed) and an armed context lives on as an orphan
- * until its cancelled accept reports its last CQE; connections it still
- * accepted meanwhile are closed.
- */
-static void listener_ctx_free(struct ur_loop *u, struct ur_listener *c)
-{
-    if (c->flags & LF_KICK)
-        kick_unlink(u, &c->node);
-    if (c->flags & LF_ORPHAN) {
-        for (struct ur_listener **pp = &u->orphans; *pp; pp = &(*pp)->next_orphan) {
-            if (*pp == c) {
-                *pp = c->next_orphan;
-                break;
-            }
-        }
-    }
-    kt_free(c);
-}
-
-static void listener_kick(struct ur_loop *u, struct ur_listener *c)
-{
-    bool ok = true;
-    if ((c->flags & LF_WANT) && c->l) {
-        if (!(c->flags & LF_ARMED)) {
-            struct io_uring_sqe *sqe = ur_sqe(u);
-            if (sqe) {
-                io_uring_prep_multishot_accept(sqe, c->l->h.fd, NULL, NULL,
-                                               SOCK_NONBLOCK | SOCK_CLOEXEC);
-                io_uring_sqe_set_data64(sqe, ud_pack(c, UT_ACCEPT));
-                c->flags |= LF_ARMED;
-            } else {
-                ok = false;
-            }
-        }
-    } else if ((c->flags & LF_ARMED) && !(c->flags & LF_CANCEL)) {
-        if (cancel_ud(u, ud_pack(c, UT_ACCEPT)))
-            c->flags |= LF_CANCEL;
-        else
-            ok = false;
-    }
-    if (!ok && !(c->flags & LF_KICK)) {
-        c->flags |= LF_KICK;
-        kick_later(u, &c->node);
-    }
-}
-
-static int ur_listen_start(kt_listener *l)
-{
-    struct ur_listener *c = l->io_ctx;
-    if (c == NULL) {
-        c = kt_calloc(1, sizeof(*c));
-        if (c == NULL)
-            return -ENOMEM;
-        c->node.type = KT__H_LISTENER;
-        c->l = l;
-        l->io_ctx = c;
-    }
-    c->flags |= LF_WANT;
-    listener_kick(l->loop->io_data, c);
-    return 0;
-}
-
-static void ur_listen_stop(kt_listener *l)
-{
-    struct ur_listener *c = l->io_ctx;
-    if (c) {
-        c->flags &= ~LF_WANT;
-        listener_kick(l->loop->io_data, c);
-    }
-}
-
-static void ur_listen_close(kt_listener *l)
-{
-    struct ur_loop *u = l->loop->io_data;
-    struct ur_listener *c = l->io_ctx;
-    if (c) {
-        l->io_ctx = NULL;
-        c->l = NULL;
-        c->flags &= ~LF_WANT;
-        if (c->flags & (LF_ARMED | LF_BUSY)) {
-            c->flags |= LF_ORPHAN;
-            c->next_orphan = u->orphans;
-            u->orphans = c;
-            listener_kick(u, c);
-        } else {
-            listener_ctx_free(u, c);
-        }
-    }
-    if (l->h.fd >= 0) {
-        /* An armed accept keeps the socket alive until its cancel lands;
-         * shutdown() stops it listening now, so a connect made after this
-         * call is refused instead of queueing on a closing listener. */
-        shutdown(l->h.fd, SHUT_RDWR);
-        close(l->h.fd);
-    }
-    l->h.fd = -1;
-    kt__listener_closed(l);
-}
-
-static void on_accept(struct ur_loop *u, struct ur_listener *c, int res, unsigned flags)
-{
-    bool more = flags & IORING_CQE_F_MORE;
-    if (!more)
-        c->flags &= ~(LF_ARMED | LF_CANCEL);
-    c->flags |= LF_BUSY;
-    if (res >= 0) {
-        if (c->l)
-            kt__listener_accepted(c->l, res);
-        else
-            close(res);
-    } else if (res != -ECANCELED && c->l) {
-        kt__listener_failed(c->l, res);
-    }
-    c->flags &= ~LF_BUSY;
-    if (c->l == NULL) {
-        if (!(c->flags & LF_ARMED))
-            listener_ctx_free(u, c);
-    } else if (!more) {
-        listener_kick(u, c);
-    }
-}
-
-/* ---- watches ---------------------------------------------------------------------- */
-
-/* The wake-up eventfd and the signalfd: a multishot poll each. Their
- * callbacks drain the descriptor, so an edge per wake-up is enough. */
-static void watch_kick(struct ur_loop *u, struct ur_watch *c)
-{
-    bool ok = true;
-    if (c->flags & WF_WANT) {
-        if (!(c->flags & WF_ARMED)) {
-            struct io_uring_sqe *sqe = ur_sqe(u);
-            if (sqe) {
-                io_uring_prep_poll_multishot(sqe, c->w->h.fd, POLLIN);
-                io_uring_sqe_set_data64(sqe, ud_pack(c, UT_WATCH));
-                c->flags |= WF_ARMED;
-            } else {
-                ok = false;
-            }
-        }
-    } else if ((c->flags & WF_ARMED) && !(c->flags & WF_CANCEL)) {
-        struct io_uring_sqe *sqe = ur_sqe(u);
-        if (sqe) {
-            io_uring_prep_poll_remove(sqe, ud_pack(c, UT_WATCH));
-            io_uring_sqe_set_data64(sqe, UT_NONE);
-            c->flags |= WF_CANCEL;
-        } else {
-            ok = false;
-        }
-    }
-    if (!ok && !(c->flags & WF_KICK)) {
-        c->flags |= WF_KICK;
-        kick_later(u, &c->node);
-    }
-}
-
-static int ur_watch_start(kt_loop *loop, struct kt__watch *w)
-{
-    struct ur_watch *c = w->io_ctx;
-    if (c == NULL) {
-        c = kt_calloc(1, sizeof(*c));
-        if (c == NULL)
-            return -ENOMEM;
-        c->node.type = KT__H_WATCH;
-        c->w = w;
-        w->io_ctx = c;
-    }
-    c->flags |= WF_WANT;
-    watch_kick(loop->io_data, c);
-    return 0;
-}
-
-static void ur_watch_stop(kt_loop *loop, struct kt__watch *w)
-{
-    struct ur_watch *c = w->io_ctx;
-    if (c == NULL)
-        return;
-    c->flags &= ~WF_WANT;
-    watch_kick(loop->io_data, c);
-}
-
-static void on_watch(struct ur_loop *u, struct ur_watch *c, int res, unsigned flags)
-{
-    if (!(flags & IORING_CQE_F_MORE))
-        c->flags &= ~(WF_ARMED | WF_CANCEL);
-    if (res > 0 && (c->flags & WF_WANT))
-        c->w->cb(c->w);
-    if (!(flags & IORING_CQE_F_MORE))
-        watch_kick(u, c);
-}
-
 /* ---- polling ------------------------------------------------------------------------ */
 
 static void dispatch(struct ur_loop *u, uint64_t ud, int res, unsigned flags)
@@ -629,9 +420,9 @@ static void dispatch(struct ur_loop *u, uint64_t ud, int res, unsigned flags)
     switch (tag) {
     case UT_RECV: on_recv(u, p, res, flags); break;
     case UT_SEND: on_send(u, p, res); break;
-    case UT_ACCEPT: on_accept(u, p, res, flags); break;
+    case UT_ACCEPT: kt__ur_on_accept(u, p, res, flags); break;
     case UT_CONNECT: on_connect(u, p, res); break;
-    case UT_WATCH: on_watch(u, p, res, flags); break;
+    case UT_WATCH: kt__ur_on_watch(u, p, res, flags); break;
     default: break; /* cancel results, liburing's own timeouts */
     }
 }
@@ -752,15 +543,15 @@ const struct kt__io_ops kt__io_uring = {
     .init = ur_init,
     .destroy = ur_destroy,
     .poll = ur_poll,
-    .listen_start = ur_listen_start,
-    .listen_stop = ur_listen_stop,
-    .listen_close = ur_listen_close,
+    .listen_start = kt__ur_listen_start,
+    .listen_stop = kt__ur_listen_stop,
+    .listen_close = kt__ur_listen_close,
     .stream_open = ur_stream_open,
     .connect = ur_connect,
     .read_start = ur_read_start,
     .read_stop = ur_read_stop,
     .flush = ur_flush,
     .close = ur_close,
-    .watch_start = ur_watch_start,
-    .watch_stop = ur_watch_stop,
+    .watch_start = kt__ur_watch_start,
+    .watch_stop = kt__ur_watch_stop,
 };

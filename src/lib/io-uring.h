@@ -1,7 +1,8 @@
 /*
- * io-uring.h - private to the io_uring backend (io-uring.c: operations and
- * completions; io-uring-res.c: the ring, the receive buffers and the
- * fixed-file slots). Nothing outside those two files includes it.
+ * io-uring.h - private to the io_uring backend (io-uring.c: streams,
+ * submission and the poll; io-uring-listen.c: listeners and the loop's
+ * watches; io-uring-res.c: the ring, the receive buffers and the
+ * fixed-file slots). Nothing outside those three files includes it.
  */
 #ifndef KETTLE_IO_URING_H
 #define KETTLE_IO_URING_H
@@ -38,19 +39,14 @@ enum { UT_NONE = 0, UT_ACCEPT, UT_RECV, UT_SEND, UT_CONNECT, UT_WATCH };
 #define SF_WANT_FLUSH  0x0200u /* flush asked while a send could not start */
 #define SF_KICK        0x0400u /* on the kick list */
 
-/* listener context flags */
-#define LF_ARMED   0x01u /* multishot accept armed */
-#define LF_CANCEL  0x02u
-#define LF_WANT    0x04u
-#define LF_BUSY    0x08u /* calling back into the listener */
-#define LF_KICK    0x10u
-#define LF_ORPHAN  0x20u /* on u->orphans */
-
-/* watch flags (kept in struct ur_watch) */
-#define WF_ARMED  0x01u
-#define WF_CANCEL 0x02u
-#define WF_WANT   0x04u
-#define WF_KICK   0x08u
+/* listener and watch context flags: each runs one multishot op (accept;
+ * a poll for readability) */
+#define MF_ARMED   0x01u /* armed: its last CQE not seen yet */
+#define MF_CANCEL  0x02u /* its cancel is queued */
+#define MF_WANT    0x04u /* wanted armed */
+#define MF_KICK    0x08u /* on the kick list */
+#define LF_BUSY    0x10u /* listener: calling back into it */
+#define LF_CLOSING 0x20u /* listener: closed, the accept's last CQE finishes the close */
 
 /* Every context starts with this node: the kick list links them. */
 struct ur_node {
@@ -80,17 +76,14 @@ struct ur_stream {
     struct ur_op *op;                /* SENDMSG or CONNECT in flight, else NULL */
 };
 
-struct ur_listener {
-    struct ur_node node;
-    kt_listener *l;                  /* NULL once closed (an orphan) */
-    unsigned flags;                  /* LF_* */
-    struct ur_listener *next_orphan; /* u->orphans */
-};
-
-struct ur_watch {
-    struct ur_node node;
-    struct kt__watch *w;
-    unsigned flags;                  /* WF_* */
+/* A listener's or a watch's context: one multishot op (accept; a poll). */
+struct ur_multi {
+    struct ur_node node;             /* first: the node is the context */
+    unsigned flags;                  /* MF_*, LF_* */
+    union {
+        kt_listener *l;              /* node.type KT__H_LISTENER */
+        struct kt__watch *w;         /* node.type KT__H_WATCH */
+    };
 };
 
 struct ur_loop {
@@ -117,7 +110,6 @@ struct ur_loop {
     unsigned *limbo;                 /* slots whose clearing is queued: free after submit */
     unsigned nlimbo;
     struct ur_node *kicks;           /* objects waiting for an SQE */
-    struct ur_listener *orphans;     /* closed listeners with an accept in flight */
     struct ur_op *ops_free;          /* the op pool's free list */
     unsigned nops_free;
     unsigned ops_used, ops_peak;     /* ops in flight now, most this epoch */
@@ -159,6 +151,32 @@ void kt__ur_slots_release(struct ur_loop *u);
 struct ur_op *kt__ur_op_get(struct ur_loop *u);
 /* Return an op block to the pool. */
 void kt__ur_op_put(struct ur_loop *u, struct ur_op *op);
+
+/* ---- io-uring.c: submission, shared with io-uring-listen.c ----------------- */
+
+/* An SQE, submitting what is queued if the SQ is full. NULL only if the
+ * kernel refuses the submit. */
+struct io_uring_sqe *kt__ur_sqe(struct ur_loop *u);
+/* Retry n's kick at the next poll (it could not get an SQE). */
+void kt__ur_kick_later(struct ur_loop *u, struct ur_node *n);
+/* Take n off the kick list (its object goes away). */
+void kt__ur_kick_unlink(struct ur_loop *u, struct ur_node *n);
+/* Queue a cancel of the op with user_data ud (its CQE is ignored). */
+bool kt__ur_cancel_ud(struct ur_loop *u, uint64_t ud);
+
+/* ---- io-uring-listen.c: listeners and the loop's watches --------------------- */
+
+int kt__ur_listen_start(kt_listener *l);
+void kt__ur_listen_stop(kt_listener *l);
+void kt__ur_listen_close(kt_listener *l);
+int kt__ur_watch_start(kt_loop *loop, struct kt__watch *w);
+void kt__ur_watch_stop(kt_loop *loop, struct kt__watch *w);
+/* Make the armed op of a listener or watch context match what is wanted;
+ * without an SQE, retry from the kick list. */
+void kt__ur_multi_kick(struct ur_loop *u, struct ur_multi *m);
+/* Their completions. */
+void kt__ur_on_accept(struct ur_loop *u, struct ur_multi *c, int res, unsigned flags);
+void kt__ur_on_watch(struct ur_loop *u, struct ur_multi *c, int res, unsigned flags);
 
 /* The kernel filled buffer bid; the data has been delivered (and copied
  * if kept): the buffer is free again. */

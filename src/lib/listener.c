@@ -269,6 +269,7 @@ void kt__listeners_finish(kt_loop *loop)
         loop->closed_listeners = l->next_closed;
         if (l->close_cb)
             l->close_cb(l, l->close_arg);
+        loop->nlisteners--;
         kt_free(l);
     }
 }
@@ -298,6 +299,7 @@ static int listener_new(kt_loop *loop, int fd, unsigned flags, kt_accept_cb cb, 
     if (loop->listeners)
         loop->listeners->prev_all = l;
     loop->listeners = l;
+    loop->nlisteners++;
     *out = l;
     return 0;
 }

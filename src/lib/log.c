@@ -1,6 +1,7 @@
 /*
- * log.c - leveled logging to stderr. Under systemd (JOURNAL_STREAM names
- * our stderr) each line starts with "<N>" so journald records its priority;
+ * log.c - leveled logging: the level filter, the replaceable sink, and the
+ * default writer to stderr. Under systemd (JOURNAL_STREAM names our
+ * stderr) each line starts with "<N>" so journald records its priority;
  * elsewhere it starts with a timestamp, the program name and pid.
  */
 #include "config.h"
@@ -10,14 +11,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include "internal.h"
 
+#define KT__LOG_LINE 1024 /* bytes of a line, newline included */
+
 static kt_log_level kt__level = KT_LOG_NOTICE;
 static const char *kt__ident = "kettle";
-static int kt__journal = -1; /* -1: not yet checked */
+static kt_log_cb kt__log_cb;      /* NULL: the default writer */
+static void *kt__log_arg;
+/* What stderr is, found out at the first line: -1 not yet, else KT__ERR_*. */
+static int kt__stderr = -1;
+#define KT__ERR_JOURNAL 0x1 /* JOURNAL_STREAM names it: "<N>" prefixes */
+#define KT__ERR_SOCKET  0x2 /* a socket: send with MSG_NOSIGNAL */
 
 static const char *const level_names[] = {
     [KT_LOG_ERROR] = "error", [KT_LOG_WARNING] = "warning", [KT_LOG_NOTICE] = "notice",
@@ -44,30 +53,41 @@ int kt_log_parse_level(const char *name, kt_log_level *out)
 }
 
 /* journald sets JOURNAL_STREAM=dev:inode for the stream it connected. */
-static bool stderr_is_journal(void)
+static int stderr_kind(void)
 {
+    struct stat st;
+    if (fstat(STDERR_FILENO, &st) < 0)
+        return 0;
+    int kind = S_ISSOCK(st.st_mode) ? KT__ERR_SOCKET : 0;
     const char *js = getenv("JOURNAL_STREAM");
     unsigned long long dev, ino;
-    struct stat st;
-    if (js == NULL || sscanf(js, "%llu:%llu", &dev, &ino) != 2)
-        return false;
-    if (fstat(STDERR_FILENO, &st) < 0)
-        return false;
-    return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+    if (js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+        (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino)
+        kind |= KT__ERR_JOURNAL;
+    return kind;
 }
 
-void kt_log(kt_log_level level, const char *fmt, ...)
+/* Until the first line after a change, the default writer has not looked
+ * at stderr: it does so again after a callback was removed. */
+void kt_log_set_callback(kt_log_cb cb, void *arg)
 {
-    char line[1024];
-    size_t n;
-    va_list ap;
-    int saved = errno;
+    kt__log_cb = cb;
+    kt__log_arg = arg;
+    if (cb == NULL)
+        kt__stderr = -1;
+}
 
-    if (level > kt__level)
-        return;
-    if (kt__journal < 0)
-        kt__journal = stderr_is_journal();
-    if (kt__journal) {
+/* The default writer: the prefix, then the message, one write per line
+ * so that concurrent writers do not interleave. A socket (the journal's)
+ * is written with MSG_NOSIGNAL: a journal gone away must not end the
+ * program with SIGPIPE. */
+static void write_stderr(kt_log_level level, const char *fmt, va_list ap)
+{
+    char line[KT__LOG_LINE];
+    size_t n;
+    if (kt__stderr < 0)
+        kt__stderr = stderr_kind();
+    if (kt__stderr & KT__ERR_JOURNAL) {
         n = (size_t)snprintf(line, sizeof line, "<%d>", (int)level);
     } else {
         struct timespec ts;
@@ -80,17 +100,39 @@ void kt_log(kt_log_level level, const char *fmt, ...)
                               level_names[level]);
     }
     if (n < sizeof line) {
-        va_start(ap, fmt);
         int m = vsnprintf(line + n, sizeof line - n, fmt, ap);
-        va_end(ap);
         if (m > 0)
             n += (size_t)m;
     }
     if (n > sizeof line - 2)
         n = sizeof line - 2;
     line[n++] = '\n';
-    /* one write per line, so concurrent writers do not interleave */
-    ssize_t w = write(STDERR_FILENO, line, n);
-    (void)w;
+    ssize_t w;
+    if (kt__stderr & KT__ERR_SOCKET)
+        w = send(STDERR_FILENO, line, n, MSG_NOSIGNAL);
+    else
+        w = write(STDERR_FILENO, line, n);
+    (void)w; /* nowhere to report a failure to log */
+}
+
+/* The level filter comes first, so a dropped line costs no formatting. */
+void kt_log(kt_log_level level, const char *fmt, ...)
+{
+    if (level > kt__level)
+        return;
+    if (level < KT_LOG_ERROR)
+        level = KT_LOG_ERROR; /* (nothing more severe is defined) */
+    int saved = errno;
+    va_list ap;
+    va_start(ap, fmt);
+    if (kt__log_cb) {
+        char msg[KT__LOG_LINE];
+        if (vsnprintf(msg, sizeof msg, fmt, ap) < 0)
+            msg[0] = '\0';
+        kt__log_cb(level, msg, kt__log_arg);
+    } else {
+        write_stderr(level, fmt, ap);
+    }
+    va_end(ap);
     errno = saved;
 }

@@ -122,6 +122,8 @@ static void wake_cb(struct kt__watch *w)
     uint64_t v;
     while (read(w->h.fd, &v, sizeof(v)) < 0 && errno == EINTR)
         ;
+    if (loop->freeing)
+        return; /* kt_loop_free drops the posts */
     pthread_mutex_lock(&loop->post_lock);
     struct kt__post *p = loop->post_head;
     loop->post_head = loop->post_tail = NULL;
@@ -175,7 +177,7 @@ static void sig_cb(struct kt__watch *w)
             continue;
         if (n <= 0)
             return;
-        for (size_t i = 0; i < (size_t)n / sizeof(si[0]); i++) {
+        for (size_t i = 0; i < (size_t)n / sizeof(si[0]) && !loop->freeing; i++) {
             unsigned signo = si[i].ssi_signo;
             if (signo < KT__ARRAY_LEN(loop->sigs) && loop->sigs[signo].cb)
                 loop->sigs[signo].cb(loop, (int)signo, loop->sigs[signo].arg);
@@ -263,19 +265,6 @@ static void signals_destroy(kt_loop *loop)
 
 /* ---- creation and destruction ---------------------------------------------- */
 
-/* Writing to a socket the peer closed raises SIGPIPE, which kills a
- * process by default; a daemon wants EPIPE instead. A handler the
- * application installed is left alone. */
-static void ignore_sigpipe(void)
-{
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL &&
-        !(sa.sa_flags & SA_SIGINFO)) {
-        sa.sa_handler = SIG_IGN;
-        (void)sigaction(SIGPIPE, &sa, NULL);
-    }
-}
-
 /* Everything the loop needs is set up here, so that running it never
  * fails for want of a resource it could have taken up front. */
 int kt_loop_new(kt_loop **out, const kt_loop_options *opts)
@@ -298,7 +287,6 @@ int kt_loop_new(kt_loop **out, const kt_loop_options *opts)
         goto fail_timers;
     if ((rc = kt__futures_init(loop)) < 0)
         goto fail_futures;
-    ignore_sigpipe();
     loop->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if ((rc = io_select(loop, opts)) < 0)
         goto fail_io;
@@ -334,25 +322,29 @@ fail_timers:
     return rc;
 }
 
-/* Streams and listeners still open are closed (without flushing) so that
- * nothing leaks; a completion backend may need a few polls to finish them.
- * Posts not yet run are dropped. Call on the loop's thread: the signal
- * mask restored is that thread's. */
-void kt_loop_free(kt_loop *loop)
-{
-    if (loop == NULL)
-        return;
-    kt__streams_close_all(loop);
-    for (int i = 0; i < 100 && (loop->all || loop->closing || loop->closed_listeners); i++) {
-        kt__streams_finish(loop);
-        kt__listeners_finish(loop);
-        if (loop->all == NULL && loop->closed_listeners == NULL)
-            break;
-        (void)loop->io->poll(loop, i < 10 ? 0 : KT_MSEC(1));
-    }
-    kt__streams_finish(loop);
-    kt__listeners_finish(loop);
+/* ---- liveness and the end of a loop --------------------------------------------- */
 
+/*
+ * What a run waits for (libuv's "active handles"): streams until their
+ * on_close has run (open, closing, or closed by the backend and not yet
+ * finished), listeners until their close has finished, armed timers,
+ * watched signals, queued defers, ready continuations and queued posts.
+ * The wake-up eventfd is the loop's own and does not count.
+ */
+static bool loop_alive(kt_loop *loop)
+{
+    if (loop->stats.streams || loop->nlisteners || loop->timers.len || loop->defer_head ||
+        kt__futures_ready(loop) || !sigisemptyset(&loop->sigmask))
+        return true;
+    pthread_mutex_lock(&loop->post_lock);
+    bool posts = loop->post_head != NULL;
+    pthread_mutex_unlock(&loop->post_lock);
+    return posts;
+}
+
+/* Release everything once no stream or listener is left. */
+static void loop_destroy(kt_loop *loop)
+{
     signals_destroy(loop);
     loop->io->watch_stop(loop, &loop->wake);
     close(loop->wake.h.fd);
@@ -369,6 +361,44 @@ void kt_loop_free(kt_loop *loop)
     kt__timers_destroy(loop);
     pthread_mutex_destroy(&loop->post_lock);
     kt_free(loop);
+}
+
+/* Nothing is freed while anything remains, so the caller can go on
+ * closing and running the loop, then try again. */
+int kt_loop_close(kt_loop *loop)
+{
+    if (loop->running || loop_alive(loop) || kt__futures_live(loop) > 0)
+        return -EBUSY;
+    loop_destroy(loop);
+    return 0;
+}
+
+/*
+ * Close what is left, wait for the backend to finish those closes, free.
+ * Streams and listeners are closed (streams without flushing); their
+ * on_close and close callbacks run from here, and a stream or listener
+ * they open is closed in turn. A completion backend reports its closes in
+ * later completions: the wait is for those, with no bound on the number of
+ * polls and no timeout, since every close is certain to complete. While
+ * freeing, the wake-up and the signals deliver nothing: posts and signals
+ * are dropped, as are timers and defers.
+ */
+void kt_loop_free(kt_loop *loop)
+{
+    if (loop == NULL)
+        return;
+    loop->freeing = true;
+    for (;;) {
+        bool asked = kt__streams_close_all(loop);
+        kt__streams_finish(loop);
+        kt__listeners_finish(loop);
+        if (loop->all == NULL && loop->nlisteners == 0)
+            break;
+        /* Callbacks may have closed (or opened) more: finish those first. */
+        if (!asked && loop->closing == NULL && loop->closed_listeners == NULL)
+            (void)loop->io->poll(loop, -1);
+    }
+    loop_destroy(loop);
 }
 
 /* Static strings owned by the library / the loop. */
@@ -495,8 +525,10 @@ static int iterate(kt_loop *loop, bool may_wait, uint64_t *start)
     kt__streams_run_pending(loop, pending);
     run_ready(loop);
     kt__streams_flush(loop);
-    kt__streams_finish(loop);
-    kt__listeners_finish(loop);
+    if (loop->closing)
+        kt__streams_finish(loop);
+    if (loop->closed_listeners)
+        kt__listeners_finish(loop);
 
     /* Busy time runs from the end of the wait; the little done before it
      * (computing the timeout) is not counted. */
@@ -510,17 +542,24 @@ static int iterate(kt_loop *loop, bool may_wait, uint64_t *start)
 }
 
 /* Not re-entrant: a callback that runs the loop gets -EBUSY. The clock
- * read that ends one iteration starts the next. */
+ * read that ends one iteration starts the next. A loop with nothing to
+ * wait for never blocks: DEFAULT returns at once, ONCE polls without
+ * waiting. */
 int kt_loop_run(kt_loop *loop, kt_run_mode mode)
 {
     if (loop->running)
         return -EBUSY;
-    loop->running = true;
     uint64_t t = kt_clock_ns();
-    int rc;
+    bool alive = mode != KT_RUN_NOWAIT && loop_alive(loop); /* NOWAIT never waits */
+    int rc = 0;
+    if (mode == KT_RUN_DEFAULT && !alive) {
+        loop->now = t;
+        return 0;
+    }
+    loop->running = true;
     do {
-        rc = iterate(loop, mode != KT_RUN_NOWAIT, &t);
-    } while (rc == 0 && mode == KT_RUN_DEFAULT && !loop->stop);
+        rc = iterate(loop, alive, &t);
+    } while (rc == 0 && mode == KT_RUN_DEFAULT && !loop->stop && (alive = loop_alive(loop)));
     loop->now = t;
     loop->stop = false;
     loop->running = false;

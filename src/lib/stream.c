@@ -1,15 +1,8 @@
 /*
- * stream.c - byte streams over the backend's operations table: the read
- * path with its kept-input rule, the output block chain, backpressure,
- * half-close, the three ways to close, and the completions backends report.
- *
- *              backend (epoll: 64 KiB scratch, io_uring: provided buffer)
- *   socket ──▶ kt__stream_data(bytes) ──▶ on_read(kept + new) ──▶ consumed
- *                                             │ unconsumed tail only
- *                                             ▼
- *                                     rbuf (NULL when empty, else a block
- *                                     sized to what is kept; redelivered
- *                                     the iteration after read_start)
+ * stream.c - byte streams over the backend's operations table: creation,
+ * the output block chain, backpressure, half-close, the three ways to
+ * close, and the completions backends report about them. The read side
+ * is in stream-read.c, the blocks in block.c.
  *
  *   kt_stream_write() / kt_stream_out()
  *        │ copy into the tail block
@@ -19,7 +12,7 @@
  *        │ small first, larger only while the output keeps growing
  *        │ stream on loop->dirty, flushed once at the end of the iteration
  *        ▼
- *   io->flush ─ kt__stream_iov() ─▶ writev / send ─▶ kt__stream_sent(n)
+ *   io->flush ─ kt__stream_iov() ─▶ sendmsg / send ─▶ kt__stream_sent(n)
  *                                   retires blocks, on_drain, FIN, flush-close
  *
  * Lifetime: kt_stream_close() asks the backend to close (at once, or once
@@ -47,257 +40,10 @@
 
 static void close_hard(kt_stream *s, bool reset);
 
-/* ---- output blocks ---------------------------------------------------------- */
-
-/*
- * Size classes. Most output is a reply of a few dozen bytes, sent within
- * an iteration (epoll) or one completion later (io_uring): so a stream's
- * first block is small, and only output that keeps growing (a pipeline, a
- * large value, a slow reader) moves on to larger blocks. Each class keeps
- * at most `spare` blocks on its free list (2 MiB for the three): a burst
- * beyond that returns its blocks to the allocator, and spares that no
- * stream took for a second are freed too (kt__blocks_trim).
- */
-static const struct {
-    uint32_t size;  /* usable bytes: the allocation less the header */
-    uint32_t spare; /* free-list bound, in blocks */
-} block_class[KT__BLOCK_NCLASS] = {
-    { 512 - sizeof(kt__block), 1024 },  /* 512 KiB of spares */
-    { 4096 - sizeof(kt__block), 128 },  /* 512 KiB */
-    { KT__BLOCK_SIZE, 64 },             /* 1 MiB */
-};
-
-#define BLOCK_BIG KT__BLOCK_NCLASS /* cls of a block made to measure */
-
-/* The smallest class holding n bytes, BLOCK_BIG if none does. */
-static unsigned class_for(size_t n)
-{
-    unsigned c = 0;
-    while (c < KT__BLOCK_NCLASS && block_class[c].size < n)
-        c++;
-    return c;
-}
-
-/* From the class's free list, or new. NULL on ENOMEM. */
-kt__block *kt__block_get(kt_loop *loop, unsigned cls)
-{
-    struct kt__block_list *fl = &loop->free_blocks[cls];
-    kt__block *b = fl->head;
-    if (b) {
-        fl->head = b->next;
-        if (--fl->len < fl->low)
-            fl->low = fl->len;
-    } else {
-        b = kt_malloc(sizeof(*b) + block_class[cls].size);
-        if (b == NULL)
-            return NULL;
-        b->size = block_class[cls].size;
-        b->cls = (uint8_t)cls;
-    }
-    b->next = NULL;
-    b->pos = b->last = 0;
-    return b;
-}
-
-/* Listed blocks up to the class's bound; the rest, and blocks made to
- * measure, are freed. */
-void kt__block_put(kt_loop *loop, kt__block *b)
-{
-    if (b->cls < KT__BLOCK_NCLASS) {
-        struct kt__block_list *fl = &loop->free_blocks[b->cls];
-        if (fl->len < block_class[b->cls].spare) {
-            b->next = fl->head;
-            fl->head = b;
-            fl->len++;
-            return;
-        }
-    }
-    kt_free(b);
-}
-
-/* A block for one reservation larger than any class. */
-static kt__block *block_big(size_t n)
-{
-    if (n > UINT32_MAX - sizeof(kt__block))
-        return NULL;
-    kt__block *b = kt_malloc(sizeof(*b) + n);
-    if (b) {
-        b->next = NULL;
-        b->pos = b->last = 0;
-        b->size = (uint32_t)n;
-        b->cls = BLOCK_BIG;
-    }
-    return b;
-}
-
-/* Each list keeps the blocks taken recently (at its head, warm in cache);
- * the `low` deepest ones sat unused since the last trim and are freed. */
-void kt__blocks_trim(kt_loop *loop)
-{
-    loop->blocks_trimmed = loop->now;
-    for (unsigned c = 0; c < KT__BLOCK_NCLASS; c++) {
-        struct kt__block_list *fl = &loop->free_blocks[c];
-        if (fl->low > 0) {
-            kt__block **pp = &fl->head;
-            for (uint32_t keep = fl->len - fl->low; keep > 0; keep--)
-                pp = &(*pp)->next;
-            for (kt__block *b = *pp, *next; b; b = next) {
-                next = b->next;
-                kt_free(b);
-            }
-            *pp = NULL;
-            fl->len -= fl->low;
-        }
-        fl->low = fl->len;
-    }
-}
-
-void kt__blocks_destroy(kt_loop *loop)
-{
-    for (unsigned c = 0; c < KT__BLOCK_NCLASS; c++) {
-        struct kt__block_list *fl = &loop->free_blocks[c];
-        for (kt__block *b = fl->head, *next; b; b = next) {
-            next = b->next;
-            kt_free(b);
-        }
-        fl->head = NULL;
-        fl->len = fl->low = 0;
-    }
-}
-
-size_t kt__blocks_spare(const kt_loop *loop)
-{
-    size_t n = 0;
-    for (unsigned c = 0; c < KT__BLOCK_NCLASS; c++)
-        n += (size_t)loop->free_blocks[c].len * (sizeof(kt__block) + block_class[c].size);
-    return n;
-}
-
-/* The class of a block to follow prev (NULL: the queue is empty) that
- * should hold n bytes: small for the first block of a queue, else one
- * class above prev's, so output that keeps growing gets larger blocks;
- * and at least the smallest class holding n, up to the largest. */
-static unsigned next_class(const kt__block *prev, size_t n)
-{
-    unsigned c = 0;
-    if (prev)
-        c = prev->cls + 1u < KT__BLOCK_NCLASS ? prev->cls + 1u : KT__BLOCK_NCLASS - 1;
-    while (c + 1 < KT__BLOCK_NCLASS && block_class[c].size < n)
-        c++;
-    return c;
-}
-
-/* Drop all queued output (the backend no longer needs it). */
-static void out_release(kt_stream *s)
-{
-    for (kt__block *b = s->out_head, *next; b; b = next) {
-        next = b->next;
-        kt__block_put(s->loop, b);
-    }
-    s->out_head = s->out_tail = NULL;
-    s->out_bytes = 0;
-}
-
-/* ---- read buffer ----------------------------------------------------------------- */
-
-/*
- * rbuf exists only while input is kept, and is sized to it: a block of the
- * smallest class that holds the kept bytes (KT__S_RBLOCK), or malloc'd
- * memory beyond the largest class. It is freed once consumed, and moved to
- * a smaller block when a partial consume leaves it mostly empty.
- */
-
-/* Give the read buffer back: to the block free list if it came from it. */
-static void rbuf_release(kt_stream *s)
-{
-    if (s->rbuf == NULL)
-        return;
-    if (s->flags & KT__S_RBLOCK)
-        kt__block_put(s->loop, (kt__block *)(s->rbuf - offsetof(kt__block, data)));
-    else
-        kt_free(s->rbuf);
-    s->rbuf = NULL;
-    s->rlen = s->rcap = 0;
-    s->flags &= ~KT__S_RBLOCK;
-}
-
-/* Move the kept bytes from rbuf[from..rlen) into a new buffer of at least
- * cap bytes (cap >= rlen - from). 0 or -ENOMEM (then nothing changed). */
-static int rbuf_move(kt_stream *s, size_t from, size_t cap)
-{
-    unsigned c = class_for(cap);
-    char *p;
-    if (c < KT__BLOCK_NCLASS) {
-        kt__block *b = kt__block_get(s->loop, c);
-        if (b == NULL)
-            return -ENOMEM;
-        p = b->data;
-        cap = b->size;
-    } else if ((p = kt_malloc(cap)) == NULL) {
-        return -ENOMEM;
-    }
-    size_t keep = s->rlen - from;
-    if (keep)
-        memcpy(p, s->rbuf + from, keep);
-    rbuf_release(s);
-    s->rbuf = p;
-    s->rlen = keep;
-    s->rcap = cap;
-    if (c < KT__BLOCK_NCLASS)
-        s->flags |= KT__S_RBLOCK;
-    return 0;
-}
-
-/* Room for more bytes after the kept ones. Past the largest class the
- * allocation at least doubles, so a large message arriving piece by piece
- * is copied O(1) times per byte. 0 or -ENOMEM. */
-static int rbuf_reserve(kt_stream *s, size_t more)
-{
-    if (more <= s->rcap - s->rlen)
-        return 0;
-    size_t need = s->rlen + more;
-    if (need < more)
-        return -ENOMEM;
-    if (class_for(need) == BLOCK_BIG && need < 2 * s->rcap)
-        need = 2 * s->rcap;
-    return rbuf_move(s, 0, need);
-}
-
-/* Keep len more unconsumed bytes. 0 or -ENOMEM. */
-static int rbuf_append(kt_stream *s, const char *data, size_t len)
-{
-    int rc = rbuf_reserve(s, len);
-    if (rc < 0)
-        return rc;
-    memcpy(s->rbuf + s->rlen, data, len);
-    s->rlen += len;
-    return 0;
-}
-
-/* Drop the first n kept bytes: an emptied buffer is released at once, one
- * left at least eight times too large moves to a block that fits. */
-static void rbuf_consume(kt_stream *s, size_t n)
-{
-    if (n >= s->rlen) {
-        rbuf_release(s);
-        return;
-    }
-    if (n == 0)
-        return;
-    size_t left = s->rlen - n;
-    unsigned c = class_for(left);
-    if (c < KT__BLOCK_NCLASS && (size_t)block_class[c].size * 8 <= s->rcap &&
-        rbuf_move(s, n, left) == 0)
-        return;
-    memmove(s->rbuf, s->rbuf + n, left);
-    s->rlen = left;
-}
-
 /* ---- stream lists ------------------------------------------------------------------ */
 
-/* Queue s for a delivery in the next iteration (kept input, on_eof, a
- * connect error); at most once. */
-static void add_pending(kt_stream *s)
+/* See internal.h. */
+void kt__stream_add_pending(kt_stream *s)
 {
     if (s->flags & KT__S_PENDING)
         return;
@@ -341,6 +87,17 @@ static kt_stream *stream_new(kt_loop *loop, int fd, unsigned flags)
     return s;
 }
 
+/* Drop all queued output (the backend no longer needs it). */
+static void out_release(kt_stream *s)
+{
+    for (kt__block *b = s->out_head, *next; b; b = next) {
+        next = b->next;
+        kt__block_put(s->loop, b);
+    }
+    s->out_head = s->out_tail = NULL;
+    s->out_bytes = 0;
+}
+
 /* Unlink s from a singly-linked list threaded through the given field.
  * Rare (a stream freed while still queued), hence the scan. */
 #define LIST_UNLINK(head, s, field)                                    \
@@ -368,221 +125,11 @@ static void stream_free(kt_stream *s)
         loop->all = s->next_all;
     if (s->next_all)
         s->next_all->prev_all = s->prev_all;
-    rbuf_release(s);
+    kt__stream_rbuf_release(s);
     out_release(s);
     loop->stats.streams--;
     kt_free(s);
 }
-
-/* ---- delivering input ------------------------------------------------------------- */
-
-/* Present data to on_read until it consumes all, consumes nothing (it
- * needs more bytes), stops reading or closes. Returns bytes consumed.
- * A missing on_read consumes everything. */
-static size_t call_read(kt_stream *s, const char *data, size_t len)
-{
-    size_t off = 0;
-    while (off < len &&
-           (s->flags & (KT__S_READING | KT__S_CLOSING | KT__S_FAILED)) == KT__S_READING) {
-        size_t n = len - off;
-        if (s->cbs.on_read) {
-            s->flags |= KT__S_IN_READ_CB;
-            n = s->cbs.on_read(s, data + off, len - off, s->arg);
-            s->flags &= ~KT__S_IN_READ_CB;
-            if (n > len - off)
-                n = len - off;
-        }
-        if (n == 0)
-            break;
-        off += n;
-    }
-    return off;
-}
-
-/* Present the kept bytes again. rbuf cannot move during the callback:
- * input for s arrives only from the backend, never inside a callback. */
-static void present_kept(kt_stream *s)
-{
-    size_t used = call_read(s, s->rbuf, s->rlen);
-    if (s->flags & KT__S_CLOSING)
-        return; /* rbuf goes with the stream */
-    rbuf_consume(s, used);
-}
-
-/* Input could not be kept: the stream cannot go on. */
-static void stream_fail_nomem(kt_stream *s)
-{
-    kt__stream_failed(s, -ENOMEM);
-}
-
-/* Nothing kept: the callback reads straight from the backend's buffer and
- * only an unconsumed tail is copied. */
-static void deliver_direct(kt_stream *s, const char *data, size_t len)
-{
-    size_t used = call_read(s, data, len);
-    if (s->flags & (KT__S_CLOSING | KT__S_FAILED))
-        return;
-    if (used < len && rbuf_append(s, data + used, len - used) < 0)
-        stream_fail_nomem(s);
-}
-
-/*
- * Kept bytes first. New bytes are copied behind them only as far as the
- * callback needs to finish what the kept bytes began: first what fits in
- * rbuf's block, then, each time it consumes nothing (it needs more), twice
- * as much. Once the kept bytes are consumed, the rest is presented straight
- * from data. So a pipelined client whose reads end mid-command costs a copy
- * of that command, not of every read, and rbuf stays the size of it.
- */
-static void deliver_after_kept(kt_stream *s, const char *data, size_t len)
-{
-    size_t own = s->rlen; /* leading bytes of rbuf that are not in data */
-    size_t off = 0;       /* data[0..off) is in rbuf behind them */
-    for (;;) {
-        if (s->rlen == s->rcap) {
-            size_t more = len - off < s->rlen ? len - off : s->rlen;
-            if (rbuf_reserve(s, more) < 0) {
-                stream_fail_nomem(s);
-                return;
-            }
-        }
-        size_t take = s->rcap - s->rlen < len - off ? s->rcap - s->rlen : len - off;
-        memcpy(s->rbuf + s->rlen, data + off, take);
-        s->rlen += take;
-        off += take;
-
-        size_t have = s->rlen;
-        size_t used = call_read(s, s->rbuf, have);
-        if (s->flags & (KT__S_CLOSING | KT__S_FAILED))
-            return; /* rbuf goes with the stream */
-        if (used >= own && off < len) {
-            /* What rbuf still holds is in data too: go on from there. */
-            size_t start = off - (have - used);
-            rbuf_release(s);
-            deliver_direct(s, data + start, len - start);
-            return;
-        }
-        rbuf_consume(s, used);
-        if (off == len)
-            return;
-        if (!(s->flags & KT__S_READING)) {
-            if (rbuf_append(s, data + off, len - off) < 0)
-                stream_fail_nomem(s);
-            return;
-        }
-        own -= used; /* it needs more bytes than rbuf holds */
-    }
-}
-
-/* Bytes for s from the backend (see internal.h). */
-void kt__stream_data(kt_stream *s, const char *data, size_t len)
-{
-    if (len == 0 || (s->flags & (KT__S_CLOSING | KT__S_FAILED)))
-        return; /* closing: discarded (see kt_stream_close) */
-    if (!(s->flags & KT__S_READING) || (s->flags & KT__S_IN_READ_CB)) {
-        /* A completion backend may deliver bytes already in flight after
-         * read_stop: keep them for read_start. */
-        if (rbuf_append(s, data, len) < 0)
-            stream_fail_nomem(s);
-        return;
-    }
-    if (s->rlen == 0)
-        deliver_direct(s, data, len);
-    else
-        deliver_after_kept(s, data, len);
-}
-
-/* FIN: kept input is presented once more before on_eof. If reading is off
- * (or the callback turns it off), on_eof waits for read_start. */
-static void deliver_eof(kt_stream *s)
-{
-    if (s->rlen > 0) {
-        present_kept(s);
-        if ((s->flags & (KT__S_CLOSING | KT__S_FAILED)) || !(s->flags & KT__S_READING))
-            return;
-    }
-    s->flags &= ~(KT__S_EOF_DUE | KT__S_READING);
-    if (s->cbs.on_eof)
-        s->cbs.on_eof(s, s->arg);
-    else
-        kt_stream_close(s, KT_CLOSE_FLUSH); /* nobody listens: finish politely */
-}
-
-void kt__stream_eof(kt_stream *s)
-{
-    if (s->flags & (KT__S_CLOSING | KT__S_FAILED | KT__S_EOF))
-        return;
-    s->flags |= KT__S_EOF | KT__S_EOF_DUE;
-    s->loop->io->read_stop(s);
-    if (s->flags & KT__S_READING)
-        deliver_eof(s);
-}
-
-/* Deferred deliveries: kept input after read_start, on_eof that waited for
- * it, and connect errors that must not be reported inside
- * kt_stream_connect(). The batch was taken at the start of the iteration;
- * its streams keep KT__S_PENDING until handled, so they are not queued
- * twice, and a callback that stops and restarts reading cannot spin. */
-void kt__streams_run_pending(kt_loop *loop, kt_stream *batch)
-{
-    KT__UNUSED(loop);
-    kt_stream *s = batch;
-    while (s) {
-        kt_stream *next = s->next_pending; /* stays allocated: frees happen later */
-        s->next_pending = NULL;
-        s->flags &= ~KT__S_PENDING;
-        if (s->flags & KT__S_CLOSING) {
-            /* nothing is delivered after close */
-        } else if (s->connect_err) {
-            int err = s->connect_err;
-            s->connect_err = 0;
-            kt__stream_connected(s, err);
-        } else if (s->flags & KT__S_READING) {
-            if (s->rlen > 0)
-                present_kept(s);
-            if ((s->flags & (KT__S_EOF_DUE | KT__S_READING | KT__S_CLOSING | KT__S_FAILED)) ==
-                (KT__S_EOF_DUE | KT__S_READING))
-                deliver_eof(s);
-        }
-        s = next;
-    }
-}
-
-/* Kept bytes (and a FIN that waited) are presented from loop->pending,
- * never inside this call. */
-int kt_stream_read_start(kt_stream *s)
-{
-    if (s->flags & (KT__S_CLOSING | KT__S_FAILED))
-        return -EPIPE;
-    if (s->flags & KT__S_READING)
-        return 0;
-    s->flags |= KT__S_READING;
-    /* While connecting, the backend starts reading once connected; after
-     * FIN there is nothing left to read. */
-    if (!(s->flags & (KT__S_EOF | KT__S_CONNECTING))) {
-        int rc = s->loop->io->read_start(s);
-        if (rc < 0) {
-            s->flags &= ~KT__S_READING;
-            return rc;
-        }
-    }
-    if (s->rlen > 0 || (s->flags & KT__S_EOF_DUE))
-        add_pending(s);
-    return 0;
-}
-
-/* Bytes a completion backend still delivers are kept for read_start. */
-void kt_stream_read_stop(kt_stream *s)
-{
-    if (!(s->flags & KT__S_READING))
-        return;
-    s->flags &= ~KT__S_READING;
-    if (!(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_CLOSE_SENT)))
-        s->loop->io->read_stop(s);
-}
-
-/* Kept bytes: what a server checks against its query-buffer limit. */
-size_t kt_stream_buffered(const kt_stream *s) { return s->rlen; }
 
 /* Block headers count: they are what an allocation costs. */
 size_t kt__stream_mem(const kt_stream *s)
@@ -638,7 +185,7 @@ int kt_stream_write(kt_stream *s, const void *data, size_t len)
 
     kt__block *chain = NULL, **link = &chain, *prev = t;
     for (size_t left = len - first; left > 0;) {
-        kt__block *b = kt__block_get(s->loop, next_class(prev, left));
+        kt__block *b = kt__block_get(s->loop, kt__block_next_class(prev, left));
         if (b == NULL) {
             for (kt__block *c = chain, *next; c; c = next) {
                 next = c->next;
@@ -670,7 +217,7 @@ int kt_stream_write(kt_stream *s, const void *data, size_t len)
 }
 
 /* kt_out.reserve: n contiguous bytes at the tail, from the tail block's
- * room, a fresh block (see next_class), or (n > the largest class) a block
+ * room, a fresh block (see kt__block_next_class), or (n > the largest class) a block
  * made to measure. */
 static char *out_reserve(void *ctx, size_t n)
 {
@@ -680,8 +227,8 @@ static char *out_reserve(void *ctx, size_t n)
     kt__block *t = s->out_tail;
     if (t && t->size - t->last >= n)
         return t->data + t->last;
-    unsigned cls = next_class(t, n);
-    kt__block *b = block_class[cls].size >= n ? kt__block_get(s->loop, cls) : block_big(n);
+    unsigned cls = kt__block_next_class(t, n);
+    kt__block *b = kt__block_capacity(cls) >= n ? kt__block_get(s->loop, cls) : kt__block_big(n);
     if (b == NULL)
         return NULL;
     out_link(s, b);
@@ -982,13 +529,18 @@ void kt__streams_finish(kt_loop *loop)
 }
 
 /* kt_loop_free: close (without flushing) what the user left open. */
-void kt__streams_close_all(kt_loop *loop)
+bool kt__streams_close_all(kt_loop *loop)
 {
+    bool asked = loop->listeners != NULL;
     while (loop->listeners)
         kt_listener_close(loop->listeners);
-    for (kt_stream *s = loop->all; s; s = s->next_all)
-        if (!(s->flags & KT__S_CLOSE_SENT))
+    for (kt_stream *s = loop->all; s; s = s->next_all) {
+        if (!(s->flags & KT__S_CLOSE_SENT)) {
             close_hard(s, false);
+            asked = true;
+        }
+    }
+    return asked;
 }
 
 /* ---- creating streams ------------------------------------------------------------------ */
@@ -1037,7 +589,7 @@ int kt_stream_connect(kt_loop *loop, const kt_addr *addr, uint64_t timeout_ns,
         /* Refused at once (a unix path with nobody listening, ...): still
          * reported through on_connect, from the next iteration. */
         s->connect_err = rc;
-        add_pending(s);
+        kt__stream_add_pending(s);
     }
     *out = s;
     return 0;

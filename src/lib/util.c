@@ -75,56 +75,53 @@ static int split_number(const char *s, double *num, const char **unit)
     return (int)n;
 }
 
-int kt_parse_duration(const char *s, uint64_t unit_ns, uint64_t *out_ns)
+/* A unit suffix and what one of it is worth. */
+struct unit {
+    const char *name;
+    double scale;
+};
+
+/* A non-negative number with an optional unit from units[] (a bare number
+ * is worth bare each), rounded to the nearest integer: 0, -EINVAL or
+ * -ERANGE (2^64 or more). */
+static int parse_scaled(const char *s, const struct unit *units, size_t nunits, double bare,
+                        uint64_t *out)
 {
-    static const struct { const char *name; double ns; } units[] = {
-        { "ns", 1 }, { "us", 1e3 }, { "ms", 1e6 }, { "s", 1e9 }, { "sec", 1e9 },
-        { "m", 60e9 }, { "min", 60e9 }, { "h", 3600e9 },
-    };
-    double num, scale = (double)unit_ns;
+    double num, scale = bare;
     const char *unit;
     int n = split_number(s, &num, &unit);
     if (n < 0)
         return n;
     if (n > 0) {
         size_t i;
-        for (i = 0; i < KT__ARRAY_LEN(units); i++)
+        for (i = 0; i < nunits; i++)
             if ((size_t)n == strlen(units[i].name) && strncasecmp(unit, units[i].name, (size_t)n) == 0)
                 break;
-        if (i == KT__ARRAY_LEN(units))
+        if (i == nunits)
             return -EINVAL;
-        scale = units[i].ns;
+        scale = units[i].scale;
     }
     double v = num * scale;
-    if (v >= 18446744073709551615.0)
+    if (v >= 18446744073709551615.0) /* 2^64 as a double */
         return -ERANGE;
-    *out_ns = (uint64_t)llround(v);
+    *out = (uint64_t)llround(v);
     return 0;
+}
+
+int kt_parse_duration(const char *s, uint64_t unit_ns, uint64_t *out_ns)
+{
+    static const struct unit units[] = {
+        { "ns", 1 }, { "us", 1e3 }, { "ms", 1e6 }, { "s", 1e9 }, { "sec", 1e9 },
+        { "m", 60e9 }, { "min", 60e9 }, { "h", 3600e9 },
+    };
+    return parse_scaled(s, units, KT__ARRAY_LEN(units), (double)unit_ns, out_ns);
 }
 
 int kt_parse_size(const char *s, uint64_t *out)
 {
-    static const struct { const char *name; double mul; } units[] = {
+    static const struct unit units[] = {
         { "b", 1 }, { "k", 1024.0 }, { "kb", 1024.0 }, { "m", 1048576.0 }, { "mb", 1048576.0 },
         { "g", 1073741824.0 }, { "gb", 1073741824.0 },
     };
-    double num, mul = 1;
-    const char *unit;
-    int n = split_number(s, &num, &unit);
-    if (n < 0)
-        return n;
-    if (n > 0) {
-        size_t i;
-        for (i = 0; i < KT__ARRAY_LEN(units); i++)
-            if ((size_t)n == strlen(units[i].name) && strncasecmp(unit, units[i].name, (size_t)n) == 0)
-                break;
-        if (i == KT__ARRAY_LEN(units))
-            return -EINVAL;
-        mul = units[i].mul;
-    }
-    double v = num * mul;
-    if (v >= 18446744073709551615.0)
-        return -ERANGE;
-    *out = (uint64_t)llround(v);
-    return 0;
+    return parse_scaled(s, units, KT__ARRAY_LEN(units), 1, out);
 }

@@ -1608,6 +1608,39 @@ static void test_listen_reuseport(void **state)
     loop_done(loop);
 }
 
+/* ---- no SIGPIPE -------------------------------------------------------------------- */
+
+/* With SIGPIPE at its default action (which ends the process), writing to
+ * a peer that has closed gives on_error with -EPIPE: every backend sends
+ * with MSG_NOSIGNAL, for one vector and for several. The library has not
+ * changed the disposition meanwhile. */
+static void test_epipe_no_signal(void **state)
+{
+    (void)state;
+    struct sigaction dfl = { .sa_handler = SIG_DFL }, old, now;
+    sigemptyset(&dfl.sa_mask);
+    assert_int_equal(sigaction(SIGPIPE, &dfl, &old), 0);
+    kt_loop *loop = loop_new();
+    static char big[100000];
+    const size_t sizes[] = { 1, sizeof(big) }; /* one block; a chain of them */
+    for (size_t i = 0; i < KT__ARRAY_LEN(sizes); i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        struct end e = { .loop = loop };
+        assert_int_equal(kt_stream_open_fd(loop, sv[0], &end_cbs, &e, &e.s), 0);
+        close(sv[1]);
+        memset(big, 'x', sizes[i]);
+        assert_int_equal(kt_stream_write(e.s, big, sizes[i]), 0);
+        run_until(loop, &e.closed, KT_SEC(10), "on_error after writing to a closed peer");
+        assert_int_equal(e.errors, 1);
+        assert_int_equal(e.err, -EPIPE);
+    }
+    assert_int_equal(sigaction(SIGPIPE, NULL, &now), 0);
+    assert_true(now.sa_handler == SIG_DFL);
+    loop_done(loop);
+    assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
+}
+
 /* ---- a request before reading starts ------------------------------------------------ */
 
 struct early {
@@ -1718,6 +1751,7 @@ int main(void)
         cmocka_unit_test(test_request_before_read),
         cmocka_unit_test(test_listener_close_cb),
         cmocka_unit_test(test_listen_reuseport),
+        cmocka_unit_test(test_epipe_no_signal),
     };
     if (getenv("KT_TEST_FILTER")) /* run a subset: KT_TEST_FILTER='test_echo*' */
         cmocka_set_test_filter(getenv("KT_TEST_FILTER"));

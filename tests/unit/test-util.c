@@ -1,10 +1,18 @@
-/* test-util.c - the duration, size and integer parsers, the allocator hook. */
+/* test-util.c - the duration, size and integer parsers, the allocator hook,
+ * the log callback and the default log writer. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <cmocka.h>
 #include <kettle/kettle.h>
 
@@ -30,6 +38,14 @@ static void test_durations(void **state)
     assert_int_equal(kt_parse_duration("ms", 1, &ns), -EINVAL);
     assert_int_equal(kt_parse_duration("nan", 1, &ns), -EINVAL);
     assert_int_equal(kt_parse_duration("1e30s", 1, &ns), -ERANGE);
+    assert_int_equal(kt_parse_duration("18446744073709551616", 1, &ns), -ERANGE); /* 2^64 */
+    assert_int_equal(kt_parse_duration("18446744073ms", KT_MSEC(1), &ns), 0);
+    assert_true(ns == 18446744073000000ull);
+    /* a failure leaves the output alone */
+    ns = 7;
+    assert_int_equal(kt_parse_duration("5 parsecs", 1, &ns), -EINVAL);
+    assert_int_equal(kt_parse_duration("1e30s", 1, &ns), -ERANGE);
+    assert_int_equal(ns, 7);
 }
 
 static void test_sizes(void **state)
@@ -46,6 +62,10 @@ static void test_sizes(void **state)
     assert_int_equal(v, 2147483648ull);
     assert_int_equal(kt_parse_size("1tb", &v), -EINVAL);
     assert_int_equal(kt_parse_size("x", &v), -EINVAL);
+    v = 7;
+    assert_int_equal(kt_parse_size("1e30gb", &v), -ERANGE);
+    assert_int_equal(kt_parse_size("16777216tb", &v), -EINVAL);
+    assert_int_equal(v, 7);
 }
 
 static void test_i64(void **state)
@@ -94,6 +114,131 @@ static void test_allocator_hook(void **state)
     fail_after = -1;
 }
 
+/* ---- logging ------------------------------------------------------------------ */
+
+struct logged {
+    int calls;
+    kt_log_level level;
+    char msg[2048];
+};
+
+static void log_cb(kt_log_level level, const char *msg, void *arg)
+{
+    struct logged *l = arg;
+    l->calls++;
+    l->level = level;
+    snprintf(l->msg, sizeof(l->msg), "%s", msg);
+}
+
+/* Lines within the level reach the callback, formatted, without prefix or
+ * newline; others do not; long lines are cut; errno is kept. */
+static void test_log_callback(void **state)
+{
+    (void)state;
+    struct logged l = { 0 };
+    kt_log_level saved = kt_log_get_level();
+    kt_log_set_level(KT_LOG_INFO);
+    kt_log_set_callback(log_cb, &l);
+    errno = EAGAIN;
+    kt_log_info("hello %d", 42);
+    assert_int_equal(errno, EAGAIN);
+    assert_int_equal(l.calls, 1);
+    assert_int_equal(l.level, KT_LOG_INFO);
+    assert_string_equal(l.msg, "hello 42");
+    kt_log_debug("not shown");
+    assert_int_equal(l.calls, 1);
+    kt_log_error("%s", "bad");
+    assert_int_equal(l.calls, 2);
+    assert_int_equal(l.level, KT_LOG_ERROR);
+    assert_string_equal(l.msg, "bad");
+    char big[1500];
+    memset(big, 'y', sizeof(big) - 1);
+    big[sizeof(big) - 1] = '\0';
+    kt_log_warning("%s", big);
+    assert_int_equal(strlen(l.msg), 1023);
+    kt_log_set_callback(NULL, NULL);
+    kt_log_set_level(saved);
+}
+
+/* Capture what the default writer puts on stderr while fn runs. */
+static size_t capture_stderr(void (*fn)(void), char *out, size_t size, const char *journal)
+{
+    char path[] = "/tmp/kt-log-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    unlink(path);
+    int saved = dup(STDERR_FILENO);
+    assert_true(saved >= 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    if (journal) {
+        struct stat st;
+        char js[64];
+        assert_int_equal(fstat(fd, &st), 0);
+        snprintf(js, sizeof(js), "%llu:%llu", (unsigned long long)st.st_dev,
+                 (unsigned long long)st.st_ino);
+        setenv("JOURNAL_STREAM", js, 1);
+    }
+    kt_log_set_callback(NULL, NULL); /* the default writer looks again */
+    fn();
+    unsetenv("JOURNAL_STREAM");
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    kt_log_set_callback(NULL, NULL);
+    ssize_t n = pread(fd, out, size - 1, 0);
+    assert_true(n >= 0);
+    out[n] = '\0';
+    close(fd);
+    return (size_t)n;
+}
+
+static void log_two_lines(void)
+{
+    kt_log_set_ident("test-util");
+    kt_log_error("first %s", "line");
+    kt_log_warning("second");
+    kt_log_set_ident("kettle");
+}
+
+/* NULL restores the default writer: stderr, one line each, with the
+ * program name and level, or journald's "<N>" priority when stderr is the
+ * journal. */
+static void test_log_default_writer(void **state)
+{
+    (void)state;
+    struct logged l = { 0 };
+    char out[4096];
+    kt_log_set_callback(log_cb, &l);
+    capture_stderr(log_two_lines, out, sizeof(out), NULL);
+    assert_int_equal(l.calls, 0);
+    assert_non_null(strstr(out, "test-util["));
+    assert_non_null(strstr(out, "error: first line\n"));
+    assert_non_null(strstr(out, "warning: second\n"));
+    capture_stderr(log_two_lines, out, sizeof(out), "journal");
+    assert_string_equal(out, "<3>first line\n<4>second\n");
+}
+
+/* A stderr that is a socket whose reader has gone: with SIGPIPE at its
+ * default action the line is lost, not the process. */
+static void test_log_broken_socket(void **state)
+{
+    (void)state;
+    struct sigaction dfl = { .sa_handler = SIG_DFL }, old;
+    sigemptyset(&dfl.sa_mask);
+    assert_int_equal(sigaction(SIGPIPE, &dfl, &old), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    close(sv[1]);
+    int saved = dup(STDERR_FILENO);
+    assert_int_equal(dup2(sv[0], STDERR_FILENO), STDERR_FILENO);
+    kt_log_set_callback(NULL, NULL);
+    kt_log_error("into a closed socket");
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    close(saved);
+    close(sv[0]);
+    kt_log_set_callback(NULL, NULL);
+    assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -101,6 +246,9 @@ int main(void)
         cmocka_unit_test(test_sizes),
         cmocka_unit_test(test_i64),
         cmocka_unit_test(test_allocator_hook),
+        cmocka_unit_test(test_log_callback),
+        cmocka_unit_test(test_log_default_writer),
+        cmocka_unit_test(test_log_broken_socket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
