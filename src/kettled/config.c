@@ -135,11 +135,12 @@ const kt_opt kd_options[] = {
       "connection failures in a row after which a server is ejected, its keys going to its "
       "replicas or the next servers on the ring (never the last one); 0: never",
       0, 1000000, 0, NULL, RT },
-    { "eject-failure-rate", KT_OPT_STR, O(eject_failure_rate), "20%",
+    { "eject-failure-rate", KT_OPT_STR, O(eject_failure_rate), "5%",
       "a server whose requests failed at this rate over the health window is ejected "
-      "(failed connections, stalls, error replies); 0: never",
+      "(a lost connection counts once, and once more for each request it failed; an error "
+      "reply is an answer, not a failure); 0: never",
       0, 0, 0, kd_pool_check_share, RT },
-    { "eject-min-requests", KT_OPT_INT, O(eject_min_requests), "20",
+    { "eject-min-requests", KT_OPT_INT, O(eject_min_requests), "50",
       "requests a server must have had in the health window before its failure rate counts",
       1, 1 << 30, 0, NULL, RT },
     { "eject-time", KT_OPT_DURATION, O(eject_time), "5s",

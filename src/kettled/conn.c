@@ -84,7 +84,9 @@ static void conn_failed(kd_conn *c, bool counts, uint32_t requests, const char *
     } else {
         kt_log_info("backend %s: %s", r->name, what);
     }
-    kd_health_failure(r, requests, counts, what);
+    /* The connection counts once, and once more for each request lost
+     * with it. */
+    kd_health_failure(r, requests + 1, counts, what);
     if (r->retiring)
         return;
     if (r->up == 0 && r->connecting == 0 && r->qlen) {
@@ -241,7 +243,7 @@ void kd_conn_send_batch(kd_conn *c, uint32_t n)
         kt_pconn_fail(&c->pc, -ENOMEM, "out of memory");
 }
 
-int kd_conn_send_probe(kd_conn *c)
+int kd_conn_send_probe(kd_conn *c, uint32_t round)
 {
     static const char probe[] = "*2\r\n$3\r\nGET\r\n$1\r\n0\r\n";
     int err;
@@ -249,6 +251,7 @@ int kd_conn_send_probe(kd_conn *c)
     if (cmd == NULL)
         return err;
     memset(cmd, 0, sizeof *cmd);
+    cmd->live = round;
     kt_out o = kt_pconn_out(&c->pc);
     char *p = o.reserve(o.ctx, sizeof probe);
     if (p == NULL) {
@@ -302,7 +305,7 @@ static void conn_reply_cb(kt_pconn *pc, void *slot, uint64_t sent, const kt_resp
      * only failures to answer weigh toward ejection. */
     kd_health_reply(r, took, cmd->n);
     if (cmd->n == 0) {
-        kd_health_probe_done(r, true);
+        kd_health_probe_done(r, cmd->live, true);
     } else if (top == NULL) {
         fail_all(cmd, 0, NULL, false); /* nobody waits: only frees */
     } else if (cmd->n == 1 || top->type == KT_RESP_ERROR_REPLY) {
@@ -355,8 +358,8 @@ static void conn_abandon_cb(kt_pconn *pc, void *slot, int err, const char *why, 
     else
         snprintf(msg, sizeof msg, "%s", c->close_msg ? c->close_msg : "ERR backend connection closed");
     if (cmd->n == 0) {
-        if (why)
-            kd_health_probe_done(r, false);
+        if (why) /* not on a close: retiring or shutting down */
+            kd_health_probe_done(r, cmd->live, false);
         return;
     }
     fail_all(cmd, why ? -EIO : -ESHUTDOWN, msg, why != NULL && !r->retiring);

@@ -18,9 +18,10 @@
  *                    (doubling while it keeps failing, up to eject-time-max);
  *                    failures are failures to answer (refused, reset,
  *                    closed, stalled, garbage): an error reply is an answer;
- *   return           after that it is probed (GET 0 on its own connection,
- *                    no live traffic) and comes back after three answers in
- *                    a row; a lost probe ejects it again.
+ *   return           after that it is probed (a burst of GET 0 on its own
+ *                    connection, no live traffic) and comes back when every
+ *                    probe is answered; a lost probe or a failed connection
+ *                    ejects it again, for longer.
  *
  * The last replica taking fetches is never ejected. Every decision is
  * logged once and counted in INFO.
@@ -31,7 +32,12 @@
 #include <string.h>
 #include "pool-int.h"
 
-#define PROBES_TO_RETURN 3
+/* An ejected replica comes back when a burst of this many probes, sent at
+ * once on one connection, is answered in full: a server failing 5% of its
+ * requests passes one burst in five, a healthy one every time. */
+#define PROBE_BURST 30
+
+static void probe_failed(kd_replica *r, const char *what);
 
 /* ---- the histogram ---------------------------------------------------------------- */
 
@@ -294,7 +300,8 @@ static void eject(kd_replica *r, int why, const char *cause)
         d = 1;
     r->ejected_in_row++;
     r->state = KD_REP_EJECTED;
-    r->probe_out = false;
+    r->probe_out = 0;
+    r->probe_round++;
     r->eject_until = now + d;
     r->st.ejections++;
     if (why == 0)
@@ -313,18 +320,24 @@ static void eject(kd_replica *r, int why, const char *cause)
     kd_queue_fail(r, -EHOSTDOWN, msg, true);
 }
 
-void kd_health_failure(kd_replica *r, uint32_t requests, bool consecutive, const char *what)
+void kd_health_failure(kd_replica *r, uint32_t events, bool consecutive, const char *what)
 {
     kd_pool *p = r->pool;
     const kd_pool_params *prm = &p->prm;
     uint64_t now = kt_loop_now(p->loop);
-    uint32_t k = requests ? requests : 1;
+    uint32_t k = events ? events : 1;
     kd_slice *s = kd_window_slice(&r->win, now);
     s->fail += k;
     r->win.tot.fail += k;
     snprintf(r->last_error, sizeof r->last_error, "%s", what);
     if (consecutive)
         r->fails++;
+    if (r->state == KD_REP_PROBING && !r->retiring) {
+        r->probe_round++; /* what is left of the burst no longer counts */
+        r->probe_out = 0;
+        probe_failed(r, what);
+        return;
+    }
     if (r->retiring || r->state != KD_REP_LIVE)
         return;
     char cause[96];
@@ -357,16 +370,19 @@ void kd_health_overdue(kd_conn *c, uint64_t waited)
 
 /* ---- ejection's end: probing ----------------------------------------------------------------- */
 
+/* Send a burst of probes on one connection that is up, or bring one up
+ * (kd_health_conn_up sends them then). */
 static void send_probe(kd_replica *r)
 {
-    for (uint32_t i = 0; i < r->nconns && !r->probe_out; i++) {
+    for (uint32_t i = 0; i < r->nconns && r->probe_out == 0; i++) {
         kd_conn *c = &r->conns[i];
-        if (kt_pconn_state_of(&c->pc) == KT_PCONN_UP && kd_conn_send_probe(c) == 0) {
-            r->probe_out = true;
-            r->st.probes++;
-        }
+        if (kt_pconn_state_of(&c->pc) != KT_PCONN_UP)
+            continue;
+        for (uint32_t k = 0; k < PROBE_BURST && kd_conn_send_probe(c, r->probe_round) == 0; k++)
+            r->probe_out++;
+        r->st.probes += r->probe_out;
     }
-    if (!r->probe_out)
+    if (r->probe_out == 0)
         for (uint32_t i = 0; i < r->nconns; i++)
             kd_conn_kick(&r->conns[i]);
 }
@@ -379,7 +395,8 @@ static void eject_timer_cb(kt_timer *t, void *arg)
         return;
     r->state = KD_REP_PROBING;
     r->probes_ok = 0;
-    r->probe_out = false;
+    r->probe_out = 0;
+    r->probe_round++;
     kt_log_info("backend %s: ejection over, probing", r->name);
     send_probe(r);
 }
@@ -387,34 +404,42 @@ static void eject_timer_cb(kt_timer *t, void *arg)
 void kd_health_conn_up(kd_replica *r, kd_conn *c)
 {
     (void)c;
-    if (r->state == KD_REP_PROBING && !r->probe_out)
+    if (r->state == KD_REP_PROBING && r->probe_out == 0)
         send_probe(r);
 }
 
-void kd_health_probe_done(kd_replica *r, bool ok)
+static void probe_failed(kd_replica *r, const char *what)
 {
-    kd_pool *p = r->pool;
-    r->probe_out = false;
+    char cause[200];
+    snprintf(cause, sizeof cause, "probe failed: %s", what);
+    if (kd_health_others_live(r->pool, r)) {
+        eject(r, 2, cause);
+        return;
+    }
+    /* Nobody else takes fetches: back to live, where its fetches fail
+     * fast while it is down. */
+    r->state = KD_REP_LIVE;
+    kt_log_notice("backend %s: back without probes (no other server is up): %s", r->name, what);
+}
+
+void kd_health_probe_done(kd_replica *r, uint32_t round, bool ok)
+{
+    if (round != r->probe_round)
+        return; /* from an earlier burst */
+    if (r->probe_out)
+        r->probe_out--;
     if (r->state != KD_REP_PROBING || r->retiring)
         return;
     if (!ok) {
-        char cause[200];
-        snprintf(cause, sizeof cause, "probe failed: %s", r->last_error);
-        if (kd_health_others_live(p, r)) {
-            eject(r, 2, cause);
-            return;
-        }
-        /* Nobody else takes fetches: back to live, where fetches fail
-         * fast while it is down. */
-    } else if (++r->probes_ok < PROBES_TO_RETURN) {
-        send_probe(r);
+        probe_failed(r, r->last_error);
         return;
     }
+    if (++r->probes_ok < PROBE_BURST)
+        return;
     r->state = KD_REP_LIVE;
     r->fails = 0;
     r->warned = false;
-    kt_log_notice("backend %s: back after %u probe%s answered", r->name, (unsigned)r->probes_ok,
-                  r->probes_ok == 1 ? "" : "s");
+    kt_log_notice("backend %s: back, %u probes answered", r->name, (unsigned)r->probes_ok);
     if (r->qlen)
         kd_pool_mark(r);
 }

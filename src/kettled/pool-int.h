@@ -117,8 +117,8 @@ struct kd_flight {
 /* The slot a command holds on a connection (the kt_pconn user area). */
 typedef struct kd_cmd {
     kd_att *head;           /* its attempts in key order (NULL: a probe) */
-    uint32_t n;             /* keys */
-    uint32_t live;          /* attempts someone still wants */
+    uint32_t n;             /* keys (0: a probe) */
+    uint32_t live;          /* attempts someone still wants; a probe: its round */
 } kd_cmd;
 
 /* ---- connections, replicas, groups ----------------------------------------------- */
@@ -156,8 +156,9 @@ struct kd_replica {
     bool retiring;          /* removed by a reconfiguration: drains, then freed */
     bool warned;            /* a failure was logged since it was last healthy */
     uint8_t state;          /* enum kd_rep_state */
-    uint8_t probes_ok;      /* PROBING: probes answered in a row */
-    bool probe_out;         /* PROBING: a probe is outstanding */
+    uint32_t probes_ok;     /* PROBING: probes of this round answered */
+    uint32_t probe_out;     /* PROBING: probes of this round outstanding */
+    uint32_t probe_round;   /* bumped at each ejection and probing round */
     kd_replica *next_dirty;
     uint32_t fails;         /* failures in a row (eject-after) */
     uint32_t ejected_in_row; /* ejections without a healthy spell: the time doubles */
@@ -258,8 +259,8 @@ int kd_conn_init(kd_conn *c, kd_replica *r);
 void kd_conn_start(kd_conn *c);
 /* Send up to n queued attempts of c's replica as one command. */
 void kd_conn_send_batch(kd_conn *c, uint32_t n);
-/* Send a probe (GET 0). 0 or negative errno. */
-int kd_conn_send_probe(kd_conn *c);
+/* Send a probe (GET 0) of probing round `round`. 0 or negative errno. */
+int kd_conn_send_probe(kd_conn *c, uint32_t round);
 /* May c take another command now? */
 bool kd_conn_has_room(const kd_conn *c);
 /* Close, failing what is outstanding with -ESHUTDOWN msg (NULL: nothing
@@ -290,13 +291,14 @@ uint64_t kd_window_percentile(kd_window *w, uint64_t now, double pct);
 
 /* A command on r answered after `ns` carrying n keys (n 0: a probe). */
 void kd_health_reply(kd_replica *r, uint64_t ns, uint32_t n);
-/* `requests` commands of r failed (at least one event is counted), what
- * says how; counts toward failures in a row when consecutive. May eject. */
-void kd_health_failure(kd_replica *r, uint32_t requests, bool consecutive, const char *what);
+/* `events` failures of r (a lost connection and the commands lost with
+ * it), what says how; one more failure in a row when consecutive. May
+ * eject r, or eject it again while it is being probed. */
+void kd_health_failure(kd_replica *r, uint32_t events, bool consecutive, const char *what);
 /* The oldest reply on c is late beyond r's stall threshold. */
 void kd_health_overdue(kd_conn *c, uint64_t waited);
-/* A probe sent on c was answered (ok) or lost. */
-void kd_health_probe_done(kd_replica *r, bool ok);
+/* A probe of round `round` was answered (ok) or lost. */
+void kd_health_probe_done(kd_replica *r, uint32_t round, bool ok);
 /* A connection of r came up: send a probe if r is probing. */
 void kd_health_conn_up(kd_replica *r, kd_conn *c);
 /* r's watchdog timeout now (recomputed once per window slice). */
