@@ -220,10 +220,10 @@ uint64_t kd_health_stall_ns(kd_replica *r)
      * traffic: while it is out, the last figure holds (probes use it). */
     if (r->state != KD_REP_LIVE || r->win.cur == r->stall_slice)
         return r->stall_ns;
-    r->stall_slice = r->win.cur;
     uint64_t p99 = kd_window_percentile(&r->win, now, 99);
     if (p99 == 0)
-        return r->stall_ns;
+        return r->stall_ns; /* too few samples: asked again at the next reply */
+    r->stall_slice = r->win.cur;
     double t = (double)p99 * prm->stall_factor;
     uint64_t ns = t > (double)prm->backend_timeout ? prm->backend_timeout : (uint64_t)t;
     if (ns < prm->stall_floor)
@@ -294,7 +294,7 @@ static void eject(kd_replica *r, int why, const char *cause)
     uint64_t d = p->prm.eject_time;
     for (uint32_t i = 0; i < r->ejected_in_row && d < p->prm.eject_time_max; i++)
         d *= 2;
-    if (d > p->prm.eject_time_max)
+    if (d > p->prm.eject_time_max && p->prm.eject_time_max >= p->prm.eject_time)
         d = p->prm.eject_time_max;
     if (d == 0)
         d = 1;
