@@ -51,14 +51,19 @@ static uint32_t lh_index(uint64_t v)
     return i < KD_LH_N ? i : KD_LH_N - 1;
 }
 
-/* The middle of bucket i. */
-static uint64_t lh_value(uint32_t i)
+/* The smallest value of bucket i (exact below 32). */
+static uint64_t lh_low(uint32_t i)
 {
     if (i < KD_LH_SUB)
         return i;
     uint32_t e = (i - KD_LH_SUB) / KD_LH_SUB + 4, sub = (i - KD_LH_SUB) % KD_LH_SUB;
-    uint64_t lo = (uint64_t)(KD_LH_SUB + sub) << (e - 4);
-    return lo + ((uint64_t)1 << (e - 4)) / 2;
+    return (uint64_t)(KD_LH_SUB + sub) << (e - 4);
+}
+
+/* The middle of bucket i. */
+static uint64_t lh_mid(uint32_t i)
+{
+    return i < 2 * KD_LH_SUB ? lh_low(i) : lh_low(i) + (lh_low(i + 1) - lh_low(i)) / 2;
 }
 
 void kd_lh_add(kd_lh *h, uint64_t v, uint32_t n)
@@ -81,9 +86,9 @@ uint64_t kd_lh_percentile(const kd_lh *h, double pct)
     for (uint32_t i = 0; i < KD_LH_N; i++) {
         seen += h->c[i];
         if (seen >= rank)
-            return lh_value(i);
+            return lh_low(i);
     }
-    return lh_value(KD_LH_N - 1);
+    return lh_low(KD_LH_N - 1);
 }
 
 double kd_lh_mean(const kd_lh *h)
@@ -93,7 +98,7 @@ double kd_lh_mean(const kd_lh *h)
     double s = 0;
     for (uint32_t i = 0; i < KD_LH_N; i++)
         if (h->c[i])
-            s += (double)h->c[i] * (double)lh_value(i);
+            s += (double)h->c[i] * (double)lh_mid(i);
     return s / (double)h->n;
 }
 

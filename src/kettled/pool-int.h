@@ -276,7 +276,8 @@ void kd_conn_apply_params(kd_conn *c);
 /* ---- health.c ------------------------------------------------------------------------ */
 
 void kd_lh_add(kd_lh *h, uint64_t v, uint32_t n);
-/* The value (same unit as added) below which pct percent lie; 0 if empty. */
+/* The value (same unit as added) below which pct percent lie - the lower
+ * bound of its bucket, within 6% - or 0 if empty. */
 uint64_t kd_lh_percentile(const kd_lh *h, double pct);
 double kd_lh_mean(const kd_lh *h);
 
