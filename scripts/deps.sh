@@ -6,6 +6,8 @@ PKGS="build-essential autoconf automake libtool pkg-config
 liburing-dev libevent-dev libinih-dev libsystemd-dev libcmocka-dev
 libseccomp-dev libedit-dev clang valgrind python3 redis-server redis-tools
 systemd"
+# bench/run compares kettled with twemproxy (nutcracker) in front of redis-server
+PKGS="$PKGS nutcracker"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -7,8 +7,10 @@
  * its commands answered and failed. From it:
  *
  *   stall threshold  a connection whose oldest reply waits longer than
- *                    stall-factor x the recent p99 (at least stall-floor,
- *                    at most backend-timeout) is failed early;
+ *                    stall-factor x the recent p99.9 (at least stall-floor,
+ *                    at most backend-timeout) is failed early (p99.9, not
+ *                    p99: a heavy-tailed server is slow that often by
+ *                    nature, and must not be taken for a stalled one);
  *   hedge delay      the group's recent pNN (hedge-after), and the hedge
  *                    budget: hedges stay under hedge-max-extra of the
  *                    group's fetches over the window;
@@ -225,11 +227,12 @@ uint64_t kd_health_stall_ns(kd_replica *r)
      * traffic: while it is out, the last figure holds (probes use it). */
     if (r->state != KD_REP_LIVE || r->win.cur == r->stall_slice)
         return r->stall_ns;
-    uint64_t p99 = kd_window_percentile(&r->win, now, 99);
-    if (p99 == 0)
+    uint64_t tail = kd_window_percentile(&r->win, now, 99.9);
+    if (tail == 0)
         return r->stall_ns; /* too few samples: asked again at the next reply */
     r->stall_slice = r->win.cur;
-    double t = (double)p99 * prm->stall_factor;
+    r->p99_ns = kd_window_percentile(&r->win, now, 99);
+    double t = (double)tail * prm->stall_factor;
     uint64_t ns = t > (double)prm->backend_timeout ? prm->backend_timeout : (uint64_t)t;
     if (ns < prm->stall_floor)
         ns = prm->stall_floor;

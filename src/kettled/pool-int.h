@@ -165,7 +165,8 @@ struct kd_replica {
     uint64_t eject_until;
     kt_timer eject_timer;   /* EJECTED: start probing */
     uint64_t stall_ns;      /* the watchdog timeout its connections use now */
-    uint64_t stall_slice;   /* window slice stall_ns was computed in */
+    uint64_t p99_ns;        /* recent p99 latency (0: not known yet) */
+    uint64_t stall_slice;   /* window slice stall_ns and p99_ns were computed in */
     char last_error[160];
     char eject_cause[96];
     kd_window win;          /* recent latency (per key) and command outcomes */

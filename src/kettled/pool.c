@@ -212,17 +212,35 @@ void kd_pool_mark(kd_replica *r)
     pool_defer(r->pool);
 }
 
-/* The connection with room and the fewest commands outstanding. */
+/*
+ * The connection for the next command. A database answers each connection
+ * in order, so one slow reply holds up every reply behind it: a connection
+ * whose oldest command has waited longer than the replica's recent p99 is
+ * probably stuck behind one, and is taken only when every other is too.
+ * Then the fewest commands outstanding; among equals, the youngest oldest.
+ */
 static kd_conn *pick_conn(kd_replica *r)
 {
     kd_conn *best = NULL;
     uint32_t bo = 0;
+    uint64_t bs = 0;
+    bool bstuck = true;
+    uint64_t now = kt_loop_now(r->pool->loop);
+    uint64_t late = r->p99_ns ? r->p99_ns : UINT64_MAX;
     for (uint32_t i = 0; i < r->nconns; i++) {
         kd_conn *c = &r->conns[i];
+        if (!kd_conn_has_room(c))
+            continue;
         uint32_t o = kt_pconn_outstanding(&c->pc);
-        if ((best == NULL || o < bo) && kd_conn_has_room(c)) {
+        uint64_t sent = UINT64_MAX;
+        (void)kt_pconn_oldest(&c->pc, &sent);
+        bool stuck = o && now > sent && now - sent > late;
+        if (best == NULL || (bstuck && !stuck) ||
+            (stuck == bstuck && (o < bo || (o == bo && sent > bs)))) {
             best = c;
             bo = o;
+            bs = sent;
+            bstuck = stuck;
         }
     }
     return best;

@@ -40,6 +40,16 @@ static void append(kt_buf *out, const char *fmt, ...)
 
 #define U(x) ((unsigned long long)(x))
 
+/* A value for a "k=v,k=v" line: commas (and line breaks) would split it. */
+static const char *text(char *buf, size_t size, const char *s)
+{
+    snprintf(buf, size, "%s", s[0] ? s : "none");
+    for (char *p = buf; *p; p++)
+        if (*p == ',' || *p == '\r' || *p == '\n')
+            *p = ';';
+    return buf;
+}
+
 static void group_line(kt_buf *out, size_t k, kd_group *g)
 {
     kd_pool *p = g->pool;
@@ -48,11 +58,13 @@ static void group_line(kt_buf *out, size_t k, kd_group *g)
     for (uint32_t i = 0; i < g->nreps; i++)
         live += g->reps[i]->state == KD_REP_LIVE;
     uint64_t hedge = g->nreps >= 2 ? kd_health_hedge_ns(g) : 0;
+    char addrs[sizeof g->name];
+    text(addrs, sizeof addrs, g->name);
     append(out,
-           "group%zu:backends=%s,replicas=%u,live=%u,state=%s,fetches=%llu,joins=%llu,"
+           "group%zu:addrs=%s,replicas=%u,live=%u,health=%s,fetches=%llu,joins=%llu,"
            "failed=%llu,cancelled=%llu,flights=%u,hedges=%llu,hedges_won=%llu,"
            "hedge_budget_exhausted=%llu,retries=%llu,hedge_delay_us=%.1f,recent_p95_us=%.1f\r\n",
-           k, g->name, (unsigned)g->nreps, (unsigned)live,
+           k, addrs, (unsigned)g->nreps, (unsigned)live,
            g->retiring ? "retiring" : live == g->nreps ? "up" : live ? "degraded" : "down",
            U(g->st.fetches), U(g->st.joins), U(g->st.failed), U(g->st.cancelled),
            (unsigned)g->nflights, U(g->st.hedges), U(g->st.hedges_won),
@@ -67,6 +79,7 @@ static void replica_line(kt_buf *out, size_t k, size_t gi, kd_replica *r)
     const kt_hist *h = &r->hist;
     kd_window_advance(&r->win, now);
     uint32_t tot = r->win.tot.ok + r->win.tot.fail;
+    char cause[sizeof r->eject_cause], last[sizeof r->last_error];
     append(out,
            "backend%zu:addr=%s,group=%zu,state=%s,connections=%u/%u,outstanding=%u,queued=%u,"
            "held_bytes=%llu,fetches=%llu,replies=%llu,nils=%llu,errors=%llu,failed=%llu,"
@@ -83,12 +96,12 @@ static void replica_line(kt_buf *out, size_t k, size_t gi, kd_replica *r)
            kd_lh_mean(&r->batch_keys), U(kd_lh_percentile(&r->batch_keys, 99)), U(r->st.hedges),
            U(r->st.hedges_won), U(r->st.retries), U(r->st.conn_failures), U(r->st.stalls),
            U(r->st.ejections), U(r->st.ej_consecutive), U(r->st.ej_rate), U(r->st.ej_probe),
-           r->eject_cause[0] ? r->eject_cause : "none", U(r->st.probes), U(r->st.connects),
+           text(cause, sizeof cause, r->eject_cause), U(r->st.probes), U(r->st.connects),
            (double)r->stall_ns / 1e6, (unsigned)tot, (unsigned)r->win.tot.fail,
            (double)kd_window_percentile(&r->win, now, 99) / 1e3,
            kt_hist_percentile(h, 50) / 1e3, kt_hist_percentile(h, 99) / 1e3,
            kt_hist_percentile(h, 99.9) / 1e3, kt_hist_max(h) / 1e3,
-           r->last_error[0] ? r->last_error : "none");
+           text(last, sizeof last, r->last_error));
 }
 
 /* Every group, live ones first, then the retiring. */
