@@ -101,6 +101,13 @@ static void conn_failed(kd_conn *c, bool counts, uint32_t requests, const char *
     (void)kt_timer_start(&c->retry, delay, 0);
 }
 
+static void connect_failed(kd_conn *c, int err)
+{
+    char what[96];
+    snprintf(what, sizeof what, "cannot connect: %s", strerror(-err));
+    conn_failed(c, true, 0, what);
+}
+
 void kd_conn_start(kd_conn *c)
 {
     kd_replica *r = c->r;
@@ -108,9 +115,7 @@ void kd_conn_start(kd_conn *c)
     c->served = false;
     int e = kt_pconn_connect(&c->pc, &r->addr, p->prm.connect_timeout);
     if (e < 0) {
-        char what[96];
-        snprintf(what, sizeof what, "cannot connect: %s", strerror(-e));
-        conn_failed(c, true, 0, what);
+        connect_failed(c, e);
         return;
     }
     r->connecting++;
@@ -147,9 +152,7 @@ static void conn_connect_cb(kt_pconn *pc, int status, void *arg)
     (void)pc;
     r->connecting--;
     if (status < 0) {
-        char what[96];
-        snprintf(what, sizeof what, "cannot connect: %s", strerror(-status));
-        conn_failed(c, true, 0, what);
+        connect_failed(c, status);
         return;
     }
     r->up++;

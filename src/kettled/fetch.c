@@ -35,16 +35,42 @@ static void hedge_timer_cb(kt_timer *t, void *arg);
 
 /* ---- free lists ------------------------------------------------------------------- */
 
+static void *free_get(kd_freelist *l, size_t size)
+{
+    void *o = l->head;
+    if (o == NULL)
+        return kt_malloc(size);
+    l->head = *(void **)o;
+    l->n--;
+    return o;
+}
+
+static void free_put(kd_freelist *l, void *o)
+{
+    if (l->n >= FREE_MAX) {
+        kt_free(o);
+        return;
+    }
+    *(void **)o = l->head;
+    l->head = o;
+    l->n++;
+}
+
+static void free_drain(kd_freelist *l)
+{
+    while (l->head) {
+        void *o = l->head;
+        l->head = *(void **)o;
+        kt_free(o);
+    }
+    l->n = 0;
+}
+
 static kd_flight *flight_get(kd_pool *p)
 {
-    kd_flight *fl = p->free_fl;
-    if (fl) {
-        p->free_fl = fl->next;
-        p->nfree_fl--;
-    } else if ((fl = kt_malloc(sizeof *fl)) == NULL) {
-        return NULL;
-    }
-    memset(fl, 0, offsetof(kd_flight, inl));
+    kd_flight *fl = free_get(&p->free_fl, sizeof *fl);
+    if (fl)
+        memset(fl, 0, offsetof(kd_flight, inl));
     return fl;
 }
 
@@ -52,71 +78,30 @@ static void flight_put(kd_pool *p, kd_flight *fl)
 {
     if (fl->key != fl->inl)
         kt_free(fl->key);
-    if (p->nfree_fl < FREE_MAX) {
-        fl->next = p->free_fl;
-        p->free_fl = fl;
-        p->nfree_fl++;
-    } else {
-        kt_free(fl);
-    }
-}
-
-static kd_waiter *waiter_get(kd_pool *p)
-{
-    kd_waiter *w = p->free_w;
-    if (w) {
-        p->free_w = w->next;
-        p->nfree_w--;
-        return w;
-    }
-    return kt_malloc(sizeof *w);
+    free_put(&p->free_fl, fl);
 }
 
 static void waiter_put(kd_pool *p, kd_waiter *w)
 {
-    if (w == &w->fl->w0) {
+    if (w == &w->fl->w0)
         w->f = NULL;
-        return;
-    }
-    if (p->nfree_w < FREE_MAX) {
-        w->next = p->free_w;
-        p->free_w = w;
-        p->nfree_w++;
-    } else {
-        kt_free(w);
-    }
+    else
+        free_put(&p->free_w, w);
 }
 
 void kd_att_free(kd_att *a)
 {
     kd_replica *r = a->r;
-    kd_pool *p = r->pool;
     r->held -= a->cost;
     r->load--;
-    if (p->nfree_att < FREE_MAX) {
-        a->next = p->free_att;
-        p->free_att = a;
-        p->nfree_att++;
-    } else {
-        kt_free(a);
-    }
+    free_put(&r->pool->free_att, a);
 }
 
 void kd_fetch_free_lists(kd_pool *p)
 {
-    for (kd_flight *fl; (fl = p->free_fl) != NULL;) {
-        p->free_fl = fl->next;
-        kt_free(fl);
-    }
-    for (kd_waiter *w; (w = p->free_w) != NULL;) {
-        p->free_w = w->next;
-        kt_free(w);
-    }
-    for (kd_att *a; (a = p->free_att) != NULL;) {
-        p->free_att = a->next;
-        kt_free(a);
-    }
-    p->nfree_fl = p->nfree_w = p->nfree_att = 0;
+    free_drain(&p->free_fl);
+    free_drain(&p->free_w);
+    free_drain(&p->free_att);
 }
 
 /* ---- the singleflight table --------------------------------------------------------------- */
@@ -193,14 +178,9 @@ void kd_queue_unlink(kd_replica *r, kd_att *a)
 /* A new attempt of fl on r, queued for the end of the iteration. */
 static kd_att *att_start(kd_flight *fl, kd_replica *r, bool hedge)
 {
-    kd_pool *p = r->pool;
-    kd_att *a = p->free_att;
-    if (a) {
-        p->free_att = a->next;
-        p->nfree_att--;
-    } else if ((a = kt_malloc(sizeof *a)) == NULL) {
+    kd_att *a = free_get(&r->pool->free_att, sizeof *a);
+    if (a == NULL)
         return NULL;
-    }
     memset(a, 0, sizeof *a);
     a->fl = fl;
     a->r = r;
@@ -300,7 +280,7 @@ static void waiter_cancel_cb(kt_future *f, void *arg)
 
 static int waiter_add(kd_flight *fl, kt_future *f)
 {
-    kd_waiter *w = fl->w0.f == NULL ? &fl->w0 : waiter_get(fl->g->pool);
+    kd_waiter *w = fl->w0.f == NULL ? &fl->w0 : free_get(&fl->g->pool->free_w, sizeof *w);
     if (w == NULL)
         return -ENOMEM;
     w->f = f;

@@ -121,6 +121,12 @@ typedef struct kd_cmd {
     uint32_t live;          /* attempts someone still wants; a probe: its round */
 } kd_cmd;
 
+/* A free list of objects of one size: a free object's first bytes link it. */
+typedef struct kd_freelist {
+    void *head;
+    size_t n;
+} kd_freelist;
+
 /* ---- connections, replicas, groups ----------------------------------------------- */
 
 struct kd_conn {
@@ -215,10 +221,7 @@ struct kd_pool {
     kt_resp_limits lim;     /* replies: bulk, array and depth bounds */
     kd_replica *dirty;      /* replicas with attempts to send at the end of this iteration */
     kt_timer flush_timer;   /* see pool_defer() in pool.c */
-    kd_flight *free_fl;     /* free lists */
-    kd_waiter *free_w;
-    kd_att *free_att;
-    size_t nfree_fl, nfree_w, nfree_att;
+    kd_freelist free_fl, free_w, free_att; /* flights, waiters, attempts */
     uint64_t rng;
     uint64_t retired_failed; /* counters of freed groups, kept for totals */
 };
