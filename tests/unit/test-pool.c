@@ -485,6 +485,60 @@ static void test_queue_bytes(void **state)
     env_free(e);
 }
 
+static kd_conn *g_conn;
+
+static bool blocked_pred(void *arg)
+{
+    kd_replica *r = arg;
+    return kt_pconn_blocked(&g_conn->pc) && r->qlen > 0;
+}
+
+/* A server that stops reading: the connection's unsent output stops near
+ * backend-output-limit, the rest waits in the queue, and all of it goes
+ * out once the server reads again. */
+static void test_output_limit(void **state)
+{
+    (void)state;
+    env *e = env_new(1, "none");
+    e->prm.connections = 1;
+    e->prm.output_limit = 64 << 10;
+    e->prm.queue_bytes = 64u << 20;
+    e->prm.queue_limit = 1 << 20;
+    const char *lines[] = { e->addr[0], NULL };
+    configure(e, lines);
+    kd_replica *r = rep(e, 0, 0);
+    g_conn = &r->conns[0];
+    assert_string_equal(db_cmd(e, 0, "FAULT SET stop-reading 1 all"), "+OK");
+    enum { N = 4000, LEN = 4000 };
+    kt_future **fs = calloc(N, sizeof *fs);
+    char *key = malloc(LEN + 1);
+    assert_non_null(fs);
+    assert_non_null(key);
+    memset(key, '5', LEN);
+    key[LEN] = '\0';
+    for (int i = 0; i < N; i++) {
+        snprintf(key, 12, "%011d", i);
+        key[11] = '5';
+        fs[i] = fetch(e, key);
+    }
+    run_until(e, blocked_pred, r);
+    /* at most the limit and the command that crossed it */
+    assert_true(kt_pconn_unsent(&g_conn->pc) <= (64 << 10) + 32 * (LEN + 32));
+    assert_true(r->qlen > 0);
+    assert_string_equal(db_cmd(e, 0, "FAULT CLEAR"), "+OK");
+    for (int i = 0; i < N; i++) {
+        await(e, fs[i]);
+        /* (a 4,000-digit key is no number: kettle-db says so, for each) */
+        assert_int_equal(kt_future_error(fs[i]), -EREMOTEIO);
+        kt_future_unref(fs[i]);
+    }
+    assert_int_equal(r->qlen, 0);
+    assert_int_equal(r->held, 0);
+    free(fs);
+    free(key);
+    env_free(e);
+}
+
 /* ---- singleflight ------------------------------------------------------------------------------- */
 
 static void test_singleflight_join(void **state)
@@ -943,6 +997,7 @@ int main(void)
         cmocka_unit_test(test_cancel_in_pipeline),
         cmocka_unit_test(test_queue_limit),
         cmocka_unit_test(test_queue_bytes),
+        cmocka_unit_test(test_output_limit),
         cmocka_unit_test(test_singleflight_join),
         cmocka_unit_test(test_singleflight_cancel),
         cmocka_unit_test(test_singleflight_failure),
