@@ -4,7 +4,8 @@
  *
  * An iteration: read the monotonic clock once, wait for I/O up to the
  * nearest timer deadline, dispatch I/O, fire expired timers, run ready future
- * continuations, flush queued writes, finish closed handles.
+ * continuations and deferred callbacks, flush queued writes, finish closed
+ * handles.
  */
 #ifndef KETTLE_LOOP_H
 #define KETTLE_LOOP_H
@@ -17,6 +18,7 @@ extern "C" {
 
 typedef struct kt_loop kt_loop;
 typedef struct kt_timer kt_timer;
+typedef struct kt_defer kt_defer;
 
 /* I/O backends. KT_IO_AUTO tries io_uring, then epoll. */
 typedef enum kt_io_kind {
@@ -120,6 +122,35 @@ int kt_timer_start(kt_timer *t, uint64_t timeout_ns, uint64_t repeat_ns);
 /* Disarm; harmless on an idle timer. Safe from inside its own callback. */
 void kt_timer_stop(kt_timer *t);
 bool kt_timer_active(const kt_timer *t);
+
+/* ---- deferred callbacks ---------------------------------------------------
+ *
+ * A defer runs its callback once, at the end of the current iteration: after
+ * the ready future continuations and before queued writes are flushed. What
+ * it sets in motion (continuations, more defers, this one queued again) runs
+ * in the same iteration, still before the flush; a defer runs only when no
+ * continuation is ready. So work issued anywhere during an iteration can be
+ * gathered and sent as one batch (one request per server, one write).
+ * Embedded in the caller's memory like kt_timer; queuing never allocates.
+ */
+typedef void (*kt_defer_cb)(kt_defer *d, void *arg);
+struct kt_defer {
+    kt_defer *prev, *next; /* private: the loop's queue */
+    kt_defer_cb cb;        /* private */
+    void *arg;             /* private */
+    kt_loop *loop;         /* private */
+    bool queued;           /* private */
+};
+
+void kt_defer_init(kt_loop *loop, kt_defer *d, kt_defer_cb cb, void *arg);
+/* Queue d for the end of this iteration (of the next one when called
+ * outside a running loop); a queued defer stays queued once (FIFO among
+ * defers). The loop does not wait for I/O while a defer is queued.
+ * 0, or -EINVAL for a defer never initialised. */
+int kt_loop_defer(kt_defer *d);
+/* Unqueue; harmless when not queued. Safe from any callback. */
+void kt_defer_cancel(kt_defer *d);
+bool kt_defer_queued(const kt_defer *d);
 
 #ifdef __cplusplus
 }

@@ -75,17 +75,41 @@ typedef void (*kt_accept_cb)(kt_listener *l, kt_stream *s, void *arg);
  * first) and start accepting. backlog <= 0 means 511.
  * Out of descriptors (EMFILE/ENFILE) while accepting: a spare descriptor is
  * released to accept and close the pending connection, and accepting pauses
- * for 100 ms, so the loop never spins. 0 or negative errno. */
+ * for 100 ms, so the loop never spins. 0 or negative errno (then no
+ * callback runs and *out is untouched). */
 int kt_listen(kt_loop *loop, const kt_addr *addr, int backlog,
               kt_accept_cb cb, void *arg, kt_listener **out);
+
+/* Several listeners (threads with a loop each, or processes) bind the
+ * same TCP address and the kernel spreads new connections among them
+ * (SO_REUSEPORT). Every one of them must ask for it. */
+#define KT_LISTEN_REUSEPORT 0x01u
+
+typedef struct kt_listen_options {
+    int backlog;    /* <= 0: 511 */
+    unsigned flags; /* KT_LISTEN_* */
+} kt_listen_options;
+
+/* kt_listen with options (opts NULL: the defaults). -EINVAL for an
+ * unknown flag, or KT_LISTEN_REUSEPORT on a unix socket address. */
+int kt_listen_with(kt_loop *loop, const kt_addr *addr, const kt_listen_options *opts,
+                   kt_accept_cb cb, void *arg, kt_listener **out);
 /* The same on an already bound and listening socket (socket activation);
  * the listener owns fd from then on. */
 int kt_listen_fd(kt_loop *loop, int fd, kt_accept_cb cb, void *arg, kt_listener **out);
 /* Stop or resume accepting (connections queue in the kernel's backlog). */
 void kt_listener_pause(kt_listener *l);
 int kt_listener_resume(kt_listener *l);
-/* Stop and close; no more accept callbacks. */
+/* Stop and close; no more accept callbacks. The memory is released once
+ * the backend has finished with it (from the loop, later). Idempotent. */
 void kt_listener_close(kt_listener *l);
+/* A listener's close has finished: the last call about l; its memory is
+ * released after this returns. */
+typedef void (*kt_listener_close_cb)(kt_listener *l, void *arg);
+/* kt_listener_close, then cb(l, arg) from the loop once the close has
+ * finished (never inside this call); l stays valid until then. On a
+ * listener already closing, sets the callback of that close. */
+void kt_listener_close_notify(kt_listener *l, kt_listener_close_cb cb, void *arg);
 /* The bound address (useful with port 0). */
 int kt_listener_addr(const kt_listener *l, kt_addr *out);
 

@@ -178,6 +178,8 @@ struct kt_listener {
     kt_listener *prev_all, *next_all; /* loop->listeners: every open listener */
     kt_listener *next_closed;         /* loop->closed_listeners: freed at the end of the iteration */
     uint64_t emfile_at;               /* loop time of the last EMFILE/ENFILE */
+    kt_listener_close_cb close_cb;    /* kt_listener_close_notify: runs before the free */
+    void *close_arg;
 };
 
 #define KT__L_ACCEPTING 0x01u /* the backend is accepting (set by stream.c; backends stop their accept batch when it clears) */
@@ -248,6 +250,7 @@ struct kt_loop {
 
     struct kt__timer_heap timers;
     struct kt__futures *futures;
+    kt_defer *defer_head, *defer_tail; /* queued defers, run at the end of the iteration */
 
     kt_stream *dirty;           /* streams with output to flush */
     kt_stream *pending;         /* streams with kept input to redeliver */
@@ -302,14 +305,19 @@ kt_stream *kt__stream_accepted(kt_loop *loop, int fd, bool unix_socket);
 /* Backends call this right after their wait returns (before dispatching):
  * it refreshes loop->now and lets the stats exclude the wait. Optional. */
 void kt__loop_woke(kt_loop *loop);
+/* Work is ready that must not wait for I/O (kept input, closes to finish,
+ * output to flush, continuations, defers): the poll must not block. */
+bool kt__loop_has_ready(const kt_loop *loop);
 /* Deliver kept input and deferred connect errors to the streams of batch:
  * loop->pending as the loop took it at the start of the iteration (so a
  * read_start is answered in the next iteration, never re-entrantly). */
 void kt__streams_run_pending(kt_loop *loop, kt_stream *batch);
 /* io->flush each stream on loop->dirty once. */
 void kt__streams_flush(kt_loop *loop);
-/* on_close and free for loop->closing; free closed listeners. */
+/* on_close and free for loop->closing. */
 void kt__streams_finish(kt_loop *loop);
+/* Close callbacks and free for loop->closed_listeners (listener.c). */
+void kt__listeners_finish(kt_loop *loop);
 /* kt_loop_free: close whatever the user left open. */
 void kt__streams_close_all(kt_loop *loop);
 

@@ -684,13 +684,6 @@ static int submit_now(struct ur_loop *u)
     return rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY ? rc : 0;
 }
 
-/* Work for the loop that must not wait for I/O (see loop.c). */
-static bool loop_busy(kt_loop *loop)
-{
-    return loop->pending || loop->closing || loop->dirty || loop->closed_listeners ||
-           kt__futures_ready(loop);
-}
-
 /*
  * One iteration's enters: submit everything queued, wait, dispatch.
  *
@@ -724,7 +717,7 @@ static int ur_poll(kt_loop *loop, int64_t timeout_ns)
             u->seen_real = false;
             kt__loop_woke(loop);
             reap(u);
-            if (u->seen_real || loop_busy(loop) || work_pending(u))
+            if (u->seen_real || kt__loop_has_ready(loop) || work_pending(u))
                 return 0;
             if ((rc = submit_now(u)) < 0) /* continuations of partial sends */
                 return rc;

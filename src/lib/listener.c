@@ -251,12 +251,26 @@ void kt__listener_failed(kt_listener *l, int err)
     }
 }
 
-/* The backend is done with l: free it at the end of the iteration. */
+/* The backend is done with l: its close callback and the free come at
+ * the end of the iteration, once no event of it can refer to l. */
 void kt__listener_closed(kt_listener *l)
 {
     l->h.fd = -1;
     l->next_closed = l->loop->closed_listeners;
     l->loop->closed_listeners = l;
+}
+
+/* A close callback that closes other listeners appends to the list, which
+ * is drained to the end. */
+void kt__listeners_finish(kt_loop *loop)
+{
+    while (loop->closed_listeners) {
+        kt_listener *l = loop->closed_listeners;
+        loop->closed_listeners = l->next_closed;
+        if (l->close_cb)
+            l->close_cb(l, l->close_arg);
+        kt_free(l);
+    }
 }
 
 /* ---- listeners ---------------------------------------------------------------------- */
@@ -310,27 +324,42 @@ static int unlink_stale(const kt_addr *addr)
     return unlink(un->sun_path) < 0 && errno != ENOENT ? -errno : 0;
 }
 
-/* On failure nothing is left behind: no descriptor, no socket file. */
+/* The defaults: kt_listen's. */
 int kt_listen(kt_loop *loop, const kt_addr *addr, int backlog, kt_accept_cb cb, void *arg,
               kt_listener **out)
 {
-    if (addr == NULL || cb == NULL || out == NULL)
+    kt_listen_options o = { .backlog = backlog };
+    return kt_listen_with(loop, addr, &o, cb, arg, out);
+}
+
+/* On failure nothing is left behind: no descriptor, no socket file. */
+int kt_listen_with(kt_loop *loop, const kt_addr *addr, const kt_listen_options *opts,
+                   kt_accept_cb cb, void *arg, kt_listener **out)
+{
+    kt_listen_options o = opts ? *opts : (kt_listen_options){ 0 };
+    if (addr == NULL || cb == NULL || out == NULL || (o.flags & ~KT_LISTEN_REUSEPORT))
         return -EINVAL;
     int family = addr->ss.ss_family;
     if (family != AF_INET && family != AF_INET6 && family != AF_UNIX)
         return -EAFNOSUPPORT;
+    if (family == AF_UNIX && (o.flags & KT_LISTEN_REUSEPORT))
+        return -EINVAL; /* a path is bound once */
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     unsigned flags = 0;
-    int rc;
+    int rc = 0, one = 1;
     if (family == AF_UNIX) {
         if ((rc = unlink_stale(addr)) < 0)
             goto fail;
         flags |= KT__L_UNIX;
     } else {
-        int one = 1;
         (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if ((o.flags & KT_LISTEN_REUSEPORT) &&
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+            rc = -errno;
+            goto fail;
+        }
     }
     if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0) {
         rc = -errno;
@@ -338,7 +367,7 @@ int kt_listen(kt_loop *loop, const kt_addr *addr, int backlog, kt_accept_cb cb, 
     }
     if (family == AF_UNIX && ((const struct sockaddr_un *)&addr->ss)->sun_path[0] != '\0')
         flags |= KT__L_OWNPATH;
-    if (listen(fd, backlog > 0 ? backlog : KT__BACKLOG) < 0 ||
+    if (listen(fd, o.backlog > 0 ? o.backlog : KT__BACKLOG) < 0 ||
         (rc = listener_new(loop, fd, flags, cb, arg, out)) < 0) {
         rc = rc < 0 ? rc : -errno;
         if (flags & KT__L_OWNPATH)
@@ -413,6 +442,16 @@ void kt_listener_close(kt_listener *l)
             unlink(un.sun_path);
     }
     loop->io->listen_close(l);
+}
+
+/* The callback is kept on the listener and run by kt__listeners_finish. */
+void kt_listener_close_notify(kt_listener *l, kt_listener_close_cb cb, void *arg)
+{
+    if (l == NULL)
+        return;
+    l->close_cb = cb;
+    l->close_arg = arg;
+    kt_listener_close(l);
 }
 
 /* What the kernel bound (the real port when 0 was asked). */

@@ -7,8 +7,9 @@
  * One iteration, in order:
  *   update time; timeout = 0 if anything is ready, else the nearest timer;
  *   io->poll (wait + dispatch); update time; fire timers; run future
- *   continuations and redeliver kept input until none are ready; flush the
- *   streams with queued output; finish closed streams (on_close, free).
+ *   continuations and redeliver kept input; run continuations and deferred
+ *   callbacks until none is ready; flush the streams with queued output;
+ *   finish closed streams (on_close, free).
  */
 #include "config.h"
 #include <errno.h>
@@ -344,11 +345,13 @@ void kt_loop_free(kt_loop *loop)
     kt__streams_close_all(loop);
     for (int i = 0; i < 100 && (loop->all || loop->closing || loop->closed_listeners); i++) {
         kt__streams_finish(loop);
+        kt__listeners_finish(loop);
         if (loop->all == NULL && loop->closed_listeners == NULL)
             break;
         (void)loop->io->poll(loop, i < 10 ? 0 : KT_MSEC(1));
     }
     kt__streams_finish(loop);
+    kt__listeners_finish(loop);
 
     signals_destroy(loop);
     loop->io->watch_stop(loop, &loop->wake);
@@ -373,6 +376,72 @@ const char *kt_loop_backend(const kt_loop *loop) { return loop->io->name; }
 
 const char *kt_loop_fallback_reason(const kt_loop *loop) { return loop->fallback_reason; }
 
+/* ---- deferred callbacks ------------------------------------------------------- */
+
+/* Idle handle in the caller's memory; nothing is allocated. */
+void kt_defer_init(kt_loop *loop, kt_defer *d, kt_defer_cb cb, void *arg)
+{
+    d->prev = d->next = NULL;
+    d->cb = cb;
+    d->arg = arg;
+    d->loop = loop;
+    d->queued = false;
+}
+
+/* Appended to the loop's queue (a doubly linked list: cancel is O(1)). */
+int kt_loop_defer(kt_defer *d)
+{
+    if (d->loop == NULL || d->cb == NULL)
+        return -EINVAL;
+    if (d->queued)
+        return 0;
+    kt_loop *loop = d->loop;
+    d->queued = true;
+    d->next = NULL;
+    d->prev = loop->defer_tail;
+    if (loop->defer_tail)
+        loop->defer_tail->next = d;
+    else
+        loop->defer_head = d;
+    loop->defer_tail = d;
+    return 0;
+}
+
+void kt_defer_cancel(kt_defer *d)
+{
+    if (!d->queued)
+        return;
+    kt_loop *loop = d->loop;
+    if (d->prev)
+        d->prev->next = d->next;
+    else
+        loop->defer_head = d->next;
+    if (d->next)
+        d->next->prev = d->prev;
+    else
+        loop->defer_tail = d->prev;
+    d->prev = d->next = NULL;
+    d->queued = false;
+}
+
+bool kt_defer_queued(const kt_defer *d) { return d->queued; }
+
+/* Continuations first; then one defer at a time, only while no
+ * continuation is ready, so that each defer sees everything the work
+ * before it queued. Defers queued meanwhile (even the one running, again)
+ * run in this same pass. */
+static void run_ready(kt_loop *loop)
+{
+    for (;;) {
+        kt__futures_run(loop);
+        kt_defer *d = loop->defer_head;
+        if (d == NULL)
+            return;
+        kt_defer_cancel(d);
+        d->cb(d, d->arg);
+    }
+}
+
 /* ---- running ------------------------------------------------------------------ */
 
 /* The cached time: one clock read serves a whole iteration. */
@@ -392,10 +461,10 @@ void kt__loop_woke(kt_loop *loop)
 void kt_loop_stop(kt_loop *loop) { loop->stop = true; }
 
 /* Work that must not wait for I/O: the poll gets a zero timeout. */
-static bool loop_has_ready(const kt_loop *loop)
+bool kt__loop_has_ready(const kt_loop *loop)
 {
     return loop->pending || loop->closing || loop->dirty || loop->closed_listeners ||
-           kt__futures_ready(loop);
+           loop->defer_head || kt__futures_ready(loop);
 }
 
 /* One iteration (see the top of the file). start is the time it began;
@@ -404,7 +473,7 @@ static int iterate(kt_loop *loop, bool may_wait, uint64_t *start)
 {
     loop->now = *start;
     int64_t timeout = 0;
-    if (may_wait && !loop_has_ready(loop))
+    if (may_wait && !kt__loop_has_ready(loop))
         timeout = kt__timers_timeout(loop);
     /* Kept input queued by read_start before now is delivered in this
      * iteration; what is queued from here on waits for the next. */
@@ -424,10 +493,10 @@ static int iterate(kt_loop *loop, bool may_wait, uint64_t *start)
     kt__timers_run(loop);
     kt__futures_run(loop);
     kt__streams_run_pending(loop, pending);
-    while (kt__futures_ready(loop))
-        kt__futures_run(loop);
+    run_ready(loop);
     kt__streams_flush(loop);
     kt__streams_finish(loop);
+    kt__listeners_finish(loop);
 
     /* Busy time runs from the end of the wait; the little done before it
      * (computing the timeout) is not counted. */

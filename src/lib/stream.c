@@ -968,8 +968,7 @@ void kt__stream_closed(kt_stream *s)
 }
 
 /* on_close, then free. An on_close that closes other streams appends to
- * the list, which is drained to the end. Closed listeners are freed here
- * too, once no event of this iteration can refer to them. */
+ * the list, which is drained to the end. */
 void kt__streams_finish(kt_loop *loop)
 {
     while (loop->closing) {
@@ -979,11 +978,6 @@ void kt__streams_finish(kt_loop *loop)
         if (s->cbs.on_close)
             s->cbs.on_close(s, s->arg);
         stream_free(s);
-    }
-    while (loop->closed_listeners) {
-        kt_listener *l = loop->closed_listeners;
-        loop->closed_listeners = l->next_closed;
-        kt_free(l);
     }
 }
 

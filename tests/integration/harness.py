@@ -388,9 +388,16 @@ def main(ns):
                 traceback.print_exc()
                 sys.stdout.flush()
     except Skip as e:
-        print("SKIP: %s" % e)
-        _cleanup()
-        os._exit(77)
+        if failed or passed:
+            # A skip is a statement about the whole file, made before any
+            # test ran: one raised later would hide what already ran (and
+            # a failure must never turn into a skip).
+            failed += 1
+            print("FAIL %s: skipped after %d test(s) ran: %s" % (name, passed + failed - 1, e))
+        else:
+            print("SKIP: %s" % e)
+            _cleanup()
+            os._exit(77)
     for p in _procs:
         if not p.alive():
             try:

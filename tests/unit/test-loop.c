@@ -2,7 +2,7 @@
  * test-loop.c - the reactor on whichever backend KETTLE_IO names (the
  * suite runs once per backend; exit 77 when that backend cannot run here):
  * backend choice, run modes, stop, cross-thread posts, signals, timers and
- * futures within iterations, statistics.
+ * futures within iterations, deferred callbacks, statistics.
  *
  * Nothing here sleeps and hopes: every wait is a loop run that ends on an
  * event, bounded by a deadline timer that fails the test.
@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <sys/socket.h>
 #include <cmocka.h>
 #include <kettle/kettle.h>
 
@@ -352,6 +354,208 @@ static void test_stats_exclude_wait(void **state)
     kt_loop_free(loop);
 }
 
+/* ---- deferred callbacks ------------------------------------------------------ */
+
+struct dfr {
+    kt_loop *loop;
+    kt_stream *s;
+    kt_future *f, *g;
+    kt_defer d1, d2, d3;
+    kt_timer t;
+    char seq[16];
+    int n;
+    uint64_t iter[8];
+    int niter;
+    size_t pending_at_d1, pending_at_d3;
+};
+
+/* Collects what a stream reads. */
+struct sink {
+    char buf[64];
+    size_t len;
+};
+
+static size_t sink_read(kt_stream *s, const char *data, size_t len, void *arg)
+{
+    (void)s;
+    struct sink *k = arg;
+    size_t n = len < sizeof(k->buf) - k->len ? len : sizeof(k->buf) - k->len;
+    memcpy(k->buf + k->len, data, n);
+    k->len += n;
+    return len;
+}
+
+static void dfr_mark(struct dfr *x, char c)
+{
+    x->seq[x->n++] = c;
+    x->iter[x->niter++] = iterations(x->loop);
+}
+
+static void dfr_c1(kt_future *f, void *arg)
+{
+    (void)f;
+    struct dfr *x = arg;
+    dfr_mark(x, 'A');
+    assert_int_equal(kt_stream_write(x->s, "a", 1), 0);
+}
+
+static void dfr_c2(kt_future *f, void *arg)
+{
+    (void)f;
+    struct dfr *x = arg;
+    dfr_mark(x, 'C');
+    assert_int_equal(kt_stream_write(x->s, "c", 1), 0);
+}
+
+static void dfr_d3(kt_defer *d, void *arg)
+{
+    (void)d;
+    struct dfr *x = arg;
+    dfr_mark(x, 'D');
+    x->pending_at_d3 = kt_stream_pending(x->s);
+    assert_int_equal(kt_stream_write(x->s, "d", 1), 0);
+}
+
+/* Runs after the timer's continuation; what it starts (a continuation, a
+ * defer) runs in the same iteration, the continuation first. */
+static void dfr_d1(kt_defer *d, void *arg)
+{
+    (void)d;
+    struct dfr *x = arg;
+    dfr_mark(x, 'B');
+    x->pending_at_d1 = kt_stream_pending(x->s);
+    assert_int_equal(kt_stream_write(x->s, "b", 1), 0);
+    assert_int_equal(kt_loop_defer(&x->d3), 0);
+    assert_int_equal(kt_future_then(x->g, dfr_c2, x), 0);
+    assert_int_equal(kt_future_resolve_i64(x->g, 2), 0);
+}
+
+static void dfr_timer(kt_timer *t, void *arg)
+{
+    (void)t;
+    struct dfr *x = arg;
+    dfr_mark(x, 'T');
+    assert_int_equal(kt_loop_defer(&x->d1), 0); /* queued before the resolve ... */
+    assert_int_equal(kt_future_resolve_i64(x->f, 1), 0); /* ... yet runs after its continuation */
+}
+
+/* The order within one iteration: timer, continuations, defers (each
+ * after the continuations the work before it made ready), then the flush:
+ * a defer still sees the iteration's output queued, not sent. */
+static void test_defer_order(void **state)
+{
+    (void)state;
+    kt_loop *loop = loop_new();
+    struct dfr x = { .loop = loop };
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(kt_stream_open_fd(loop, sv[0], NULL, NULL, &x.s), 0);
+    x.f = kt_future_new(loop);
+    x.g = kt_future_new(loop);
+    assert_non_null(x.f);
+    assert_non_null(x.g);
+    assert_int_equal(kt_future_then(x.f, dfr_c1, &x), 0);
+    kt_defer_init(loop, &x.d1, dfr_d1, &x);
+    kt_defer_init(loop, &x.d3, dfr_d3, &x);
+    kt_timer_init(loop, &x.t, dfr_timer, &x);
+    assert_int_equal(kt_timer_start(&x.t, 0, 0), 0);
+    kt_timer dl;
+    deadline(loop, &dl, KT_SEC(10), "defer order");
+    struct sink k = { 0 };
+    kt_stream *peer;
+    kt_stream_cbs pcbs = { .on_read = sink_read };
+    assert_int_equal(kt_stream_open_fd(loop, sv[1], &pcbs, &k, &peer), 0);
+    assert_int_equal(kt_stream_read_start(peer), 0);
+    while (k.len < 4)
+        assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
+    kt_timer_stop(&dl);
+    assert_int_equal(x.n, 5);
+    assert_memory_equal(x.seq, "TABCD", 5);
+    for (int i = 1; i < x.niter; i++)
+        assert_int_equal(x.iter[i], x.iter[0]); /* all in one iteration */
+    assert_int_equal(x.pending_at_d1, 1);
+    assert_int_equal(x.pending_at_d3, 3);
+    assert_memory_equal(k.buf, "abcd", 4);
+    kt_future_unref(x.f);
+    kt_future_unref(x.g);
+    kt_stream_close(x.s, KT_CLOSE_NOW);
+    kt_stream_close(peer, KT_CLOSE_NOW);
+    kt_loop_free(loop);
+}
+
+struct dcount {
+    kt_defer *other; /* cancelled by this one's callback */
+    int runs, again;
+};
+
+static void dcount_cb(kt_defer *d, void *arg)
+{
+    struct dcount *c = arg;
+    c->runs++;
+    if (c->other)
+        kt_defer_cancel(c->other);
+    if (c->again > 0) {
+        c->again--;
+        assert_int_equal(kt_loop_defer(d), 0); /* again, in this same iteration */
+    }
+}
+
+/* Queued twice runs once; cancelled (before the loop or by an earlier
+ * defer) never runs; queued again from its own callback runs again in
+ * the same iteration; an uninitialised one is refused. */
+static void test_defer_cancel(void **state)
+{
+    (void)state;
+    kt_loop *loop = loop_new();
+    kt_defer a, b, c, z;
+    struct dcount ca = { 0 }, cb = { 0 }, cc = { 0 };
+    kt_defer_init(loop, &a, dcount_cb, &ca);
+    kt_defer_init(loop, &b, dcount_cb, &cb);
+    kt_defer_init(loop, &c, dcount_cb, &cc);
+    memset(&z, 0, sizeof(z));
+    assert_int_equal(kt_loop_defer(&z), -EINVAL);
+
+    ca.other = &b; /* a runs first and cancels b */
+    ca.again = 2;
+    assert_int_equal(kt_loop_defer(&a), 0);
+    assert_int_equal(kt_loop_defer(&a), 0);
+    assert_int_equal(kt_loop_defer(&b), 0);
+    assert_int_equal(kt_loop_defer(&c), 0);
+    assert_true(kt_defer_queued(&c));
+    kt_defer_cancel(&c);
+    kt_defer_cancel(&c); /* harmless */
+    assert_false(kt_defer_queued(&c));
+    assert_true(kt_defer_queued(&b));
+
+    uint64_t before = iterations(loop);
+    assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+    assert_int_equal(iterations(loop), before + 1);
+    assert_int_equal(ca.runs, 3); /* once, then twice more from itself */
+    assert_int_equal(cb.runs, 0);
+    assert_int_equal(cc.runs, 0);
+    assert_false(kt_defer_queued(&a));
+    assert_false(kt_defer_queued(&b));
+    kt_loop_free(loop);
+}
+
+/* A queued defer keeps the poll from waiting: ONCE returns at once even
+ * with only a far timer armed (waiting would end on the deadline). */
+static void test_defer_no_wait(void **state)
+{
+    (void)state;
+    kt_loop *loop = loop_new();
+    kt_timer dl;
+    deadline(loop, &dl, KT_SEC(3600), "a defer waited for I/O");
+    kt_defer d;
+    struct dcount c = { 0 };
+    kt_defer_init(loop, &d, dcount_cb, &c);
+    assert_int_equal(kt_loop_defer(&d), 0);
+    assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
+    assert_int_equal(c.runs, 1);
+    kt_timer_stop(&dl);
+    kt_loop_free(loop);
+}
+
 /* ---- posts ------------------------------------------------------------------------ */
 
 #define POST_THREADS 4
@@ -521,6 +725,9 @@ int main(void)
         cmocka_unit_test(test_no_recursion),
         cmocka_unit_test(test_timers_and_futures),
         cmocka_unit_test(test_stats_exclude_wait),
+        cmocka_unit_test(test_defer_order),
+        cmocka_unit_test(test_defer_cancel),
+        cmocka_unit_test(test_defer_no_wait),
         cmocka_unit_test(test_post_threads),
         cmocka_unit_test(test_post_wakes),
         cmocka_unit_test(test_signals),

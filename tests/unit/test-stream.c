@@ -4,7 +4,8 @@
  * backpressure with 64 MiB through a slow reader, reset, half-close,
  * refused and timed-out connects, the three closes, closing from inside
  * callbacks, the EMFILE back-off, kept input, idle streams holding no
- * buffer, and the memory discipline of output blocks and kept input.
+ * buffer, the memory discipline of output blocks and kept input, listener
+ * close callbacks and listeners sharing a port.
  *
  * Waits are loop runs that end on an event; every one is bounded by a
  * deadline timer that fails the test. No external address is ever used.
@@ -1490,6 +1491,123 @@ static void test_free_closes_leftovers(void **state)
     close(sv[1]);
 }
 
+/* ---- listener close callbacks and shared ports ---------------------------------- */
+
+struct lclose {
+    kt_listener *l;
+    int calls;
+    bool done;
+};
+
+static void lclose_cb(kt_listener *l, void *arg)
+{
+    struct lclose *c = arg;
+    assert_ptr_equal(l, c->l);
+    c->calls++;
+    c->done = true;
+}
+
+/* The close callback runs once, from the loop, never inside the call. */
+static void test_listener_close_cb(void **state)
+{
+    (void)state;
+    kt_loop *loop = loop_new();
+    struct counter cnt = { 0 };
+    struct lclose lc = { 0 };
+    kt_addr a = tcp_any();
+    assert_int_equal(kt_listen(loop, &a, 0, count_accept, &cnt, &lc.l), 0);
+    kt_listener_close_notify(lc.l, lclose_cb, &lc);
+    assert_int_equal(lc.calls, 0);
+    run_until(loop, &lc.done, KT_SEC(10), "listener close callback");
+    assert_int_equal(lc.calls, 1);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+    assert_int_equal(lc.calls, 1);
+
+    /* A callback set on a listener already closing is the one that runs. */
+    struct lclose lc2 = { 0 };
+    assert_int_equal(kt_listen(loop, &a, 0, count_accept, &cnt, &lc2.l), 0);
+    kt_listener_close(lc2.l);
+    kt_listener_close_notify(lc2.l, lclose_cb, &lc2);
+    run_until(loop, &lc2.done, KT_SEC(10), "callback set while closing");
+    assert_int_equal(lc2.calls, 1);
+    assert_int_equal(cnt.accepted, 0);
+    loop_done(loop);
+}
+
+/* Accepted streams are closed at once; the count is what matters. */
+struct taker {
+    int accepted;
+    int *total;
+};
+
+static void take_accept(kt_listener *l, kt_stream *s, void *arg)
+{
+    (void)l;
+    struct taker *t = arg;
+    t->accepted++;
+    (*t->total)++;
+    kt_stream_close(s, KT_CLOSE_NOW);
+}
+
+/* Connect n blocking clients to where and run until the listeners have
+ * accepted them all (the clients close at once: the kernel completes the
+ * handshake from the backlog). */
+static void connect_n(kt_loop *loop, const kt_addr *where, int n, const int *total, int want)
+{
+    for (int i = 0; i < n; i++)
+        close(raw_connect(where));
+    kt_timer dl;
+    kt_timer_init(loop, &dl, deadline_cb, (void *)"accepting on a shared port");
+    assert_int_equal(kt_timer_start(&dl, KT_SEC(10), 0), 0);
+    while (*total < want)
+        assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
+    kt_timer_stop(&dl);
+}
+
+/* Two listeners with KT_LISTEN_REUSEPORT share one port (a third without
+ * it is refused): between them they accept every connection, and once one
+ * has closed the other takes them all. */
+static void test_listen_reuseport(void **state)
+{
+    (void)state;
+    kt_loop *loop = loop_new();
+    int total = 0;
+    struct taker t1 = { .total = &total }, t2 = { .total = &total }, t3 = { .total = &total };
+    kt_listen_options o = { .backlog = 64, .flags = KT_LISTEN_REUSEPORT };
+    kt_listener *l1, *l2, *l3 = NULL;
+    kt_addr a = tcp_any();
+    assert_int_equal(kt_listen_with(loop, &a, &o, take_accept, &t1, &l1), 0);
+    kt_addr where = bound_addr(l1);
+    assert_int_equal(kt_listen_with(loop, &where, &o, take_accept, &t2, &l2), 0);
+    assert_int_equal(kt_listen(loop, &where, 0, take_accept, &t3, &l3), -EADDRINUSE);
+    assert_null(l3);
+    kt_addr w2 = bound_addr(l2);
+    assert_int_equal(((struct sockaddr_in *)&w2.ss)->sin_port,
+                     ((struct sockaddr_in *)&where.ss)->sin_port);
+
+    connect_n(loop, &where, 32, &total, 32);
+    assert_int_equal(t1.accepted + t2.accepted, 32);
+
+    struct lclose lc = { .l = l1 };
+    kt_listener_close_notify(l1, lclose_cb, &lc);
+    run_until(loop, &lc.done, KT_SEC(10), "first listener closed");
+    int before = t2.accepted;
+    connect_n(loop, &where, 4, &total, 36);
+    assert_int_equal(t2.accepted, before + 4);
+    kt_listener_close(l2);
+
+    /* Options checked: an unknown flag, a shared unix path. */
+    kt_listen_options bad = { .flags = 0x80 };
+    assert_int_equal(kt_listen_with(loop, &a, &bad, take_accept, &t3, &l3), -EINVAL);
+    kt_addr u = unix_addr("shared.sock");
+    assert_int_equal(kt_listen_with(loop, &u, &o, take_accept, &t3, &l3), -EINVAL);
+    assert_null(l3);
+    assert_int_equal(kt_listen_with(loop, &a, NULL, take_accept, &t3, &l3), 0); /* defaults */
+    kt_listener_close(l3);
+    loop_done(loop);
+}
+
 /* ---- a request before reading starts ------------------------------------------------ */
 
 struct early {
@@ -1598,6 +1716,8 @@ int main(void)
         cmocka_unit_test(test_rbuf_mem),
         cmocka_unit_test(test_free_closes_leftovers),
         cmocka_unit_test(test_request_before_read),
+        cmocka_unit_test(test_listener_close_cb),
+        cmocka_unit_test(test_listen_reuseport),
     };
     if (getenv("KT_TEST_FILTER")) /* run a subset: KT_TEST_FILTER='test_echo*' */
         cmocka_set_test_filter(getenv("KT_TEST_FILTER"));
