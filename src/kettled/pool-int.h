@@ -220,7 +220,7 @@ struct kd_pool {
     kt_timer reaper;
     kt_resp_limits lim;     /* replies: bulk, array and depth bounds */
     kd_replica *dirty;      /* replicas with attempts to send at the end of this iteration */
-    kt_timer flush_timer;   /* see pool_defer() in pool.c */
+    kt_defer flush;         /* sends the dirty replicas' queues at the end of the iteration */
     kd_freelist free_fl, free_w, free_att; /* flights, waiters, attempts */
     uint64_t rng;
     uint64_t retired_failed; /* counters of freed groups, kept for totals */

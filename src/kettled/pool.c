@@ -29,7 +29,7 @@
 #include "pool-int.h"
 
 static void reaper_cb(kt_timer *t, void *arg);
-static void flush_timer_cb(kt_timer *t, void *arg);
+static void flush_cb(kt_defer *d, void *arg);
 
 int kd_pool_new(kt_loop *loop, kd_pool **out)
 {
@@ -42,7 +42,7 @@ int kd_pool_new(kt_loop *loop, kd_pool **out)
     p->lim.max_depth = 8;
     p->rng = kt_clock_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
     kt_timer_init(loop, &p->reaper, reaper_cb, p);
-    kt_timer_init(loop, &p->flush_timer, flush_timer_cb, p);
+    kt_defer_init(loop, &p->flush, flush_cb, p);
     *out = p;
     return 0;
 }
@@ -188,20 +188,11 @@ int kd_pool_check_backend(const char *v, const char **why)
 /* ---- the end-of-iteration flush -------------------------------------------------------------- */
 
 /*
- * The pool sends each replica's queue once per loop iteration, after the
- * iteration's requests have been read and their fetches queued, so that
- * the fetches of every client in it leave together as one MGET.
- * STUB(kt_loop_defer): until the loop offers a callback at the end of the
- * iteration, a zero-timeout timer stands in: fetches queued from I/O
- * callbacks go out in the same iteration; those queued later (from future
- * continuations) in the next.
+ * The pool sends each replica's queue once per loop iteration, at its end
+ * (kt_loop_defer: after the iteration's reads and the continuations they
+ * set off, before the writes are flushed), so that the fetches of every
+ * client in it leave together as one MGET.
  */
-static void pool_defer(kd_pool *p)
-{
-    if (!kt_timer_active(&p->flush_timer))
-        (void)kt_timer_start(&p->flush_timer, 0, 0);
-}
-
 void kd_pool_mark(kd_replica *r)
 {
     if (r->dirty)
@@ -209,7 +200,7 @@ void kd_pool_mark(kd_replica *r)
     r->dirty = true;
     r->next_dirty = r->pool->dirty;
     r->pool->dirty = r;
-    pool_defer(r->pool);
+    (void)kt_loop_defer(&r->pool->flush);
 }
 
 /*
@@ -270,9 +261,9 @@ static void pool_flush(kd_pool *p)
     }
 }
 
-static void flush_timer_cb(kt_timer *t, void *arg)
+static void flush_cb(kt_defer *d, void *arg)
 {
-    (void)t;
+    (void)d;
     pool_flush(arg);
 }
 
@@ -566,7 +557,7 @@ void kd_pool_free(kd_pool *p)
         group_free(g, msg);
     }
     kt_timer_stop(&p->reaper);
-    kt_timer_stop(&p->flush_timer);
+    kt_defer_cancel(&p->flush);
     kt_free(p->groups);
     kd_ring_free(&p->ring);
     kd_fetch_free_lists(p);
