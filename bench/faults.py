@@ -125,6 +125,7 @@ def run_fault(B, fault, a):
         t_start = time.monotonic()
         time.sleep(a.before)
         t_fault = time.monotonic() - t_start
+        wall_fault = time.time()
         admin(adm, "FAULT", "SET", *fault.split())
         time.sleep(a.during)
         t_clear = time.monotonic() - t_start
@@ -135,7 +136,7 @@ def run_fault(B, fault, a):
         ej_lines = info_lines(kp, "backend0:")
         kdlog.seek(0)
         log = kdlog.read().decode(errors="replace").splitlines()
-        report(fault, rows, t_fault, t_clear, ej_lines, log)
+        report(fault, rows, t_fault, t_clear, ej_lines, log, wall_fault)
     finally:
         for p, _ in reversed(procs):
             if p.poll() is None:
@@ -146,7 +147,17 @@ def run_fault(B, fault, a):
                     p.kill()
 
 
-def report(fault, lines, t_fault, t_clear, ej_lines, log):
+def log_time(line):
+    """The wall-clock time of a log line ("2026-12-02 19:00:16.124 ...")."""
+    try:
+        stamp = " ".join(line.split()[:2])
+        base = time.mktime(time.strptime(stamp.split(".")[0], "%Y-%m-%d %H:%M:%S"))
+        return base + float("0." + stamp.split(".")[1])
+    except (ValueError, IndexError):
+        return None
+
+
+def report(fault, lines, t_fault, t_clear, ej_lines, log, wall_fault):
     print("## FAULT SET %s on one of two kettle-db shards (set at %.2f s, cleared at %.2f s)\n"
           % (fault, t_fault, t_clear))
     rows = []
@@ -187,7 +198,10 @@ def report(fault, lines, t_fault, t_clear, ej_lines, log):
     print("- partial MGETs from 2 s after the fault's start to its end: %.2f%% (%d of %d)"
           % (100.0 * p2 / n2 if n2 else 0, p2, n2))
     print("- wrong values: %d" % wrong)
-    print("- kettled's first ejection: %s" % (ej_at.strip() if ej_at else "none"))
+    at = log_time(ej_at) if ej_at else None
+    print("- kettled's first ejection: %s%s" % (
+        "%.2f s after the fault's start: " % (at - wall_fault) if at else "",
+        ej_at.strip() if ej_at else "none"))
     for l in ej_lines:
         fields = dict(kv.split("=", 1) for kv in l.split(":", 1)[1].split(",") if "=" in kv)
         print("- INFO %s: state=%s ejections=%s (consecutive %s, rate %s, probe %s) stalls=%s "

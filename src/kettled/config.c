@@ -122,8 +122,9 @@ const kt_opt kd_options[] = {
       "reconnected (the stall threshold's ceiling, and its value until latency is known); "
       "0: never", 0, 0, KT_MSEC(1), NULL, RT },
     { "stall-factor", KT_OPT_DOUBLE, O(stall_factor), "10",
-      "a connection whose oldest reply waits this many times the server's recent p99.9 latency "
-      "has stalled: it is failed early", 0, 0, 0, NULL, RT },
+      "a connection whose oldest reply waits this many times the server's recent p99 latency "
+      "has stalled: it is failed early (raise it for a database with a heavy tail)",
+      0, 0, 0, NULL, RT },
     { "stall-floor", KT_OPT_DURATION, O(stall_floor), "200ms",
       "the stall threshold is never below this", 0, 0, KT_MSEC(1), NULL, RT },
     { "backend-retry-min", KT_OPT_DURATION, O(backend_retry_min), "100ms",

@@ -200,13 +200,14 @@ static int put_key(kt_out *o, const char *key, size_t len)
     return 0;
 }
 
-void kd_conn_send_batch(kd_conn *c, uint32_t n)
+int kd_conn_send_batch(kd_conn *c, uint32_t n)
 {
     kd_replica *r = c->r;
     uint64_t seq;
-    kd_cmd *cmd = kt_pconn_push(&c->pc, &seq, NULL);
+    int err = 0;
+    kd_cmd *cmd = kt_pconn_push(&c->pc, &seq, &err);
     if (cmd == NULL)
-        return; /* out of memory: the attempts stay queued */
+        return err; /* the attempts stay queued */
     memset(cmd, 0, sizeof *cmd);
     kt_out o = kt_pconn_out(&c->pc);
     char *p = o.reserve(o.ctx, 48);
@@ -244,6 +245,7 @@ void kd_conn_send_batch(kd_conn *c, uint32_t n)
     kd_lh_add(&r->batch_keys, cmd->n, 1);
     if (e < 0) /* part of a command is queued: the stream is beyond saving */
         kt_pconn_fail(&c->pc, -ENOMEM, "out of memory");
+    return e;
 }
 
 int kd_conn_send_probe(kd_conn *c, uint32_t round)

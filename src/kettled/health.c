@@ -7,10 +7,9 @@
  * its commands answered and failed. From it:
  *
  *   stall threshold  a connection whose oldest reply waits longer than
- *                    stall-factor x the recent p99.9 (at least stall-floor,
- *                    at most backend-timeout) is failed early (p99.9, not
- *                    p99: a heavy-tailed server is slow that often by
- *                    nature, and must not be taken for a stalled one);
+ *                    stall-factor x the recent p99 of its commands (at
+ *                    least stall-floor, at most backend-timeout) is failed
+ *                    early (per command, not per key: a batch is one wait);
  *   hedge delay      the group's recent pNN (hedge-after), and the hedge
  *                    budget: hedges stay under hedge-max-extra of the
  *                    group's fetches over the window;
@@ -227,12 +226,12 @@ uint64_t kd_health_stall_ns(kd_replica *r)
      * traffic: while it is out, the last figure holds (probes use it). */
     if (r->state != KD_REP_LIVE || r->win.cur == r->stall_slice)
         return r->stall_ns;
-    uint64_t tail = kd_window_percentile(&r->win, now, 99.9);
-    if (tail == 0)
+    uint64_t p99 = kd_window_percentile(&r->win, now, 99);
+    if (p99 == 0)
         return r->stall_ns; /* too few samples: asked again at the next reply */
     r->stall_slice = r->win.cur;
-    r->p99_ns = kd_window_percentile(&r->win, now, 99);
-    double t = (double)tail * prm->stall_factor;
+    r->p99_ns = p99;
+    double t = (double)p99 * prm->stall_factor;
     uint64_t ns = t > (double)prm->backend_timeout ? prm->backend_timeout : (uint64_t)t;
     if (ns < prm->stall_floor)
         ns = prm->stall_floor;
@@ -273,11 +272,10 @@ void kd_health_reply(kd_replica *r, uint64_t ns, uint32_t n)
 {
     kd_pool *p = r->pool;
     uint64_t now = kt_loop_now(p->loop);
-    uint32_t w = n ? n : 1;
     kd_slice *s = kd_window_slice(&r->win, now);
     s->ok++;
     r->win.tot.ok++;
-    kd_window_latency(&r->win, now, ns, w);
+    kd_window_latency(&r->win, now, ns, 1); /* per command; the group's per key */
     if (n)
         kd_window_latency(&r->g->win, now, ns, n);
     kt_hist_record(&r->hist, ns);

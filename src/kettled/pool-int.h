@@ -175,7 +175,7 @@ struct kd_replica {
     uint64_t stall_slice;   /* window slice stall_ns and p99_ns were computed in */
     char last_error[160];
     char eject_cause[96];
-    kd_window win;          /* recent latency (per key) and command outcomes */
+    kd_window win;          /* recent latency and outcomes of its commands */
     kt_hist hist;           /* latency since start or RESETSTAT (INFO) */
     kd_lh batch_keys;       /* keys per command since start (INFO) */
     struct {
@@ -261,8 +261,9 @@ void kd_fetch_free_lists(kd_pool *p);
 int kd_conn_init(kd_conn *c, kd_replica *r);
 /* Start connecting (a failure to even start counts as a failed attempt). */
 void kd_conn_start(kd_conn *c);
-/* Send up to n queued attempts of c's replica as one command. */
-void kd_conn_send_batch(kd_conn *c, uint32_t n);
+/* Send the first n queued attempts of c's replica as one command. 0, or
+ * -ENOMEM (then nothing was sent, or c was failed). */
+int kd_conn_send_batch(kd_conn *c, uint32_t n);
 /* Send a probe (GET 0) of probing round `round`. 0 or negative errno. */
 int kd_conn_send_probe(kd_conn *c, uint32_t round);
 /* May c take another command now? */

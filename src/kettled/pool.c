@@ -242,7 +242,8 @@ static void replica_flush(kd_replica *r)
     uint32_t batch = r->pool->prm.batch ? r->pool->prm.batch : 1;
     kd_conn *c;
     while (r->qlen && (c = pick_conn(r)) != NULL)
-        kd_conn_send_batch(c, r->qlen < batch ? r->qlen : batch);
+        if (kd_conn_send_batch(c, r->qlen < batch ? r->qlen : batch) < 0)
+            break; /* out of memory: what is left waits for the next pass */
     if (r->qlen && r->up == 0 && r->connecting == 0) {
         char msg[320];
         snprintf(msg, sizeof msg, "ERR backend %s is down: %s", r->name,

@@ -56,7 +56,7 @@ typedef struct kd_pool_params {
     double eject_rate;        /* failure share over the window that ejects; 0: never */
     uint32_t eject_min_requests; /* requests in the window before the rate counts */
     uint64_t window;          /* ns: the health window (latency, rates, budget) */
-    double stall_factor;      /* oldest reply late by this x the recent p99.9: stalled */
+    double stall_factor;      /* oldest reply late by this x the recent p99: stalled */
     uint64_t stall_floor;     /* ns: never below this */
     double hedge_pct;         /* hedge at this percentile of recent latency (0: fixed) */
     uint64_t hedge_after;     /* ns: fixed hedge delay (with hedge_pct 0; both 0: off) */
