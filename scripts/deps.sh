@@ -5,7 +5,7 @@ set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
 liburing-dev libevent-dev libinih-dev libsystemd-dev libcmocka-dev
 libseccomp-dev libedit-dev clang valgrind python3 redis-server redis-tools
-systemd"
+systemd haproxy prometheus dpkg-dev debhelper lintian git"
 # bench/run compares kettled with twemproxy (nutcracker) in front of redis-server
 PKGS="$PKGS nutcracker"
 missing=""
@@ -22,7 +22,10 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q >/dev/null
 # shellcheck disable=SC2086
 apt-get install -y -q --no-install-recommends $missing >/dev/null
-# The Debian package starts a redis-server on 6379; kettle's tests start their own.
+# The Debian packages start redis-server on 6379, HAProxy and Prometheus on
+# 9090 where systemd runs; kettle's tests start their own.
 if command -v systemctl >/dev/null 2>&1; then
-    systemctl disable --now redis-server >/dev/null 2>&1 || true
+    for unit in redis-server haproxy prometheus; do
+        systemctl disable --now "$unit" >/dev/null 2>&1 || true
+    done
 fi

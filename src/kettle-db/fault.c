@@ -187,11 +187,11 @@ void kdb_faults_set(kdb_faults *fs, kdb_fault_kind kind, const kdb_fault *f)
         fs->request_total += fs->f[k].prob;
 }
 
-kdb_fault_kind kdb_faults_roll(const kdb_faults *fs, kdb_rng *r)
+kdb_fault_kind kdb_faults_roll(const kdb_faults *fs, kt_rng *r)
 {
     if (fs->request_total <= 0)
         return KDB_F_NONE;
-    double u = kdb_rng_uniform(r), cum = 0;
+    double u = kt_rng_uniform(r), cum = 0;
     for (int k = 0; k < KDB_F_NREQUEST; k++) {
         if (fs->f[k].prob <= 0)
             continue;

@@ -81,7 +81,7 @@ int kdb_fault_parse_line(const char *line, kdb_fault_kind *kind, kdb_fault *out,
 /* Install f as fault kind (prob 0 turns it off). */
 void kdb_faults_set(kdb_faults *fs, kdb_fault_kind kind, const kdb_fault *f);
 /* Roll the per-request faults once: a kind below KDB_F_NREQUEST, or KDB_F_NONE. */
-kdb_fault_kind kdb_faults_roll(const kdb_faults *fs, kdb_rng *r);
+kdb_fault_kind kdb_faults_roll(const kdb_faults *fs, kt_rng *r);
 /* "error", "stop-reading", ... */
 const char *kdb_fault_name(kdb_fault_kind kind);
 /* Describe fault kind as "cut 0.5 3" into buf (FAULT LIST, INFO). */

@@ -180,17 +180,17 @@ int kdb_latency_parse(const char *spec, kdb_latency *out, const char **why)
     return 0;
 }
 
-uint64_t kdb_latency_sample(const kdb_latency *m, kdb_rng *r, int64_t key, uint64_t max_ns)
+uint64_t kdb_latency_sample(const kdb_latency *m, kt_rng *r, int64_t key, uint64_t max_ns)
 {
     double d;
     switch (m->kind) {
     case KDB_LAT_NONE: d = 0; break;
     case KDB_LAT_FIXED: d = m->a; break;
-    case KDB_LAT_UNIFORM: d = m->a + (m->b - m->a) * kdb_rng_uniform(r); break;
-    case KDB_LAT_NORMAL: d = m->a + m->b * kdb_rng_normal(r); break;
-    case KDB_LAT_EXPONENTIAL: d = -m->a * log(kdb_rng_uniform_pos(r)); break;
-    case KDB_LAT_LOGNORMAL: d = m->a * exp(m->b * kdb_rng_normal(r)); break;
-    case KDB_LAT_PARETO: d = m->a / pow(kdb_rng_uniform_pos(r), 1.0 / m->b); break;
+    case KDB_LAT_UNIFORM: d = m->a + (m->b - m->a) * kt_rng_uniform(r); break;
+    case KDB_LAT_NORMAL: d = m->a + m->b * kt_rng_normal(r); break;
+    case KDB_LAT_EXPONENTIAL: d = -m->a * log(kt_rng_uniform_pos(r)); break;
+    case KDB_LAT_LOGNORMAL: d = m->a * exp(m->b * kt_rng_normal(r)); break;
+    case KDB_LAT_PARETO: d = m->a / pow(kt_rng_uniform_pos(r), 1.0 / m->b); break;
     case KDB_LAT_PROPORTIONAL: d = key > 0 ? (double)key * m->a : 0; break;
     default: d = 0; break;
     }

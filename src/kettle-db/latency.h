@@ -42,7 +42,7 @@ int kdb_latency_parse(const char *spec, kdb_latency *out, const char **why);
 
 /* Draw one delay in ns for key (used by "proportional"; other models ignore
  * it), capped at max_ns. A negative key counts as 0. */
-uint64_t kdb_latency_sample(const kdb_latency *m, kdb_rng *r, int64_t key, uint64_t max_ns);
+uint64_t kdb_latency_sample(const kdb_latency *m, kt_rng *r, int64_t key, uint64_t max_ns);
 
 /* The model's name ("fixed", "pareto", ...). */
 const char *kdb_latency_kind_name(kdb_lat_kind kind);

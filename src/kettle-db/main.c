@@ -1,6 +1,9 @@
 /*
  * main.c - the kettle-db program: options, the loop, signals, and one
- * simulated database server (db.c) until SIGINT or SIGTERM.
+ * simulated database server (db.c) until SIGINT or SIGTERM. The signal
+ * drains the server (the core's shutdown): what clients have sent is
+ * answered, then it exits; a second signal or shutdown-timeout ends the
+ * drain, with exit status 3 if requests were left unanswered.
  */
 #include "config.h"
 #include <signal.h>
@@ -32,7 +35,8 @@ static const char usage_tail[] =
     "  pareto 10ms 1.5           Pareto (scale, shape): a heavy tail\n"
     "  proportional 100ms        GET n waits n x 100ms (wait_n)\n"
     "\n"
-    "Commands: GET n, MGET n..., PING, ECHO, DBSIZE, INFO [section], QUIT, AUTH.\n"
+    "Commands: GET n, MGET n..., PING, ECHO, DBSIZE, INFO [section], QUIT, AUTH,\n"
+    "HELLO 2, SELECT 0, CLIENT ID|GETNAME|SETNAME|SETINFO|LIST|INFO, COMMAND.\n"
     "Replies leave a connection in request order: a slow request holds back the\n"
     "replies behind it on the same connection (head-of-line blocking).\n"
     "Admin (option admin, password admin-password): CONFIG GET|SET|RESETSTAT,\n"
@@ -41,9 +45,12 @@ static const char usage_tail[] =
 
 static void on_signal(kt_loop *loop, int signo, void *arg)
 {
-    (void)arg;
-    kt_log_notice("%s received, exiting", signo == SIGINT ? "SIGINT" : "SIGTERM");
-    kt_loop_stop(loop);
+    kdb_server **srv = arg;
+    kt_log_notice("%s received", signo == SIGINT ? "SIGINT" : "SIGTERM");
+    if (*srv)
+        kdb_server_shutdown(*srv);
+    else
+        kt_loop_stop(loop);
 }
 
 static void write_conf(FILE *out)
@@ -96,20 +103,20 @@ int main(int argc, char **argv)
         return 2;
     }
     kt_log_level lvl;
-    if (kt_log_parse_level(cfg.log_level, &lvl) == 0)
+    if (kt_log_parse_level(cfg.srv.log_level, &lvl) == 0)
         kt_log_set_level(lvl);
 
     kt_loop_options lo = { 0 };
-    if (kt_io_parse(cfg.io, &lo.io) < 0) {
-        kt_log_error("--io '%s': expected auto, io_uring, epoll or libevent", cfg.io);
+    if (kt_io_parse(cfg.srv.io, &lo.io) < 0) {
+        kt_log_error("--io '%s': expected auto, io_uring, epoll or libevent", cfg.srv.io);
         goto out;
     }
     if ((r = kt_loop_new(&loop, &lo)) < 0) {
-        kt_log_error("cannot start the %s I/O backend: %s", cfg.io, strerror(-r));
+        kt_log_error("cannot start the %s I/O backend: %s", cfg.srv.io, strerror(-r));
         goto out;
     }
-    if (kt_loop_signal(loop, SIGINT, on_signal, NULL) < 0 ||
-        kt_loop_signal(loop, SIGTERM, on_signal, NULL) < 0) {
+    if (kt_loop_signal(loop, SIGINT, on_signal, &srv) < 0 ||
+        kt_loop_signal(loop, SIGTERM, on_signal, &srv) < 0) {
         kt_log_error("cannot watch signals");
         goto out;
     }
@@ -121,7 +128,12 @@ int main(int argc, char **argv)
         kt_log_error("event loop failed: %s", strerror(-r));
         goto out;
     }
-    rc = 0;
+    rc = srv->core.lost.clients ? KS_EXIT_UNANSWERED : 0;
+    kt_log_notice("exiting");
+    /* The exit is decided: a signal arriving while the loop is torn down
+     * (it unblocks them) must not turn it into a kill. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
 out:
     if (srv)
         kdb_server_stop(srv);

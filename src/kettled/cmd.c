@@ -1,5 +1,6 @@
 /*
- * cmd.c - the command table and the commands that fetch from the database.
+ * cmd.c - kettled's command table and the commands that fetch from the
+ * database.
  *
  * GET, MGET, MGETSEQ and MGETANY are the explanation's get_numbers() in
  * three shapes, each a composition of futures from the pool:
@@ -11,180 +12,155 @@
  *
  * and request-timeout wraps each in kt_timeout: at the deadline the
  * outstanding fetches are cancelled and the reply carries what arrived.
- * The other commands answer at once (cmdinfo.c holds the larger ones).
+ * Each is a deferred reply in the client's FIFO (server.h): ready when its
+ * future settles, written when everything before it has been. Its keys
+ * count toward the client's max-pending-bytes until then. PING, ECHO,
+ * QUIT, AUTH, HELLO, CLIENT, COMMAND, CONFIG and SELECT are the core's.
  */
 #include "config.h"
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include "kd.h"
 
-static void cmd_get(kd_client *c, const kt_resp_arg *argv, size_t argc);
-static void cmd_mget(kd_client *c, const kt_resp_arg *argv, size_t argc);
-static void cmd_mgetseq(kd_client *c, const kt_resp_arg *argv, size_t argc);
-static void cmd_mgetany(kd_client *c, const kt_resp_arg *argv, size_t argc);
-static void cmd_ping(kd_client *c, const kt_resp_arg *argv, size_t argc);
-static void cmd_echo(kd_client *c, const kt_resp_arg *argv, size_t argc);
-static void cmd_quit(kd_client *c, const kt_resp_arg *argv, size_t argc);
-static void cmd_info(kd_client *c, const kt_resp_arg *argv, size_t argc);
-static void cmd_select(kd_client *c, const kt_resp_arg *argv, size_t argc);
+#define KD_FREE_REQS_MAX 65536
 
-static const kd_cmd_arg a_key[] = { { "key", "key", 0 }, { NULL, NULL, 0 } };
-static const kd_cmd_arg a_keys[] = { { "key", "key", KD_ARG_MULTIPLE }, { NULL, NULL, 0 } };
-static const kd_cmd_arg a_msg_opt[] = { { "message", "string", KD_ARG_OPTIONAL }, { NULL, NULL, 0 } };
-static const kd_cmd_arg a_msg[] = { { "message", "string", 0 }, { NULL, NULL, 0 } };
-static const kd_cmd_arg a_none[] = { { NULL, NULL, 0 } };
-static const kd_cmd_arg a_sections[] = {
-    { "section", "string", KD_ARG_OPTIONAL | KD_ARG_MULTIPLE }, { NULL, NULL, 0 } };
-static const kd_cmd_arg a_auth[] = {
-    { "username", "string", KD_ARG_OPTIONAL }, { "password", "string", 0 }, { NULL, NULL, 0 } };
-static const kd_cmd_arg a_hello[] = {
-    { "protover", "integer", KD_ARG_OPTIONAL }, { "AUTH username password", "string", KD_ARG_OPTIONAL },
-    { "SETNAME clientname", "string", KD_ARG_OPTIONAL }, { NULL, NULL, 0 } };
-static const kd_cmd_arg a_sub[] = {
-    { "subcommand", "string", 0 }, { "arg", "string", KD_ARG_OPTIONAL | KD_ARG_MULTIPLE },
-    { NULL, NULL, 0 } };
-static const kd_cmd_arg a_index[] = { { "index", "integer", 0 }, { NULL, NULL, 0 } };
+/* ---- requests -------------------------------------------------------------------- */
 
-/* GET and MGET first: the lookup is a scan and they are what is asked for. */
-kd_cmd kd_cmds[] = {
-    { "get", 2, KD_CMD_FETCH | KD_CMD_FAST, cmd_get, "string", "1.0.0",
-      "Fetch the number stored at key from the database.", a_key, 1, 1, 1, 0 },
-    { "mget", -2, KD_CMD_FETCH | KD_CMD_FAST, cmd_mget, "string", "1.0.0",
-      "Fetch several numbers at once (concurrently); a key that failed is an error element.",
-      a_keys, 1, -1, 1, 0 },
-    { "mgetseq", -2, KD_CMD_FETCH, cmd_mgetseq, "string", "0.1.0",
-      "Fetch several numbers one after another, each awaited before the next starts.",
-      a_keys, 1, -1, 1, 0 },
-    { "mgetany", -2, KD_CMD_FETCH | KD_CMD_FAST, cmd_mgetany, "string", "0.1.0",
-      "Fetch several numbers at once and answer with the first to arrive; cancel the rest.",
-      a_keys, 1, -1, 1, 0 },
-    { "ping", -1, KD_CMD_FAST, cmd_ping, "connection", "1.0.0",
-      "Returns the server's liveliness response.", a_msg_opt, 0, 0, 0, 0 },
-    { "echo", 2, KD_CMD_FAST, cmd_echo, "connection", "1.0.0", "Returns the given string.",
-      a_msg, 0, 0, 0, 0 },
-    { "quit", -1, KD_CMD_NOAUTH | KD_CMD_FAST, cmd_quit, "connection", "1.0.0",
-      "Closes the connection.", a_none, 0, 0, 0, 0 },
-    { "info", -1, 0, cmd_info, "server", "1.0.0",
-      "Returns information and statistics about the server.", a_sections, 0, 0, 0, 0 },
-    { "command", -1, 0, kd_cmd_command, "server", "2.8.13",
-      "Returns detailed information about all commands (COUNT, DOCS, INFO, LIST).", a_sub,
-      0, 0, 0, 0 },
-    { "auth", -2, KD_CMD_NOAUTH | KD_CMD_FAST, kd_cmd_auth, "connection", "1.0.0",
-      "Authenticates the connection.", a_auth, 0, 0, 0, 0 },
-    { "hello", -1, KD_CMD_NOAUTH | KD_CMD_FAST, kd_cmd_hello, "connection", "6.0.0",
-      "Handshakes with the server (protocol 2 only).", a_hello, 0, 0, 0, 0 },
-    { "client", -2, 0, kd_cmd_client, "connection", "2.4.0",
-      "A container for client connection commands (ID, GETNAME, SETNAME, SETINFO, LIST, INFO).",
-      a_sub, 0, 0, 0, 0 },
-    { "config", -2, 0, kd_cmd_config, "server", "2.0.0",
-      "A container for server configuration commands (GET, SET, RESETSTAT).", a_sub, 0, 0, 0, 0 },
-    { "select", 2, KD_CMD_FAST, cmd_select, "connection", "1.0.0",
-      "Changes the selected database (only 0 exists).", a_index, 0, 0, 0, 0 },
-};
-const size_t kd_ncmds = sizeof kd_cmds / sizeof kd_cmds[0];
-
-kd_cmd *kd_cmd_find(const char *name, size_t len)
+static kd_req *req_new(ks_conn *c, enum kd_req_kind kind)
 {
-    for (size_t i = 0; i < kd_ncmds; i++) {
-        const char *n = kd_cmds[i].name;
-        if (strlen(n) == len && strncasecmp(n, name, len) == 0)
-            return &kd_cmds[i];
+    kd_server *srv = kd_of(c);
+    kd_req *r = srv->free_reqs;
+    if (r) {
+        srv->free_reqs = r->next;
+        srv->nfree_reqs--;
+    } else if ((r = kt_malloc(sizeof *r)) == NULL) {
+        return NULL;
     }
-    return NULL;
+    memset(r, 0, sizeof *r);
+    r->srv = srv;
+    r->kind = (uint8_t)kind;
+    return r;
 }
 
-void kd_reply_arity(kd_client *c, const char *name)
+static void req_free(kd_req *r)
 {
-    kd_srv->st.err_arity++;
-    kd_client_error(c, "ERR wrong number of arguments for '%s' command", name);
-}
-
-/* Redis's text: the name and the first arguments, quoted, 128 bytes at most. */
-static void reply_unknown(kd_client *c, const kt_resp_arg *argv, size_t argc)
-{
-    char args[160];
-    size_t n = 0;
-    args[0] = '\0';
-    for (size_t i = 1; i < argc && n < 128; i++) {
-        int w = snprintf(args + n, sizeof args - n, "'%.*s' ",
-                         (int)(argv[i].len < 128 - n ? argv[i].len : 128 - n), argv[i].p);
-        if (w < 0)
-            break;
-        n += (size_t)w;
-        if (n >= sizeof args)
-            n = sizeof args - 1;
+    kd_server *srv = r->srv;
+    if (r->f)
+        kt_future_unref(r->f);
+    if (r->inner)
+        kt_future_unref(r->inner);
+    kt_buf_free(&r->keys);
+    kt_free(r->koff);
+    if (srv->nfree_reqs < KD_FREE_REQS_MAX) {
+        r->next = srv->free_reqs;
+        srv->free_reqs = r;
+        srv->nfree_reqs++;
+    } else {
+        kt_free(r);
     }
-    kd_srv->st.err_unknown++;
-    kd_client_error(c, "ERR unknown command '%.*s', with args beginning with: %s",
-                    (int)(argv[0].len < 128 ? argv[0].len : 128), argv[0].p, args);
 }
 
-void kd_cmd_dispatch(kd_client *c, const kt_resp_req *req)
+void kd_reqs_free_all(kd_server *srv)
 {
-    kd_server *srv = kd_srv;
-    const kt_resp_arg *argv = req->argv;
-    size_t argc = req->argc;
-    srv->st.commands++;
-    kd_cmd *cmd = kd_cmd_find(argv[0].p, argv[0].len);
-    if (cmd == NULL) {
-        if ((argv[0].len == 5 && strncasecmp(argv[0].p, "host:", 5) == 0) ||
-            (argv[0].len == 4 && strncasecmp(argv[0].p, "post", 4) == 0)) {
-            /* An HTTP request sent to us (a browser, or a cross-protocol
-             * attack through one): say nothing and hang up, as Redis does. */
-            kt_log_warning("client id=%llu sent an HTTP request: closing it",
-                           (unsigned long long)kd_client_id(c));
-            srv->st.err_protocol++;
-            kd_client_close(c, KT_CLOSE_FLUSH);
-            return;
+    while (srv->free_reqs) {
+        kd_req *r = srv->free_reqs;
+        srv->free_reqs = r->next;
+        kt_free(r);
+    }
+    srv->nfree_reqs = 0;
+}
+
+/* The continuation of every fetch request. */
+static void req_done_cb(kt_future *f, void *arg)
+{
+    kd_req *r = arg;
+    r->done = true;
+    if (kt_future_error(f) == -ETIMEDOUT)
+        r->srv->st.timeouts++;
+    if (r->slot.c == NULL) /* its client has gone */
+        req_free(r);
+    else
+        ks_slot_ready(&r->slot);
+}
+
+/* Await f (reference taken over) for r, then append r to its client's
+ * FIFO holding `bytes` of keys. With request-timeout, f is wrapped in
+ * kt_timeout. On ENOMEM r is freed and an error reply sent instead. */
+static void req_submit(ks_conn *c, kd_req *r, kt_future *f, size_t bytes)
+{
+    kd_server *srv = r->srv;
+    if (f == NULL)
+        goto nomem;
+    if (srv->cfg.request_timeout) {
+        kt_future *t = kt_timeout(f, srv->cfg.request_timeout);
+        if (t == NULL) {
+            (void)kt_future_cancel(f);
+            kt_future_unref(f);
+            goto nomem;
         }
-        reply_unknown(c, argv, argc);
-        return;
+        kt_future_unref(f); /* the timeout holds it and forwards its value */
+        f = t;
     }
-    if (srv->cfg.requirepass && !kd_client_authed(c) && !(cmd->flags & KD_CMD_NOAUTH)) {
-        srv->st.err_auth++;
-        kd_client_error(c, "NOAUTH Authentication required.");
-        return;
+    r->f = f;
+    if (kt_future_then(f, req_done_cb, r) < 0) {
+        (void)kt_future_cancel(f);
+        goto nomem;
     }
-    if ((cmd->arity > 0 && argc != (size_t)cmd->arity) ||
-        (cmd->arity < 0 && argc < (size_t)-cmd->arity)) {
-        kd_reply_arity(c, cmd->name);
-        return;
-    }
-    cmd->calls++;
-    cmd->fn(c, argv, argc);
+    ks_defer(c, &r->slot);
+    ks_slot_hold(&r->slot, bytes);
+    return;
+nomem:
+    req_free(r);
+    ks_error(c, "ERR out of memory");
+}
+
+void kd_drop(ks_slot *s)
+{
+    kd_req *r = (kd_req *)s;
+    /* Settled: free now. Otherwise cancel (which reaches the pool: queued
+     * fetches are dropped, sent ones unhooked); the continuation frees it. */
+    if (r->done)
+        req_free(r);
+    else
+        (void)kt_future_cancel(r->f);
+}
+
+static size_t key_bytes(const kt_resp_arg *keys, size_t n)
+{
+    size_t b = 0;
+    for (size_t i = 0; i < n; i++)
+        b += keys[i].len;
+    return b;
 }
 
 /* ---- the fetch commands ------------------------------------------------------- */
 
-static void cmd_get(kd_client *c, const kt_resp_arg *argv, size_t argc)
+static void cmd_get(ks_conn *c, const kt_resp_arg *argv, size_t argc)
 {
     (void)argc;
-    kd_req *r = kd_req_new(c, KD_R_GET);
+    kd_req *r = req_new(c, KD_R_GET);
     if (r == NULL) {
-        kd_client_error(c, "ERR out of memory");
+        ks_error(c, "ERR out of memory");
         return;
     }
     r->n = 1;
-    kd_req_submit(r, kd_pool_fetch(kd_srv->pool, argv[1].p, argv[1].len));
+    req_submit(c, r, kd_pool_fetch(r->srv->pool, argv[1].p, argv[1].len), argv[1].len);
 }
 
-static bool check_keys(kd_client *c, size_t n)
+static bool check_keys(ks_conn *c, size_t n)
 {
-    if (n > (size_t)kd_srv->cfg.max_keys) {
-        kd_srv->st.err_other++;
-        kd_client_error(c, "ERR too many keys: %zu (max-keys is %lld)", n,
-                        (long long)kd_srv->cfg.max_keys);
+    kd_server *srv = kd_of(c);
+    if (n > (size_t)srv->cfg.max_keys) {
+        ks_error(c, "ERR too many keys: %zu (max-keys is %lld)", n, (long long)srv->cfg.max_keys);
         return false;
     }
     return true;
 }
 
 /* Start one fetch per key into srv->fs. false (and nothing left held) on ENOMEM. */
-static bool fetch_all(const kt_resp_arg *keys, size_t n)
+static bool fetch_all(kd_server *srv, const kt_resp_arg *keys, size_t n)
 {
-    kd_server *srv = kd_srv;
     if (n > srv->fs_cap) {
         kt_future **fs = kt_realloc(srv->fs, n * sizeof *fs);
         if (fs == NULL)
@@ -206,95 +182,90 @@ static bool fetch_all(const kt_resp_arg *keys, size_t n)
 
 /* Drop our references on srv->fs (the combinator holds its own); on
  * failure to build it, cancel them too. */
-static void release_all(size_t n, bool cancel)
+static void release_all(kd_server *srv, size_t n, bool cancel)
 {
     for (size_t i = 0; i < n; i++) {
         if (cancel)
-            (void)kt_future_cancel(kd_srv->fs[i]);
-        kt_future_unref(kd_srv->fs[i]);
+            (void)kt_future_cancel(srv->fs[i]);
+        kt_future_unref(srv->fs[i]);
     }
 }
 
-static void cmd_mget(kd_client *c, const kt_resp_arg *argv, size_t argc)
+/* MGET and MGETANY: every fetch at once, under kt_all or kt_race. */
+static void fetch_together(ks_conn *c, const kt_resp_arg *argv, size_t argc, enum kd_req_kind kind)
 {
     size_t n = argc - 1;
     if (!check_keys(c, n))
         return;
-    kd_req *r = kd_req_new(c, KD_R_MGET);
-    if (r == NULL || !fetch_all(argv + 1, n)) {
+    kd_req *r = req_new(c, kind);
+    if (r == NULL || !fetch_all(r->srv, argv + 1, n)) {
         if (r)
-            kd_req_free(r);
-        kd_client_error(c, "ERR out of memory");
+            req_free(r);
+        ks_error(c, "ERR out of memory");
         return;
     }
-    kt_future *all = kt_all(kd_srv->loop, kd_srv->fs, n);
-    release_all(n, all == NULL);
+    kd_server *srv = r->srv;
+    kt_future *f = kind == KD_R_MGET ? kt_all(srv->loop, srv->fs, n) : kt_race(srv->loop, srv->fs, n);
+    release_all(srv, n, f == NULL);
     r->n = (uint32_t)n;
-    if (all) {
-        r->inner = all;
-        kt_future_ref(all);
+    if (f && kind == KD_R_MGET) {
+        r->inner = f;
+        kt_future_ref(f);
     }
-    kd_req_submit(r, all);
+    req_submit(c, r, f, key_bytes(argv + 1, n));
 }
 
-static void cmd_mgetany(kd_client *c, const kt_resp_arg *argv, size_t argc)
+static void cmd_mget(ks_conn *c, const kt_resp_arg *argv, size_t argc)
 {
-    size_t n = argc - 1;
-    if (!check_keys(c, n))
-        return;
-    kd_req *r = kd_req_new(c, KD_R_ANY);
-    if (r == NULL || !fetch_all(argv + 1, n)) {
-        if (r)
-            kd_req_free(r);
-        kd_client_error(c, "ERR out of memory");
-        return;
-    }
-    kt_future *race = kt_race(kd_srv->loop, kd_srv->fs, n);
-    release_all(n, race == NULL);
-    r->n = (uint32_t)n;
-    kd_req_submit(r, race);
+    fetch_together(c, argv, argc, KD_R_MGET);
 }
 
-/* Sequence step i: fetch key i (the keys were copied into r->out). */
+static void cmd_mgetany(ks_conn *c, const kt_resp_arg *argv, size_t argc)
+{
+    fetch_together(c, argv, argc, KD_R_ANY);
+}
+
+/* Sequence step i: fetch key i (the keys were copied into r->keys). */
 static kt_future *seq_start_cb(size_t i, void *arg)
 {
     kd_req *r = arg;
-    return kd_pool_fetch(kd_srv->pool, r->out.data + r->koff[i], r->koff[i + 1] - r->koff[i]);
+    return kd_pool_fetch(r->srv->pool, r->keys.data + r->koff[i], r->koff[i + 1] - r->koff[i]);
 }
 
-static void cmd_mgetseq(kd_client *c, const kt_resp_arg *argv, size_t argc)
+static void cmd_mgetseq(ks_conn *c, const kt_resp_arg *argv, size_t argc)
 {
     size_t n = argc - 1;
     if (!check_keys(c, n))
         return;
-    kd_req *r = kd_req_new(c, KD_R_SEQ);
+    kd_req *r = req_new(c, KD_R_SEQ);
     if (r == NULL || (r->koff = kt_malloc((n + 1) * sizeof *r->koff)) == NULL)
         goto nomem;
     /* The keys are needed after this request's bytes are gone: copy them. */
     r->koff[0] = 0;
     for (size_t i = 0; i < n; i++) {
-        if (kt_buf_append(&r->out, argv[i + 1].p, argv[i + 1].len) < 0)
+        if (kt_buf_append(&r->keys, argv[i + 1].p, argv[i + 1].len) < 0)
             goto nomem;
-        r->koff[i + 1] = (uint32_t)r->out.len;
+        r->koff[i + 1] = (uint32_t)r->keys.len;
     }
     r->n = (uint32_t)n;
-    kt_future *seq = kt_sequence(kd_srv->loop, n, seq_start_cb, r);
+    kt_future *seq = kt_sequence(r->srv->loop, n, seq_start_cb, r);
     if (seq) {
         r->inner = seq;
         kt_future_ref(seq);
     }
-    kd_req_submit(r, seq);
+    req_submit(c, r, seq, r->keys.len);
     return;
 nomem:
     if (r)
-        kd_req_free(r);
-    kd_client_error(c, "ERR out of memory");
+        req_free(r);
+    ks_error(c, "ERR out of memory");
 }
 
+/* ---- replies ------------------------------------------------------------------------ */
+
 /* One value: the number, nil, or the error that stands in its place. */
-static void encode_value(kt_out *o, const kt_future *f)
+static void encode_value(kd_server *srv, kt_out *o, const kt_future *f)
 {
-    kd_server *srv = kd_srv;
     if (f == NULL) /* a sequence item never started: the deadline came first */
         goto timeout;
     switch (kt_future_state_of(f)) {
@@ -331,83 +302,50 @@ timeout:
                         (unsigned long long)(srv->cfg.request_timeout / KT_MSEC(1)));
 }
 
-void kd_cmd_reply(kd_req *r, kt_out *o)
+void kd_emit(ks_conn *c, ks_slot *s, kt_out *o)
 {
+    kd_req *r = (kd_req *)s;
+    (void)c;
     switch (r->kind) {
     case KD_R_GET:
     case KD_R_ANY:
-        encode_value(o, r->f);
+        encode_value(r->srv, o, r->f);
         break;
-    case KD_R_MGET:
-    case KD_R_SEQ:
+    default: /* MGET, SEQ */
         (void)kt_resp_array(o, r->n);
         for (uint32_t i = 0; i < r->n; i++)
-            encode_value(o, r->inner ? kt_all_item(r->inner, i) : NULL);
-        break;
-    default:
+            encode_value(r->srv, o, r->inner ? kt_all_item(r->inner, i) : NULL);
         break;
     }
+    req_free(r);
 }
 
-/* ---- the immediate commands ------------------------------------------------------ */
+/* ---- INFO and the table -------------------------------------------------------------- */
 
-static void cmd_ping(kd_client *c, const kt_resp_arg *argv, size_t argc)
+static void cmd_info(ks_conn *c, const kt_resp_arg *argv, size_t argc)
 {
-    if (argc > 2) {
-        kd_reply_arity(c, "ping");
-        return;
-    }
-    kt_out *o = kd_client_out(c);
-    if (o == NULL)
-        return;
-    if (argc == 2)
-        (void)kt_resp_bulk(o, argv[1].p, argv[1].len);
-    else
-        (void)kt_resp_simple(o, "PONG");
+    ks_info(c, argv, argc, kd_info_sections);
 }
 
-static void cmd_echo(kd_client *c, const kt_resp_arg *argv, size_t argc)
-{
-    (void)argc;
-    kt_out *o = kd_client_out(c);
-    if (o)
-        (void)kt_resp_bulk(o, argv[1].p, argv[1].len);
-}
+static const ks_arg a_key[] = { { "key", "key", 0 }, { NULL, NULL, 0 } };
+static const ks_arg a_keys[] = { { "key", "key", KS_ARG_MULTIPLE }, { NULL, NULL, 0 } };
+static const ks_arg a_sections[] = {
+    { "section", "string", KS_ARG_OPTIONAL | KS_ARG_MULTIPLE }, { NULL, NULL, 0 } };
 
-static void cmd_quit(kd_client *c, const kt_resp_arg *argv, size_t argc)
-{
-    (void)argv;
-    (void)argc;
-    kt_out *o = kd_client_out(c);
-    if (o == NULL)
-        return;
-    (void)kt_resp_simple(o, "OK");
-    kd_client_finish(c);
-}
-
-static void cmd_info(kd_client *c, const kt_resp_arg *argv, size_t argc)
-{
-    kt_buf b = { 0 };
-    kd_info(kd_srv, argv + 1, argc - 1, &b);
-    kt_out *o = kd_client_out(c);
-    if (o)
-        (void)kt_resp_bulk(o, b.data, b.len);
-    kt_buf_free(&b);
-}
-
-static void cmd_select(kd_client *c, const kt_resp_arg *argv, size_t argc)
-{
-    int64_t db;
-    (void)argc;
-    if (kt_parse_i64(argv[1].p, argv[1].len, &db) < 0) {
-        kd_srv->st.err_other++;
-        kd_client_error(c, "ERR value is not an integer or out of range");
-    } else if (db != 0) {
-        kd_srv->st.err_other++;
-        kd_client_error(c, "ERR DB index is out of range");
-    } else {
-        kt_out *o = kd_client_out(c);
-        if (o)
-            (void)kt_resp_simple(o, "OK");
-    }
-}
+/* GET and MGET first: the lookup is a scan and they are what is asked for. */
+const ks_cmd kd_cmds[] = {
+    { "get", 2, KS_CMD_READONLY | KS_CMD_FAST, cmd_get, "string", "1.0.0",
+      "Fetch the number stored at key from the database.", a_key, 1, 1, 1 },
+    { "mget", -2, KS_CMD_READONLY | KS_CMD_FAST, cmd_mget, "string", "1.0.0",
+      "Fetch several numbers at once (concurrently); a key that failed is an error element.",
+      a_keys, 1, -1, 1 },
+    { "mgetseq", -2, KS_CMD_READONLY, cmd_mgetseq, "string", "0.1.0",
+      "Fetch several numbers one after another, each awaited before the next starts.",
+      a_keys, 1, -1, 1 },
+    { "mgetany", -2, KS_CMD_READONLY | KS_CMD_FAST, cmd_mgetany, "string", "0.1.0",
+      "Fetch several numbers at once and answer with the first to arrive; cancel the rest.",
+      a_keys, 1, -1, 1 },
+    { "info", -1, 0, cmd_info, "server", "1.0.0",
+      "Returns information and statistics about the server.", a_sections, 0, 0, 0 },
+    { NULL, 0, 0, NULL, NULL, NULL, NULL, NULL, 0, 0, 0 },
+};

@@ -10,29 +10,19 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "opt.h"
+#include "server.h"
 
 typedef struct kd_config {
     char *config;               /* -c FILE (command line only) */
     bool check_config;          /* --check-config: validate and exit */
     bool write_conf;            /* --write-conf: print the documented config file */
 
-    kt_opt_list listen;         /* ADDR:PORT or unix:PATH, repeatable */
-    char *io;                   /* auto, io_uring, epoll, libevent */
-    char *log_level;
-    int64_t backlog;
-
-    /* clients */
-    int64_t maxclients;
-    uint64_t max_inline;        /* inline command line */
-    uint64_t max_bulk;          /* one bulk argument */
-    int64_t max_args;           /* arguments of one command */
-    uint64_t max_query_buffer;  /* unparsed input kept per client */
-    uint64_t max_output_buffer; /* unsent replies per client: closed past it */
-    int64_t max_pending;        /* requests in flight per client before reading pauses */
+    /* listen, io, log-level, backlog, reuseport, the client limits
+     * (maxclients ... max-pending-bytes), idle-timeout, requirepass and
+     * shutdown-timeout: the options every kettle server has */
+    ks_config srv;
     int64_t max_keys;           /* keys of one MGET, MGETSEQ or MGETANY */
-    uint64_t idle_timeout;      /* 0: never */
     uint64_t request_timeout;   /* 0: none */
-    char *requirepass;          /* AUTH password, NULL: none */
 
     /* backends */
     kt_opt_list backend;        /* ADDR:PORT[,ADDR:PORT...], repeatable; none: the embedded database */
@@ -58,8 +48,6 @@ typedef struct kd_config {
     int64_t hash_points;        /* virtual nodes per group */
     char *embedded_latency;
     kt_opt_list embedded_option; /* "NAME VALUE" passed to the embedded database */
-
-    uint64_t shutdown_timeout;
 } kd_config;
 
 extern const kt_opt kd_options[];

@@ -36,48 +36,25 @@ const kt_opt kd_options[] = {
       "print a config file documenting every option with its default, and exit",
       0, 0, 0, NULL, KT_OPT_NOFILE },
 
-    { "listen", KT_OPT_LIST, O(listen), "127.0.0.1:7379",
-      "address to serve clients on: ADDR:PORT, [IPV6]:PORT or unix:PATH (port 0: ephemeral)",
-      0, 0, 0, kt_opt_check_addr, 0 },
-    { "io", KT_OPT_STR, O(io), "auto",
-      "I/O backend: auto (io_uring, else epoll), io_uring, epoll, libevent",
-      0, 0, 0, kt_opt_check_io, 0 },
-    { "log-level", KT_OPT_STR, O(log_level), "notice",
-      "log level: error, warning, notice, info, debug", 0, 0, 0, kt_opt_check_level, RT },
-    { "backlog", KT_OPT_INT, O(backlog), "4096", "listen(2) backlog of each listener",
-      1, 1 << 20, 0, NULL, 0 },
+    KS_OPT_LISTEN(kd_config, srv, "127.0.0.1:7379"),
+    KS_OPT_IO(kd_config, srv),
+    KS_OPT_LOG_LEVEL(kd_config, srv),
+    KS_OPT_BACKLOG(kd_config, srv),
+    KS_OPT_REUSEPORT(kd_config, srv),
 
-    { "maxclients", KT_OPT_INT, O(maxclients), "20000",
-      "clients at once; one more gets '-ERR max number of clients reached' and is closed",
-      1, 10000000, 0, NULL, RT },
-    { "max-inline", KT_OPT_SIZE, O(max_inline), "64kb",
-      "longest inline command line ('Protocol error: too big inline request')",
-      0, 0, 0, NULL, RT },
-    { "max-bulk", KT_OPT_SIZE, O(max_bulk), "1mb",
-      "longest bulk argument ('Protocol error: invalid bulk length')", 0, 0, 0, NULL, RT },
-    { "max-args", KT_OPT_INT, O(max_args), "65536",
-      "arguments in one command ('Protocol error: invalid multibulk length')",
-      2, 1 << 24, 0, NULL, RT },
-    { "max-query-buffer", KT_OPT_SIZE, O(max_query_buffer), "8mb",
-      "unparsed input kept for one client (a request in the making); past it the client is closed",
-      0, 0, 0, NULL, RT },
-    { "max-output-buffer", KT_OPT_SIZE, O(max_output_buffer), "32mb",
-      "unsent replies kept for a client that does not read; past it the client is closed",
-      0, 0, 0, NULL, RT },
-    { "max-pending", KT_OPT_INT, O(max_pending), "1024",
-      "requests of one client awaiting their reply; past it reading from the client pauses",
-      1, 1 << 24, 0, NULL, RT },
+    KS_OPT_LIMITS(kd_config, srv, "20000", "32mb", "1024"),
+    KS_OPT_MAX_PENDING_BYTES(kd_config, srv, "4mb",
+      "bytes of keys one client's requests in flight hold (sent to or queued for the "
+      "database); past it reading from the client pauses. A single request larger than it is "
+      "still served when it is the client's only one; 0: no bound"),
     { "max-keys", KT_OPT_INT, O(max_keys), "1024",
       "keys in one MGET, MGETSEQ or MGETANY; more get an error", 1, 1 << 20, 0, NULL, RT },
-    { "idle-timeout", KT_OPT_DURATION, O(idle_timeout), "300s",
-      "close a client that completed no request for this long and has none in flight "
-      "(a bare number: seconds); 0: never",
-      0, 0, KT_SEC(1), NULL, RT },
+    KS_OPT_IDLE_TIMEOUT(kd_config, srv, "300s"),
     { "request-timeout", KT_OPT_DURATION, O(request_timeout), "5s",
       "deadline of a request: what is still out is cancelled and answered with an error "
       "(MGET: the parts that arrived, errors for the rest); 0: none",
       0, 0, KT_MSEC(1), NULL, RT },
-    { "requirepass", KT_OPT_STR, O(requirepass), NULL,
+    { "requirepass", KT_OPT_STR, KS_OFF(kd_config, srv, password), NULL,
       "when set, clients must AUTH with this password (or HELLO 2 AUTH default PASSWORD) first",
       0, 0, 0, NULL, RT | KT_OPT_SECRET },
 
@@ -161,9 +138,7 @@ const kt_opt kd_options[] = {
       "another option for the embedded database, as 'NAME VALUE' (e.g. 'workers 8')",
       0, 0, 0, check_name_value, 0 },
 
-    { "shutdown-timeout", KT_OPT_DURATION, O(shutdown_timeout), "10s",
-      "on SIGTERM/SIGINT: how long in-flight requests may take to finish before the exit",
-      0, 0, KT_MSEC(1), NULL, RT },
+    KS_OPT_SHUTDOWN_TIMEOUT(kd_config, srv, "10s"),
     KT_OPT_END,
 };
 
@@ -179,23 +154,23 @@ int kd_config_load(kd_config *cfg, int argc, char **argv)
 
 int kd_config_validate(const kd_config *c, const char **why)
 {
-    if (c->listen.n == 0) {
+    if (c->srv.listen.n == 0) {
         *why = "no listen address";
         return -EINVAL;
     }
-    if (c->max_keys + 1 > c->max_args) {
+    if (c->max_keys + 1 > c->srv.max_args) {
         *why = "max-keys must be below max-args";
         return -EINVAL;
     }
-    if (c->max_inline < 16 || c->max_bulk < 16) {
+    if (c->srv.max_inline < 16 || c->srv.max_bulk < 16) {
         *why = "max-inline and max-bulk must be at least 16 bytes";
         return -EINVAL;
     }
-    if (c->max_query_buffer < c->max_inline) {
+    if (c->srv.max_query_buffer < c->srv.max_inline) {
         *why = "max-query-buffer must be at least max-inline";
         return -EINVAL;
     }
-    if (c->max_output_buffer < 4096) {
+    if (c->srv.max_output_buffer < 4096) {
         *why = "max-output-buffer must be at least 4kb";
         return -EINVAL;
     }
@@ -242,9 +217,10 @@ void kd_config_usage(FILE *out)
         "  MGETSEQ n1 n2 ...      the same, fetched one after another (each awaited before the next)\n"
         "  MGETANY n1 n2 ...      the first number to arrive; the other fetches are cancelled\n"
         "  PING, ECHO, QUIT, INFO [section], COMMAND [COUNT|INFO|DOCS|LIST], AUTH, HELLO 2,\n"
-        "  CLIENT ID|GETNAME|SETNAME|SETINFO, CONFIG GET|SET|RESETSTAT, SELECT 0\n"
+        "  CLIENT ID|GETNAME|SETNAME|SETINFO|LIST|INFO, CONFIG GET|SET|RESETSTAT, SELECT 0\n"
         "\n"
-        "signals: SIGTERM/SIGINT drain and exit (a second one exits at once), SIGHUP reloads\n"
+        "signals: SIGTERM/SIGINT drain and exit (a second one ends the drain; exit status 3\n"
+        "when requests were left unanswered), SIGHUP reloads\n"
         "\n"
         "options (each also settable in the config file as `name = value`):\n"
         "  -h, --help                       this text\n"

@@ -192,8 +192,7 @@ kd_replica *kd_group_pick(kd_group *g, const kd_replica *not)
         return n ? cand[0] : NULL;
     if (n == 2)
         return cand[1]->load < cand[0]->load ? cand[1] : cand[0];
-    uint64_t x = kd_pool_rand(g->pool);
-    uint32_t a = (uint32_t)(x % n), b = (uint32_t)((x >> 32) % (n - 1));
+    uint32_t a = (uint32_t)kd_pool_rand(g->pool, n), b = (uint32_t)kd_pool_rand(g->pool, n - 1);
     if (b >= a)
         b++;
     return cand[b]->load < cand[a]->load ? cand[b] : cand[a];

@@ -5,6 +5,7 @@
  * until a signal ends it.
  */
 #include "config.h"
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include "kd.h"
@@ -41,7 +42,6 @@ int main(int argc, char **argv)
         }
     }
 
-    kd_srv = &srv;
     srv.argc = argc;
     srv.argv = argv;
     const char *why = NULL;
@@ -68,7 +68,7 @@ int main(int argc, char **argv)
         goto out;
     }
     kt_log_level level;
-    if (kt_log_parse_level(srv.cfg.log_level, &level) == 0)
+    if (kt_log_parse_level(srv.cfg.srv.log_level, &level) == 0)
         kt_log_set_level(level);
 
     if (kd_server_start(&srv) == 0) {
@@ -76,8 +76,12 @@ int main(int argc, char **argv)
         if (r < 0)
             kt_log_error("event loop failed: %s", strerror(-r));
         else
-            rc = 0;
+            rc = srv.core.lost.clients ? KS_EXIT_UNANSWERED : 0;
         kt_log_notice("exiting");
+        /* The exit is decided: a signal arriving while the loop is torn
+         * down (it unblocks them) must not turn it into a kill. */
+        signal(SIGTERM, SIG_IGN);
+        signal(SIGINT, SIG_IGN);
     }
     kd_server_stop(&srv);
 out:

@@ -71,14 +71,14 @@ static void count_backends(const kd_server *srv, unsigned *up, unsigned *total, 
 static void status_text(const kd_server *srv, char *buf, size_t len)
 {
     unsigned up, total, ejected;
-    if (srv->draining) {
-        snprintf(buf, len, "STATUS=draining: %zu client%s left", srv->nclients,
-                 srv->nclients == 1 ? "" : "s");
+    size_t nclients = srv->core.nclients;
+    if (srv->core.state != KS_RUNNING) {
+        snprintf(buf, len, "STATUS=draining: %zu client%s left", nclients, nclients == 1 ? "" : "s");
         return;
     }
     count_backends(srv, &up, &total, &ejected);
-    int n = snprintf(buf, len, "STATUS=%zu client%s (%zu awaiting the database); ", srv->nclients,
-                     srv->nclients == 1 ? "" : "s", kd_clients_blocked(srv));
+    int n = snprintf(buf, len, "STATUS=%zu client%s (%zu awaiting the database); ", nclients,
+                     nclients == 1 ? "" : "s", ks_server_blocked(&srv->core));
     if (n < 0 || (size_t)n >= len)
         return;
     if (srv->embedded)
@@ -93,10 +93,7 @@ static void status_cb(kt_timer *t, void *arg)
 {
     char text[sizeof kd__n.last];
     (void)t;
-    (void)arg;
-    if (kd_srv == NULL)
-        return;
-    status_text(kd_srv, text, sizeof text);
+    status_text(arg, text, sizeof text);
     if (strcmp(text, kd__n.last) == 0)
         return;
     memcpy(kd__n.last, text, sizeof text);
@@ -104,15 +101,15 @@ static void status_cb(kt_timer *t, void *arg)
 }
 #endif /* HAVE_SYSTEMD */
 
-void kd_notify_init(kt_loop *loop)
+void kd_notify_init(kd_server *srv)
 {
 #ifdef HAVE_SYSTEMD
     uint64_t usec = 0;
     kd__n.last[0] = '\0';
     if (getenv("NOTIFY_SOCKET") == NULL)
         return; /* no manager listening: no timers, no wake-ups */
-    kt_timer_init(loop, &kd__n.watchdog, watchdog_cb, NULL);
-    kt_timer_init(loop, &kd__n.status, status_cb, NULL);
+    kt_timer_init(srv->loop, &kd__n.watchdog, watchdog_cb, NULL);
+    kt_timer_init(srv->loop, &kd__n.status, status_cb, srv);
     kd__n.timers = true;
     /* > 0 only when WATCHDOG_USEC is set and WATCHDOG_PID, if set, is us */
     int r = sd_watchdog_enabled(0, &usec);
@@ -128,7 +125,7 @@ void kd_notify_init(kt_loop *loop)
     }
     (void)kt_timer_start(&kd__n.status, KD_STATUS_EVERY, KD_STATUS_EVERY);
 #else
-    (void)loop;
+    (void)srv;
 #endif
 }
 

@@ -18,9 +18,12 @@
 
 #include <kettle/kettle.h>
 
+struct kd_server;
+
 /* Once the loop exists and the listeners accept: start the watchdog
- * pings (when the manager asked for them) and the STATUS refresh. */
-void kd_notify_init(kt_loop *loop);
+ * pings (when the manager asked for them) and the STATUS refresh, which
+ * reads srv's clients and backends. */
+void kd_notify_init(struct kd_server *srv);
 /* A state change in sd_notify(3) form: "READY=1", "RELOADING=1",
  * "STOPPING=1", "STATUS=text" (several separated by newlines). A
  * message holding RELOADING=1 gets MONOTONIC_USEC= appended. */

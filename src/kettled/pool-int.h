@@ -30,6 +30,7 @@
 #include "hash.h"
 #include "pconn.h"
 #include "pool.h"
+#include "rng.h"
 
 typedef struct kd_group kd_group;
 typedef struct kd_replica kd_replica;
@@ -222,7 +223,7 @@ struct kd_pool {
     kd_replica *dirty;      /* replicas with attempts to send at the end of this iteration */
     kt_defer flush;         /* sends the dirty replicas' queues at the end of the iteration */
     kd_freelist free_fl, free_w, free_att; /* flights, waiters, attempts */
-    uint64_t rng;
+    kt_rng rng;             /* jitter, power of two choices */
     uint64_t retired_failed; /* counters of freed groups, kept for totals */
 };
 
@@ -230,8 +231,8 @@ struct kd_pool {
 
 /* r has attempts to send: flush it at the end of this loop iteration. */
 void kd_pool_mark(kd_replica *r);
-/* A random 64-bit number (jitter, power of two choices). */
-uint64_t kd_pool_rand(kd_pool *p);
+/* A random number in [0, n) (jitter, power of two choices). */
+uint64_t kd_pool_rand(kd_pool *p, uint64_t n);
 /* Reconnect delay after `fails` failures in a row (exponential, jittered). */
 uint64_t kd_pool_backoff(kd_pool *p, uint32_t fails);
 

@@ -25,7 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include "pool-int.h"
 
 static void reaper_cb(kt_timer *t, void *arg);
@@ -40,21 +39,16 @@ int kd_pool_new(kt_loop *loop, kd_pool **out)
     p->lim = kt_resp_default_limits;
     p->lim.max_bulk = 64u << 20;
     p->lim.max_depth = 8;
-    p->rng = kt_clock_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
+    (void)kt_rng_seed_random(&p->rng);
     kt_timer_init(loop, &p->reaper, reaper_cb, p);
     kt_defer_init(loop, &p->flush, flush_cb, p);
     *out = p;
     return 0;
 }
 
-/* xorshift64: jitter and power of two choices need no more. */
-uint64_t kd_pool_rand(kd_pool *p)
+uint64_t kd_pool_rand(kd_pool *p, uint64_t n)
 {
-    uint64_t x = p->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return p->rng = x;
+    return kt_rng_below(&p->rng, n);
 }
 
 uint64_t kd_pool_backoff(kd_pool *p, uint32_t fails)
@@ -70,7 +64,7 @@ uint64_t kd_pool_backoff(kd_pool *p, uint32_t fails)
         return d ? d : 1;
     /* "equal jitter": half fixed, half random, so that the connections of a
      * pool (and pools of several daemons) do not retry in lockstep */
-    return d / 2 + kd_pool_rand(p) % (d / 2 + 1);
+    return d / 2 + kd_pool_rand(p, d / 2 + 1);
 }
 
 /* ---- option values ------------------------------------------------------------------------ */

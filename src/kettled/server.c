@@ -1,14 +1,16 @@
 /*
- * server.c - the daemon's life: start (loop, embedded database, pool,
- * listeners, signals), accepting with maxclients, the idle sweep, reload
- * (SIGHUP, CONFIG SET), and the drain on SIGTERM/SIGINT:
+ * server.c - kettled's life: start (loop, server core, embedded database
+ * or pool, listeners, signals), reload (SIGHUP, CONFIG SET) and stop. The
+ * clients, the limits and the drain on SIGTERM/SIGINT are the server
+ * core's (server.h):
  *
- *   running ──SIGTERM──▶ draining: listeners closed, clients stop reading,
- *      ▲                 each closes once its pending replies are sent
- *      │                   │ last client gone          │ shutdown-timeout
- *   SIGHUP: reload         ▼                           ▼ or a second signal
- *   (old config kept     loop stops, exit 0 ◀── every client closed now
- *    when invalid)
+ *   running ──SIGTERM──▶ draining: listeners closed; each client is read
+ *      ▲                 and answered until it has sent nothing more, then
+ *      │                 closed
+ *   SIGHUP: reload         │ last client gone          │ shutdown-timeout
+ *   (old config kept       ▼                           ▼ or a second signal
+ *    when invalid)       loop stops, exit 0       the rest closed; exit 3 if
+ *                                                 requests were unanswered
  */
 #include "config.h"
 #include <errno.h>
@@ -20,17 +22,7 @@
 #include "db.h"
 #include "notify.h"
 
-kd_server *kd_srv;
-
 /* ---- applying a configuration ------------------------------------------------- */
-
-static void limits_from(kt_resp_limits *lim, const kd_config *cfg)
-{
-    *lim = kt_resp_default_limits;
-    lim->max_inline = (size_t)cfg->max_inline;
-    lim->max_bulk = (size_t)cfg->max_bulk;
-    lim->max_args = (size_t)cfg->max_args;
-}
 
 static void pool_params_from(kd_pool_params *p, const kd_config *cfg)
 {
@@ -129,24 +121,43 @@ static int keep_restart_options(kd_server *srv, kd_config *cfg)
     return 0;
 }
 
+/* The embedded database is for a kettled started without any backend: a
+ * reload or CONFIG SET never switches to it, nor away from it. */
+static int check_switch(const kd_server *srv, const kd_config *cfg, const char **why)
+{
+    if (srv->embedded && cfg->backend.n) {
+        *why = "kettled was started without a backend and serves from its embedded database; "
+               "configuring backends takes a restart";
+        return -EINVAL;
+    }
+    if (!srv->embedded && cfg->backend.n == 0) {
+        *why = "no backend configured: kettled does not switch to its embedded database while "
+               "running (restart it without a backend for that)";
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int kd_server_apply(kd_server *srv, kd_config *cfg, const char **why)
 {
     bool initial = srv->pool == NULL;
+    int r;
     if (!initial && keep_restart_options(srv, cfg) < 0) {
         *why = "out of memory";
         return -ENOMEM;
     }
     kt_log_level level;
-    if (kt_log_parse_level(cfg->log_level, &level) < 0) {
+    if (kt_log_parse_level(cfg->srv.log_level, &level) < 0) {
         *why = "bad log-level";
         return -EINVAL;
     }
+    if (!initial && (r = check_switch(srv, cfg, why)) < 0)
+        return r;
     if (initial && kd_pool_new(srv->loop, &srv->pool) < 0) {
         *why = "out of memory";
         return -ENOMEM;
     }
-    /* No backend: the embedded database (started on first need, kept
-     * for the life of the process). */
+    /* No backend at start: the embedded database. */
     const char *const *addrs = (const char *const *)cfg->backend.items;
     size_t n = cfg->backend.n;
     const char *emb[1];
@@ -161,16 +172,16 @@ int kd_server_apply(kd_server *srv, kd_config *cfg, const char **why)
     }
     kd_pool_params prm;
     pool_params_from(&prm, cfg);
-    int r = kd_pool_configure(srv->pool, &prm, addrs, n, why);
-    if (r < 0)
+    if ((r = kd_pool_configure(srv->pool, &prm, addrs, n, why)) < 0)
         return r;
 
     kt_log_set_level(level);
-    limits_from(&srv->lim, cfg);
     if (!initial)
         kd_config_free(&srv->cfg);
     srv->cfg = *cfg;
     memset(cfg, 0, sizeof *cfg);
+    if (!initial)
+        ks_server_apply(&srv->core);
     return 0;
 }
 
@@ -191,72 +202,19 @@ void kd_server_reload(kd_server *srv)
     kd_notify("READY=1\nSTATUS=configuration reloaded");
 }
 
-/* ---- listeners ------------------------------------------------------------------ */
+/* ---- listeners -------------------------------------------------------------------- */
 
-static void accept_cb(kt_listener *l, kt_stream *s, void *arg)
-{
-    (void)l;
-    kd_client_accept(arg, s);
-}
-
-static int add_listener(kd_server *srv, kt_listener *l)
-{
-    kt_listener **ls = kt_realloc(srv->ls, (srv->nls + 1) * sizeof *ls);
-    if (ls == NULL) {
-        kt_listener_close(l);
-        return -ENOMEM;
-    }
-    srv->ls = ls;
-    srv->ls[srv->nls++] = l;
-    kt_addr a;
-    char buf[128];
-    if (kt_listener_addr(l, &a) == 0)
-        kt_log_notice("listening on %s", kt_addr_format(&a, buf, sizeof buf));
-    return 0;
-}
-
-/* Every listener is made here: sockets handed over by the service
- * manager when there are some, otherwise the `listen` addresses. */
+/* Sockets handed over by the service manager when there are some,
+ * otherwise the `listen` addresses. */
 static int listen_all(kd_server *srv)
 {
     int *fds = NULL;
     int n = kd_listen_inherited(&fds);
-    int r = 0;
-    if (n > 0) {
-        for (int i = 0; i < n && r == 0; i++) {
-            kt_listener *l;
-            if ((r = kt_listen_fd(srv->loop, fds[i], accept_cb, srv, &l)) < 0)
-                kt_log_error("inherited socket %d: %s", fds[i], strerror(-r));
-            else
-                r = add_listener(srv, l);
-        }
-        kt_free(fds);
-        return r;
-    }
     if (n < 0)
         kt_log_warning("inherited sockets: %s (using listen)", strerror(-n));
-    for (size_t i = 0; i < srv->cfg.listen.n && r == 0; i++) {
-        kt_addr a;
-        kt_listener *l;
-        const char *spec = srv->cfg.listen.items[i];
-        if ((r = kt_addr_parse(spec, &a)) < 0) {
-            kt_log_error("listen '%s': not an address", spec);
-        } else if ((r = kt_listen(srv->loop, &a, (int)srv->cfg.backlog, accept_cb, srv, &l)) < 0) {
-            kt_log_error("cannot listen on %s: %s", spec, strerror(-r));
-        } else {
-            r = add_listener(srv, l);
-        }
-    }
+    int r = ks_server_listen(&srv->core, fds, n > 0 ? (size_t)n : 0);
+    kt_free(fds);
     return r;
-}
-
-static void close_listeners(kd_server *srv)
-{
-    for (size_t i = 0; i < srv->nls; i++)
-        kt_listener_close(srv->ls[i]);
-    kt_free(srv->ls);
-    srv->ls = NULL;
-    srv->nls = 0;
 }
 
 /* Like Redis: ask for enough descriptors for maxclients, and say so when
@@ -264,7 +222,7 @@ static void close_listeners(kd_server *srv)
 static void raise_nofile(kd_server *srv)
 {
     struct rlimit rl;
-    rlim_t want = (rlim_t)srv->cfg.maxclients + 64 +
+    rlim_t want = (rlim_t)srv->cfg.srv.maxclients + 64 +
                   (rlim_t)(srv->cfg.backend.n ? srv->cfg.backend.n : 2) *
                       (rlim_t)srv->cfg.backend_connections;
     if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= want)
@@ -274,64 +232,53 @@ static void raise_nofile(kd_server *srv)
     if (setrlimit(RLIMIT_NOFILE, &rl) < 0 && getrlimit(RLIMIT_NOFILE, &rl) == 0)
         got = rl.rlim_cur;
     if (got < want)
-        kt_log(got < (rlim_t)srv->cfg.maxclients ? KT_LOG_WARNING : KT_LOG_INFO,
+        kt_log(got < (rlim_t)srv->cfg.srv.maxclients ? KT_LOG_WARNING : KT_LOG_INFO,
                "maxclients %lld wants about %llu file descriptors but the limit is %llu: "
-               "connections past it are refused", (long long)srv->cfg.maxclients,
+               "connections past it are refused", (long long)srv->cfg.srv.maxclients,
                (unsigned long long)want, (unsigned long long)got);
 }
 
-/* ---- signals and the drain -------------------------------------------------------- */
+/* ---- signals and the core's hooks ---------------------------------------------------- */
 
 static void signal_cb(kt_loop *loop, int signo, void *arg)
 {
-    (void)loop;
-    if (signo == SIGHUP)
-        kd_server_reload(arg);
-    else
-        kd_server_shutdown(arg);
-}
-
-static void drain_timer_cb(kt_timer *t, void *arg)
-{
     kd_server *srv = arg;
-    (void)t;
-    kt_log_warning("shutdown-timeout: closing %zu clients with requests still in flight",
-                   srv->nclients);
-    kd_clients_close_all(srv);
-    kt_loop_stop(srv->loop);
-}
-
-void kd_server_shutdown(kd_server *srv)
-{
-    if (srv->draining) {
-        kt_log_notice("second signal: exiting now");
-        kd_clients_close_all(srv);
-        kt_loop_stop(srv->loop);
+    (void)loop;
+    if (signo == SIGHUP) {
+        kd_server_reload(srv);
         return;
     }
-    srv->draining = true;
-    kd_notify("STOPPING=1");
-    kt_log_notice("shutting down: finishing the requests of %zu clients (shutdown-timeout %llu ms)",
-                  srv->nclients, (unsigned long long)(srv->cfg.shutdown_timeout / KT_MSEC(1)));
-    close_listeners(srv);
-    kd_clients_finish_all(srv);
-    if (srv->nclients == 0 && srv->nclosing == 0)
-        kt_loop_stop(srv->loop);
-    else if (srv->cfg.shutdown_timeout)
-        (void)kt_timer_start(&srv->drain_timer, srv->cfg.shutdown_timeout, 0);
+    if (srv->core.state == KS_RUNNING)
+        kd_notify("STOPPING=1");
+    ks_server_shutdown(&srv->core);
 }
 
-void kd_server_client_gone(kd_server *srv)
+static int config_apply(ks_server *core, void *next, const char **why)
 {
-    if (srv->draining && srv->nclients == 0 && srv->nclosing == 0)
-        kt_loop_stop(srv->loop);
+    kd_server *srv = core->data;
+    int r = kd_config_validate(next, why);
+    return r < 0 ? r : kd_server_apply(srv, next, why);
 }
 
-static void cron_cb(kt_timer *t, void *arg)
+static void resetstat(ks_server *core)
 {
-    (void)t;
-    kd_clients_sweep(arg);
+    kd_server *srv = core->data;
+    memset(&srv->st, 0, sizeof srv->st);
+    kd_pool_reset_stats(srv->pool);
 }
+
+static const ks_daemon kettled = {
+    .name = "kettled",
+    .cmds = kd_cmds,
+    .auth = KS_AUTH_ALL,
+    .options = kd_options,
+    .cfg_size = sizeof(kd_config),
+    .pause_divisor = 4,
+    .emit = kd_emit,
+    .drop = kd_drop,
+    .config_apply = config_apply,
+    .resetstat = resetstat,
+};
 
 /* ---- start and stop ------------------------------------------------------------------ */
 
@@ -341,24 +288,21 @@ int kd_server_start(kd_server *srv)
     kd_config cfg = srv->cfg;
     const char *why = NULL;
     int r;
-    if ((r = kt_io_parse(cfg.io, &lo.io)) < 0)
+    if ((r = kt_io_parse(cfg.srv.io, &lo.io)) < 0)
         return r;
     if ((r = kt_loop_new(&srv->loop, &lo)) < 0) {
-        kt_log_error("cannot create the event loop (%s): %s", cfg.io, strerror(-r));
+        kt_log_error("cannot create the event loop (%s): %s", cfg.srv.io, strerror(-r));
         return r;
     }
-    srv->started_ns = kt_loop_now(srv->loop);
-    srv->started = time(NULL);
-    kt_timer_init(srv->loop, &srv->cron, cron_cb, srv);
-    kt_timer_init(srv->loop, &srv->drain_timer, drain_timer_cb, srv);
-    raise_nofile(srv);
-
     memset(&srv->cfg, 0, sizeof srv->cfg); /* apply moves cfg back in */
-    if ((r = kd_server_apply(srv, &cfg, &why)) < 0) {
-        kt_log_error("%s", why);
+    if ((r = ks_server_init(&srv->core, srv->loop, &kettled, srv, &srv->cfg, &srv->cfg.srv)) < 0 ||
+        (r = kd_server_apply(srv, &cfg, &why)) < 0) {
+        kt_log_error("%s", why ? why : "out of memory");
         srv->cfg = cfg;
         return r;
     }
+    ks_server_apply(&srv->core);
+    raise_nofile(srv);
     if ((r = listen_all(srv)) < 0)
         return r;
     int sigs[] = { SIGTERM, SIGINT, SIGHUP };
@@ -367,13 +311,13 @@ int kd_server_start(kd_server *srv)
             kt_log_error("cannot watch signal %d: %s", sigs[i], strerror(-r));
             return r;
         }
-    (void)kt_timer_start(&srv->cron, KT_MSEC(500), KT_MSEC(500));
-    kd_notify_init(srv->loop);
+    kd_notify_init(srv);
     kt_log_notice("kettled %s ready: io backend %s, %zu backend%s%s", KT_VERSION_STRING,
                   kt_loop_backend(srv->loop), srv->cfg.backend.n ? srv->cfg.backend.n : 1,
                   srv->cfg.backend.n == 1 || srv->cfg.backend.n == 0 ? "" : "s",
                   srv->embedded ? " (embedded)" : "");
-    kd_notifyf("READY=1\nSTATUS=serving on %zu listener%s", srv->nls, srv->nls == 1 ? "" : "s");
+    kd_notifyf("READY=1\nSTATUS=serving on %zu listener%s", srv->core.nls,
+               srv->core.nls == 1 ? "" : "s");
     return 0;
 }
 
@@ -382,16 +326,13 @@ void kd_server_stop(kd_server *srv)
     if (srv->loop == NULL)
         return;
     kd_notify_done();
-    close_listeners(srv);
-    kd_clients_close_all(srv);
+    ks_server_free(&srv->core);
     kd_pool_free(srv->pool);
     srv->pool = NULL;
     if (srv->embedded) {
         kdb_server_stop(srv->embedded);
         srv->embedded = NULL;
     }
-    kt_timer_stop(&srv->cron);
-    kt_timer_stop(&srv->drain_timer);
     for (int i = 0; i < 1000; i++) {
         kt_loop_stats st;
         (void)kt_loop_run(srv->loop, KT_RUN_NOWAIT);
@@ -399,10 +340,9 @@ void kd_server_stop(kd_server *srv)
         if (st.streams == 0 && st.futures_live == 0)
             break;
     }
-    kt_resp_req_free(&srv->req);
     kt_free(srv->fs);
     srv->fs = NULL;
-    kd_reqs_free_all();
+    kd_reqs_free_all(srv);
     kt_loop_free(srv->loop);
     srv->loop = NULL;
 }

@@ -3,8 +3,8 @@
 redis-cli (one-shot and interactive), pipelining answered in request order,
 the three shapes of get_numbers() (MGET concurrent, MGETSEQ sequential,
 MGETANY first-wins), request-timeout with partial results, AUTH/HELLO,
-CLIENT, CONFIG GET/SET, INFO, a unix socket listener, --check-config and
-the committed conf/kettled.conf."""
+CLIENT, CONFIG GET/SET, INFO, a unix socket listener, two instances on one
+port with reuseport, --check-config and the committed conf/kettled.conf."""
 import os
 import pty
 import select
@@ -275,6 +275,25 @@ def test_unix_socket_and_two_listeners():
     finally:
         k.stop()
     assert not os.path.exists(path)
+
+
+def test_reuseport():
+    """With reuseport, a second kettled listens on the port of the first
+    (SO_REUSEPORT); without it, the second one cannot."""
+    a = kettled("--reuseport", "yes")
+    b = None
+    try:
+        b = kettled("--reuseport", "yes", listen=a.addr)
+        assert a.alive() and b.alive()
+        for _ in range(4):  # served whichever instance the kernel picks
+            assert h.Client(a.port).call("GET", "8") == b"8"
+        r = subprocess.run([h.program("kettled"), "--listen", a.addr], capture_output=True,
+                           timeout=20)
+        assert r.returncode == 1 and b"cannot listen" in r.stderr, r
+    finally:
+        a.stop()
+        if b:
+            b.stop()
 
 
 def test_io_backends():

@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """kettled's life: the database down at start, the database restarted
 mid-load, SIGTERM with 1,000 requests in flight (all answered, exit 0), a
-second signal, shutdown-timeout, SIGHUP reload (applied, and the old
+second signal and shutdown-timeout (exit status 3: requests were left
+unanswered), SIGHUP reload (applied, and the old
 configuration kept when the new one is invalid), and a reloaded backend
-list."""
+list, and no switch between configured backends and the embedded
+database at run time."""
 import os
 import re
 import signal
@@ -13,6 +15,8 @@ import time
 
 import harness as h
 from kdtest import E, Load, kettle_db, kettled, raw
+
+UNANSWERED = 3  # exit status of a drain that left requests unanswered
 
 FAST = ("--backend-retry-min", "20ms", "--backend-retry-max", "150ms", "--eject-time", "300ms",
         "--connect-timeout", "300ms")
@@ -99,6 +103,42 @@ def test_sigterm_with_1000_in_flight():
         kd.kill()
 
 
+def test_sigterm_answers_what_was_sent():
+    """50 clients pipeline 1,500 GETs each, more than max-pending (1,024):
+    at the signal part of each client's requests are still unread in its
+    socket. Every request sent before the signal is answered, in order;
+    then each client is closed and kettled exits 0."""
+    kd = kettled("--embedded-latency", "fixed 200ms", "--request-timeout", "20s",
+                 "--shutdown-timeout", "60s")
+    socks = []
+    n, per = 50, 1500
+    try:
+        mon = h.Client(kd.port)
+        for i in range(n):
+            s = raw(kd.port)
+            s.sendall(b"".join(h.encode("GET", str(i * per + j)) for j in range(per)))
+            socks.append(s)
+        # every client has hit max-pending: the rest of its requests wait unread
+        h.wait_for(lambda: int(h.info(mon, "stats")["clients_paused_reading"]) >= n, 30,
+                   "every client paused at max-pending")
+        mon.close()
+        kd.signal(signal.SIGTERM)
+        for i, s in enumerate(socks):
+            c = h.Client.__new__(h.Client)
+            c.sock, c.buf = s, b""
+            s.settimeout(60)
+            for j in range(per):
+                assert c.read_reply() == str(i * per + j).encode(), (i, j)
+            assert c.closed_by_peer(10), i
+        assert kd.wait(30) == 0
+        kd.check_clean()
+        assert "unanswered" not in kd.log()
+    finally:
+        for s in socks:
+            s.close()
+        kd.kill()
+
+
 def _refused(port):
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=1)
@@ -121,10 +161,11 @@ def test_second_signal_exits_at_once():
         assert kd.alive()
         t0 = time.monotonic()
         kd.signal(signal.SIGINT)
-        assert kd.wait(5) == 0
+        assert kd.wait(5) == UNANSWERED  # the GET sent before the signal got no reply
         assert time.monotonic() - t0 < 3
         kd.check_clean()
         assert "second signal" in kd.log()
+        assert "1 requests unanswered" in kd.log()
         s.close()
     finally:
         kd.kill()
@@ -140,10 +181,11 @@ def test_shutdown_timeout():
         mon.close()
         t0 = time.monotonic()
         kd.signal(signal.SIGTERM)
-        assert kd.wait(5) == 0
+        assert kd.wait(5) == UNANSWERED
         assert time.monotonic() - t0 < 3
         kd.check_clean()
         assert "shutdown-timeout" in kd.log()
+        assert "1 requests unanswered" in kd.log()
         s.close()
     finally:
         kd.kill()
@@ -154,11 +196,17 @@ def write(path, text):
         f.write(text)
 
 
+def conf_file(text):
+    """A config file holding text (the caller removes it)."""
+    path = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False).name
+    write(path, text)
+    return path
+
+
 def test_sighup_reload():
     db1 = kettle_db("--latency", "none")
     db2 = kettle_db("--latency", "none")
-    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False).name
-    write(conf, "backend = %s\nrequest-timeout = 1s\nmax-keys = 10\n" % db1.addr)
+    conf = conf_file("backend = %s\nrequest-timeout = 1s\nmax-keys = 10\n" % db1.addr)
     kd = kettled("-c", conf)
     try:
         c = h.Client(kd.port)
@@ -189,6 +237,47 @@ def test_sighup_reload():
         db1.stop()
         db2.stop()
         os.unlink(conf)
+
+
+def test_no_switch_to_the_embedded_database():
+    """A kettled started with backends never falls back to its embedded
+    simulated database: CONFIG SET backend "" and an empty config file on
+    SIGHUP are refused and the configured server goes on serving; no
+    embedded listener is ever opened. One started without a backend keeps
+    its embedded database: adding backends at run time is refused too."""
+    db = kettle_db("--latency", "none")
+    conf = conf_file("backend = %s\n" % db.addr)
+    kd = kettled("-c", conf)
+    try:
+        c = h.Client(kd.port)
+        assert c.call("GET", "1") == b"1"
+        r = c.call("CONFIG", "SET", "backend", "")
+        assert isinstance(r, E) and "embedded database" in str(r), r
+        assert c.call("CONFIG", "GET", "backend") == [b"backend", db.addr.encode()]
+        write(conf, "")
+        kd.signal(signal.SIGHUP)
+        line = kd.wait_log(r"reload failed.*").group(0)
+        assert "embedded database" in line, line
+        assert h.info(c, "server")["database"] == "external"
+        served = int(h.info(h.Client(db.port), "stats")["requests_served"])
+        assert c.call("MGET", "2", "3") == [b"2", b"3"]
+        assert int(h.info(h.Client(db.port), "stats")["requests_served"]) == served + 2
+        assert "simulated database" not in kd.log()
+    finally:
+        kd.stop()
+        os.unlink(conf)
+    kd = kettled()
+    try:
+        c = h.Client(kd.port)
+        assert h.info(c, "server")["database"].startswith("embedded ")
+        r = c.call("CONFIG", "SET", "backend", db.addr)
+        assert isinstance(r, E) and "embedded database" in str(r), r
+        assert c.call("CONFIG", "GET", "backend") == [b"backend", b""]
+        assert c.call("GET", "4") == b"4"
+        assert h.info(c, "server")["database"].startswith("embedded ")
+    finally:
+        kd.stop()
+        db.stop()
 
 
 def test_backends_changed_at_run_time():

@@ -2,8 +2,8 @@
 """kettled's client limits: maxclients (Redis's error, then closed),
 running out of descriptors (EMFILE under a low RLIMIT_NOFILE: refused
 without a busy loop, service continues), idle-timeout (not for a client
-waiting on the database), max-pending backpressure, max-keys, and the
-backend queue limit."""
+waiting on the database), max-pending backpressure, max-pending-bytes,
+max-keys, and the backend queue limit."""
 import resource
 import socket
 import time
@@ -110,6 +110,71 @@ def test_max_pending_backpressure():
             assert c.read_reply() == str(i).encode()
         inf = h.info(c, "stats")
         assert int(inf["clients_paused_reading"]) >= 1, inf
+    finally:
+        kd.stop()
+
+
+def client_line(c, cid):
+    """The CLIENT LIST fields of client cid, or None once it is gone."""
+    for line in c.call("CLIENT", "LIST").decode().splitlines():
+        f = dict(kv.split("=", 1) for kv in line.split())
+        if f["id"] == str(cid):
+            return f
+    return None
+
+
+def test_max_pending_bytes():
+    """The keys a client's requests in flight hold are bounded: past
+    max-pending-bytes reading from it pauses (its requests wait in the
+    kernel) until replies have left; everything is answered, in order. A
+    single request larger than the limit is still served when it is the
+    client's only one."""
+    db = kettle_db("--latency", "fixed 300ms")
+    kd = kettled("--backend", db.addr, "--max-pending-bytes", "64kb", "--request-timeout", "10s")
+    try:
+        mon = h.Client(kd.port)
+        c = h.Client(kd.port)
+        cid = c.call("CLIENT", "ID")
+        keys = [b"%0200d" % i for i in range(100)]  # 20,000 bytes of keys a request
+        n = 12
+        c.send(h.encode("MGET", *keys) * n)
+        f = h.wait_for(lambda: (lambda f: f if int(f["pbytes"]) >= 64 * 1024 else None)(
+            client_line(mon, cid)), 10, "64 KiB of keys in flight")
+        # paused there: at most one request's keys past the limit, the rest unread
+        assert int(f["pbytes"]) < 64 * 1024 + 20000, f
+        assert int(f["pending"]) < n, f
+        assert int(h.info(mon, "stats")["clients_paused_reading"]) >= 1
+        assert int(h.info(mon, "memory")["clients_pending_bytes"]) < 64 * 1024 + 20000
+        for _ in range(n):
+            r = c.read_reply()
+            assert isinstance(r, list) and len(r) == 100, r
+        assert int(client_line(mon, cid)["pbytes"]) == 0
+        # one request of 200 KB of keys, alone: served
+        big = [b"%02000d" % i for i in range(100)]
+        r = c.call("MGET", *big)
+        assert isinstance(r, list) and len(r) == 100, r
+        assert c.call("GET", "7") == b"7"
+        assert c.call("CONFIG", "GET", "max-pending-bytes") == [b"max-pending-bytes", b"65536"]
+    finally:
+        kd.stop()
+        db.stop()
+
+
+def test_memory_given_back_after_a_burst():
+    """A burst of MGETs of large keys grows the process; once the client
+    holds nothing more, the server gives the freed memory back (counted in
+    INFO memory_trims)."""
+    kd = kettled("--embedded-latency", "none")
+    try:
+        c = h.Client(kd.port, timeout=60)
+        keys = [(b"%08d" % i) * 1000 for i in range(1000)]  # 8 MB of keys
+        for _ in range(3):
+            r = c.call("MGET", *keys)
+            assert isinstance(r, list) and len(r) == 1000, r
+        h.wait_for(lambda: int(h.info(c, "memory")["memory_trims"]) >= 1, 20,
+                   "memory given back")
+        inf = h.info(c, "memory")
+        assert inf["clients_pending_bytes"] == "0" and inf["clients_query_bytes"] == "0", inf
     finally:
         kd.stop()
 

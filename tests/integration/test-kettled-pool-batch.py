@@ -228,8 +228,10 @@ def test_held_bytes_bounded():
     that does not answer: the pool holds at most backend-queue-bytes for
     the server, and the keys past it fail at once."""
     db = kettle_db("--fault", "stall 1")
+    # (the client's own bound, max-pending-bytes, is set above the pool's)
     kd = kettled("--backend", db.addr, "--backend-queue-bytes", "20mb", "--max-query-buffer", "16mb",
-                 "--request-timeout", "60s", "--backend-timeout", "60s")
+                 "--max-pending-bytes", "64mb", "--request-timeout", "60s",
+                 "--backend-timeout", "60s")
     try:
         c = h.Client(kd.port)
         s = raw(kd.port, timeout=30)

@@ -17,8 +17,10 @@ import tempfile
 import harness as h
 
 PROGRAMS = ["kettled", "kettle-db", "kettle-bench", "kettle-cli"]
-CONFS = ["kettled.conf", "kettle-db.conf", "haproxy-kettled.cfg"]
-UNITS = ["kettled.service", "kettled.socket", "kettle-db.service"]
+CONFS = ["kettled.conf", "kettle-db.conf", "haproxy-kettled.cfg", "prometheus-kettle.yml",
+         "prometheus-kettle-rules.yml"]
+UNITS = ["kettled.service", "kettled.socket", "kettle-db.service", "kettled@.service",
+         "kettled.target"]
 MANS = ["man8/kettled.8", "man8/kettle-db.8", "man1/kettle-bench.1", "man1/kettle-cli.1",
         "man5/kettled.conf.5", "man3/libkettle.3"]
 

@@ -53,7 +53,10 @@ def test_sequence():
             kd.signal(signal.SIGTERM)
             n.wait(lambda m: "STOPPING" in m, 10, "STOPPING=1")
             assert c.closed_by_peer(10), "client not closed by the drain"
-        kd.stop()
+        # (not kd.stop(): a second SIGTERM could land while kettled exits)
+        rc = kd.wait(30)
+        kd.check_clean()
+        assert rc == 0, "kettled exited %s:\n%s" % (rc, kd.log()[-3000:])
         # no READY after STOPPING, and nothing unknown was sent
         keys = [k for _, m in n.msgs for k in m]
         assert set(keys) <= {"READY", "STATUS", "RELOADING", "MONOTONIC_USEC", "STOPPING",

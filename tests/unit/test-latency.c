@@ -37,7 +37,7 @@ static struct stats sample(const char *spec, uint64_t seed, int64_t key, uint64_
 {
     kdb_latency m;
     const char *why = NULL;
-    kdb_rng r;
+    kt_rng r;
     struct stats st = { .min = INFINITY, .max = 0 };
     double *v = malloc(N * sizeof *v);
     double sum = 0, sum2 = 0, lsum = 0, lsum2 = 0;
@@ -45,7 +45,7 @@ static struct stats sample(const char *spec, uint64_t seed, int64_t key, uint64_
 
     assert_non_null(v);
     assert_int_equal(kdb_latency_parse(spec, &m, &why), 0);
-    kdb_rng_seed(&r, seed);
+    kt_rng_seed(&r, seed);
     for (size_t i = 0; i < N; i++) {
         double d = (double)kdb_latency_sample(&m, &r, key, max_ns);
         v[i] = d;
@@ -197,8 +197,8 @@ static void test_proportional(void **state)
     (void)state;
     kdb_latency m;
     const char *why;
-    kdb_rng r;
-    kdb_rng_seed(&r, 1);
+    kt_rng r;
+    kt_rng_seed(&r, 1);
     assert_int_equal(kdb_latency_parse("proportional 100ms", &m, &why), 0);
     assert_true(kdb_latency_sample(&m, &r, 0, KT_SEC(60)) == 0);
     assert_true(kdb_latency_sample(&m, &r, 1, KT_SEC(60)) == KT_MSEC(100));
@@ -211,25 +211,25 @@ static void test_proportional(void **state)
 static void test_seed_reproducible(void **state)
 {
     (void)state;
-    kdb_rng a, b, c;
-    kdb_rng_seed(&a, 42);
-    kdb_rng_seed(&b, 42);
-    kdb_rng_seed(&c, 43);
+    kt_rng a, b, c;
+    kt_rng_seed(&a, 42);
+    kt_rng_seed(&b, 42);
+    kt_rng_seed(&c, 43);
     int differ = 0;
     for (int i = 0; i < 1000; i++) {
-        uint64_t x = kdb_rng_next(&a), y = kdb_rng_next(&b), z = kdb_rng_next(&c);
+        uint64_t x = kt_rng_next(&a), y = kt_rng_next(&b), z = kt_rng_next(&c);
         assert_true(x == y);
         differ += x != z;
     }
     assert_true(differ > 990);
     /* seed 0 is a valid seed, not a degenerate state */
-    kdb_rng_seed(&a, 0);
-    assert_true(kdb_rng_next(&a) != kdb_rng_next(&a));
+    kt_rng_seed(&a, 0);
+    assert_true(kt_rng_next(&a) != kt_rng_next(&a));
     /* uniform bits: each of 64 bits set about half the time */
-    kdb_rng_seed(&a, 7);
+    kt_rng_seed(&a, 7);
     int ones[64] = { 0 };
     for (int i = 0; i < 20000; i++) {
-        uint64_t x = kdb_rng_next(&a);
+        uint64_t x = kt_rng_next(&a);
         for (int k = 0; k < 64; k++)
             ones[k] += (int)((x >> k) & 1);
     }
@@ -245,7 +245,7 @@ static void test_fault_parse_and_roll(void **state)
     kdb_fault_kind k;
     const char *why;
     char buf[200];
-    kdb_rng r;
+    kt_rng r;
 
     kdb_faults_init(&fs);
     assert_int_equal(kdb_fault_parse_line("cut 0.5 7", &k, &f, &why), 0);
@@ -267,7 +267,7 @@ static void test_fault_parse_and_roll(void **state)
     kdb_faults_set(&fs, k, &f);
     assert_int_equal(kdb_fault_parse_line("stall 0.3", &k, &f, &why), 0);
     kdb_faults_set(&fs, k, &f);
-    kdb_rng_seed(&r, 11);
+    kt_rng_seed(&r, 11);
     int n_err = 0, n_stall = 0, n_none = 0;
     for (int i = 0; i < N; i++) {
         switch (kdb_faults_roll(&fs, &r)) {

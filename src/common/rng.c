@@ -5,9 +5,11 @@
  */
 #include "config.h"
 #include <math.h>
+#include <unistd.h>
+#include <kettle/common.h>
 #include "rng.h"
 
-uint64_t kdb_splitmix64(uint64_t *state)
+uint64_t kt_splitmix64(uint64_t *state)
 {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -15,11 +17,11 @@ uint64_t kdb_splitmix64(uint64_t *state)
     return z ^ (z >> 31);
 }
 
-void kdb_rng_seed(kdb_rng *r, uint64_t seed)
+void kt_rng_seed(kt_rng *r, uint64_t seed)
 {
     uint64_t st = seed;
     for (int i = 0; i < 4; i++)
-        r->s[i] = kdb_splitmix64(&st);
+        r->s[i] = kt_splitmix64(&st);
     /* splitmix64 never yields four zero words in a row, but be certain:
      * the all-zero state is xoshiro's one fixed point. */
     if ((r->s[0] | r->s[1] | r->s[2] | r->s[3]) == 0)
@@ -28,12 +30,22 @@ void kdb_rng_seed(kdb_rng *r, uint64_t seed)
     r->spare = 0;
 }
 
+uint64_t kt_rng_seed_random(kt_rng *r)
+{
+    uint64_t st = kt_clock_ns() ^ ((uint64_t)getpid() << 32);
+    uint64_t seed = kt_splitmix64(&st) & (uint64_t)INT64_MAX;
+    if (seed == 0)
+        seed = 1;
+    kt_rng_seed(r, seed);
+    return seed;
+}
+
 static inline uint64_t rotl(uint64_t x, int k)
 {
     return (x << k) | (x >> (64 - k));
 }
 
-uint64_t kdb_rng_next(kdb_rng *r)
+uint64_t kt_rng_next(kt_rng *r)
 {
     uint64_t *s = r->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9;
@@ -47,17 +59,28 @@ uint64_t kdb_rng_next(kdb_rng *r)
     return result;
 }
 
-double kdb_rng_uniform(kdb_rng *r)
+uint64_t kt_rng_below(kt_rng *r, uint64_t n)
 {
-    return (double)(kdb_rng_next(r) >> 11) * 0x1.0p-53;
+    /* Reject the top sliver that would favour small values. */
+    uint64_t limit = UINT64_MAX - UINT64_MAX % n;
+    uint64_t x;
+    do
+        x = kt_rng_next(r);
+    while (x >= limit);
+    return x % n;
 }
 
-double kdb_rng_uniform_pos(kdb_rng *r)
+double kt_rng_uniform(kt_rng *r)
 {
-    return (double)((kdb_rng_next(r) >> 11) + 1) * 0x1.0p-53;
+    return (double)(kt_rng_next(r) >> 11) * 0x1.0p-53;
 }
 
-double kdb_rng_normal(kdb_rng *r)
+double kt_rng_uniform_pos(kt_rng *r)
+{
+    return (double)((kt_rng_next(r) >> 11) + 1) * 0x1.0p-53;
+}
+
+double kt_rng_normal(kt_rng *r)
 {
     if (r->have_spare) {
         r->have_spare = false;
@@ -65,8 +88,8 @@ double kdb_rng_normal(kdb_rng *r)
     }
     double u, v, s;
     do {
-        u = 2.0 * kdb_rng_uniform(r) - 1.0;
-        v = 2.0 * kdb_rng_uniform(r) - 1.0;
+        u = 2.0 * kt_rng_uniform(r) - 1.0;
+        v = 2.0 * kt_rng_uniform(r) - 1.0;
         s = u * u + v * v;
     } while (s >= 1.0 || s == 0.0);
     double m = sqrt(-2.0 * log(s) / s);
@@ -75,11 +98,11 @@ double kdb_rng_normal(kdb_rng *r)
     return u * m;
 }
 
-bool kdb_rng_chance(kdb_rng *r, double p)
+bool kt_rng_chance(kt_rng *r, double p)
 {
     if (p <= 0.0)
         return false;
     if (p >= 1.0)
         return true;
-    return kdb_rng_uniform(r) < p;
+    return kt_rng_uniform(r) < p;
 }
