@@ -3,7 +3,7 @@
  * machine per fetch, driven by a poll() loop.
  *
  * Blocking code keeps its progress on the stack ("I am inside fetch(2),
- * waiting in recv()"). To wait for three things at once on one thread, that
+ * waiting in recv()"). To wait for many things at once on one thread, that
  * progress has to move into data: each fetch becomes a struct with a
  * `state` field, and a function step() that advances it as far as it can
  * without blocking, then returns. The loop asks the kernel, with poll(),
@@ -11,14 +11,20 @@
  *
  *   CONNECTING --writable--> SENDING --all sent--> RECEIVING --reply--> DONE
  *
- * The three waits overlap, as with threads, but on one thread and one
- * stack: the total is the longest delay (300 ms). The price is in the code:
- * the straight-line fetch_blocking() of 01 (fetch.h) is cut into pieces at every
- * point where it could block, and the pieces share their variables through
- * the struct. The loop also scans every machine on every wake-up (poll()
- * is O(number of sockets) per call, which is what epoll and io_uring fix).
+ * The waits overlap, as with threads, but on one thread and one stack:
+ * the total is the longest delay. A fetch costs its struct (under 400
+ * bytes) and a socket, not a stack and a task. The price is in the code:
+ * the straight-line fetch_blocking() of 01 (fetch.h) is cut into pieces at
+ * every point where it could block, and the pieces share their variables
+ * through the struct. And in the loop: every wake-up hands poll() the whole
+ * list of sockets again, the kernel checks each one, and the loop scans
+ * the answers. That is O(sockets) per wake-up, and the report counts it
+ * (`sockets handed to poll()`); epoll and io_uring (06) remove it.
  *
- * Usage: 03-state-machines [HOST:PORT]   (default 127.0.0.1:7380)
+ * With a fixed delay the wake-ups do not grow with N: the replies come
+ * back in a burst, and a wake-up takes every reply that is there.
+ *
+ * Usage: 03-state-machines [-n N] [-v] [HOST:PORT]   (default 127.0.0.1:7380)
  */
 #include "config.h"
 
@@ -53,26 +59,24 @@ static void finish(struct fetch *f, enum fetch_state state)
     f->state = state;
 }
 
+static struct numbers nums;
+
 static void fail(struct fetch *f, const char *what, const char *why)
 {
-    fprintf(stderr, "GET %d: %s: %s\n", f->n, what, why);
+    example_error("GET %d: %s: %s", f->n, what, why);
     finish(f, FAILED);
 }
 
 /* Start fetch f: a non-blocking socket and a connect() that returns at
- * once (EINPROGRESS); the loop learns from poll() when it completed. */
-static void fetch_start(struct fetch *f, int n, const struct sockaddr_storage *ss,
-                        socklen_t sslen)
+ * once (EINPROGRESS); the loop learns from poll() when it completed.
+ * 0, or -1 with errno set and *what naming the call that failed. */
+static int fetch_start(struct fetch *f, int n, const struct sockaddr_storage *ss,
+                       socklen_t sslen, const char **what)
 {
     *f = (struct fetch){ .n = n, .fd = -1, .state = CONNECTING };
     f->out_len = encode_get(f->out, sizeof f->out, n);
-
-    const char *what;
-    f->fd = dial(ss, sslen, DIAL_NONBLOCKING, &what);
-    if (f->fd < 0) {
-        fprintf(stderr, "GET %d: %s: %s\n", n, what, strerror(errno));
-        f->state = FAILED;
-    }
+    f->fd = dial(ss, sslen, DIAL_NONBLOCKING, what);
+    return f->fd < 0 ? -1 : 0;
 }
 
 /* What f is waiting for, as poll() events. */
@@ -121,7 +125,7 @@ static void fetch_step(struct fetch *f)
             fail(f, "reply", "the database answered another number");
             return;
         }
-        printf("[%4ld ms] got %ld\n", elapsed_ms(), f->value);
+        numbers_got(&nums, f->value);
         finish(f, DONE);
         return;
     }
@@ -133,27 +137,37 @@ static void fetch_step(struct fetch *f)
 
 int main(int argc, char **argv)
 {
-    const char *addr = example_init(argc, argv); /* exits 2 on bad usage */
-
+    struct example ex;
+    example_init(argc, argv, &ex, EX_BASIC); /* exits 2 on bad usage */
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (resolve(addr, &ss, &sslen) < 0)
+    if (resolve(ex.addr, &ss, &sslen) < 0)
         return 1;
+    size_t n = (size_t)ex.n;
+    struct fetch *fetches = calloc(n, sizeof *fetches);
+    struct pollfd *pfd = calloc(n, sizeof *pfd);
+    struct fetch **owner = calloc(n, sizeof *owner);
+    if (!fetches || !pfd || !owner || numbers_init(&nums, &ex) < 0)
+        return 1;
+    fd_limit_raise(); /* one socket per fetch */
 
-    /* Start all three: none of these calls waits. */
-    struct fetch fetches[NFETCH];
-    for (int i = 0; i < NFETCH; i++)
-        fetch_start(&fetches[i], i + 1, &ss, sslen);
-    printf("[%4ld ms] started fetches of 1, 2, 3 from %s\n", elapsed_ms(), addr);
+    /* Start them all: none of these calls waits. */
+    size_t started = 0;
+    for (; started < n; started++) {
+        const char *what;
+        if (fetch_start(&fetches[started], (int)started + 1, &ss, sslen, &what) < 0) {
+            example_stop((int)started + 1, ex.n, what, errno);
+            break;
+        }
+    }
+    printf("[%4ld ms] started fetches of 1..%zu from %s\n", elapsed_ms(), started, ex.addr);
 
     /* The event loop: collect what every live machine waits for, sleep in
      * poll() until one of them is ready, step the ready ones, repeat. */
-    unsigned wakeups = 0;
+    unsigned long wakeups = 0, handed = 0;
     for (;;) {
-        struct pollfd pfd[NFETCH];
-        struct fetch *owner[NFETCH];
         nfds_t k = 0;
-        for (int i = 0; i < NFETCH; i++) {
+        for (size_t i = 0; i < started; i++) {
             if (fetches[i].state == DONE || fetches[i].state == FAILED)
                 continue;
             pfd[k] = (struct pollfd){ .fd = fetches[i].fd, .events = fetch_events(&fetches[i]) };
@@ -166,27 +180,28 @@ int main(int argc, char **argv)
         int rc = left > 0 ? poll(pfd, k, (int)left) : 0;
         if (rc < 0 && errno == EINTR)
             continue;
-        if (rc < 0) {
-            perror("poll");
-            return 1;
-        }
-        if (rc == 0) {
-            fprintf(stderr, "timed out after %d ms waiting for the database\n", TIMEOUT_MS);
+        if (rc <= 0) {
+            if (rc < 0)
+                example_error("poll: %s", strerror(errno));
+            else
+                example_error("timed out after %d ms waiting for the database", TIMEOUT_MS);
             for (nfds_t i = 0; i < k; i++)
                 finish(owner[i], FAILED);
-            return 1;
+            break;
         }
         wakeups++;
+        handed += k; /* the whole list, every time: the kernel checks each one */
         for (nfds_t i = 0; i < k; i++)
             if (pfd[i].revents) /* POLLERR/POLLHUP also step: send/recv report it */
                 fetch_step(owner[i]);
     }
 
-    int ok = 1;
-    for (int i = 0; i < NFETCH; i++)
-        ok = ok && fetches[i].state == DONE;
-    if (!ok)
-        return 1;
-    printf("total: %ld ms (%u wake-ups of the loop)\n", elapsed_ms(), wakeups);
-    return 0;
+    int rc = example_report(&nums, 1);
+    printf("loop wake-ups: %lu\n", wakeups);
+    printf("sockets handed to poll(): %lu\n", handed);
+    numbers_free(&nums);
+    free(fetches);
+    free(pfd);
+    free(owner);
+    return rc;
 }

@@ -23,10 +23,13 @@
  *
  * The cost shown at the end: on every wake-up the executor polls the whole
  * tree again, including futures whose sockets were not ready (they answer
- * PENDING after a failed recv). Real runtimes pass a "waker" that names the
- * task to poll; libkettle (06-kettle.c) pushes results to callbacks instead.
+ * PENDING after a failed recv). A fetch needs three polls that do
+ * something (start, connected and sent, reply); every other poll finds
+ * nothing, and there are N of those per wake-up until the replies come.
+ * Real runtimes pass a "waker" that names the task to poll; libkettle
+ * (06-kettle.c) pushes results to callbacks instead.
  *
- * Usage: 04-futures [HOST:PORT]   (default 127.0.0.1:7380)
+ * Usage: 04-futures [-n N] [-v] [HOST:PORT]   (default 127.0.0.1:7380)
  */
 #include "config.h"
 
@@ -34,25 +37,23 @@
 
 #include "fetch.h"
 
-#define MAX_WAITS 64     /* sockets one executor round can wait on */
-
 /* ---- the interface ------------------------------------------------------ */
 
 enum poll_result { PENDING, READY };
 
 /* What a pending future waits for, gathered during one round of polls. */
 struct reactor {
-    struct pollfd pfd[MAX_WAITS];
-    nfds_t n;
-    const char *error; /* set when the table overflowed */
+    struct pollfd *pfd; /* cap entries */
+    nfds_t n, cap;
+    const char *error;  /* set when the table overflowed */
 };
 
 /* Record "wake me when fd has events". A leaf future calls this just
  * before it returns PENDING. */
 static void reactor_wait(struct reactor *r, int fd, short events)
 {
-    if (r->n == MAX_WAITS) {
-        r->error = "too many sockets for one executor";
+    if (r->n == r->cap) {
+        r->error = "more sockets than the executor has room for";
         return;
     }
     r->pfd[r->n++] = (struct pollfd){ .fd = fd, .events = events };
@@ -68,7 +69,9 @@ struct future {
     const char *error; /* why it failed, once READY (static text) */
 };
 
-static unsigned leaf_polls; /* how often a fetch's poll function ran */
+static unsigned long leaf_polls;   /* how often a fetch's poll function ran */
+static unsigned long futile_polls; /* ... and found nothing to do */
+static int nfetch;                 /* N: fetches in the tree */
 
 /* ---- a leaf future: fetch one number -------------------------------------- */
 
@@ -90,7 +93,7 @@ struct fetch_future {
 
 static enum poll_result fetch_fail(struct fetch_future *f, const char *what, const char *why)
 {
-    fprintf(stderr, "GET %d: %s: %s\n", f->n, what, why);
+    example_error("GET %d: %s: %s", f->n, what, why);
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
@@ -99,18 +102,30 @@ static enum poll_result fetch_fail(struct fetch_future *f, const char *what, con
     return READY;
 }
 
+static enum poll_result not_started(struct fetch_future *f)
+{
+    f->state = FINISHED;
+    f->base.error = "not started";
+    return READY;
+}
+
 /* The re-entrant function: each call picks up at f->state. */
 static enum poll_result fetch_poll(struct future *self, struct reactor *r)
 {
     struct fetch_future *f = (struct fetch_future *)self;
+    int entered = f->state;
     leaf_polls++;
     switch (f->state) {
     case START: { /* first poll: only now does the fetch begin */
+        if (example_stopped_at) /* an earlier fetch could not start: nor does this one */
+            return not_started(f);
         f->out_len = encode_get(f->out, sizeof f->out, f->n);
         const char *what;
         f->fd = dial(f->ss, f->sslen, DIAL_NONBLOCKING, &what);
-        if (f->fd < 0)
-            return fetch_fail(f, what, strerror(errno));
+        if (f->fd < 0) { /* out of descriptors, say */
+            example_stop(f->n, nfetch, what, errno);
+            return not_started(f);
+        }
         f->state = CONNECTING;
         reactor_wait(r, f->fd, POLLOUT);
         return PENDING;
@@ -121,6 +136,7 @@ static enum poll_result fetch_poll(struct future *self, struct reactor *r)
             return fetch_fail(f, "connect", strerror(err));
         struct pollfd p = { .fd = f->fd, .events = POLLOUT };
         if (poll(&p, 1, 0) == 0) { /* polled, but not connected yet */
+            futile_polls++;
             reactor_wait(r, f->fd, POLLOUT);
             return PENDING;
         }
@@ -140,10 +156,13 @@ static enum poll_result fetch_poll(struct future *self, struct reactor *r)
         /* fall through */
     case RECEIVING: {
         const char *what, *why;
+        size_t had = f->in_len;
         int rc = recv_some(f->fd, f->in, sizeof f->in, &f->in_len, &f->base.value, &what, &why);
         if (rc < 0)
             return fetch_fail(f, what, why);
         if (rc == 0) {
+            if (entered == RECEIVING && f->in_len == had)
+                futile_polls++; /* woken for another socket: recv() found nothing */
             reactor_wait(r, f->fd, POLLIN);
             return PENDING;
         }
@@ -238,9 +257,9 @@ static struct future *then(struct future *inner, void (*fn)(void *, const struct
 /* join_all: ready when every child is; fails with the first child error. */
 struct join_future {
     struct future base;
-    struct future *child[NFETCH]; /* owned */
-    int ready[NFETCH];
     size_t n;
+    struct future **child; /* n children, owned */
+    unsigned char *ready;  /* ready[i]: child i has finished */
 };
 
 static enum poll_result join_poll(struct future *self, struct reactor *r)
@@ -269,99 +288,120 @@ static void join_drop(struct future *self)
     for (size_t i = 0; i < j->n; i++)
         if (j->child[i])
             j->child[i]->drop(j->child[i]);
+    free(j->child);
+    free(j->ready);
     free(j);
 }
 
-/* Takes ownership of the n children (dropped on failure too; a NULL child
- * means its constructor ran out of memory). NULL on ENOMEM. */
+/* Takes ownership of the array of n children, allocated with malloc
+ * (dropped on failure too; a NULL child means its constructor ran out of
+ * memory). NULL on ENOMEM. */
 static struct future *join_all(struct future **child, size_t n)
 {
     struct join_future *j = calloc(1, sizeof *j);
-    int ok = j && n <= NFETCH;
+    unsigned char *ready = calloc(n, 1);
+    int ok = j && ready;
     for (size_t i = 0; i < n; i++)
         ok = ok && child[i];
     if (!ok) {
         for (size_t i = 0; i < n; i++)
             if (child[i])
                 child[i]->drop(child[i]);
+        free(child);
+        free(ready);
         free(j);
         return NULL;
     }
     j->base = (struct future){ .poll = join_poll, .drop = join_drop };
-    memcpy(j->child, child, n * sizeof *child);
     j->n = n;
+    j->child = child;
+    j->ready = ready;
     return &j->base;
 }
 
 /* ---- the executor --------------------------------------------------------- */
 
 /* Poll root until it is ready, sleeping in poll() on whatever it registered
- * in between. 0, or -1 with a message printed (timeout, poll failure). */
-static int block_on(struct future *root, unsigned *rounds)
+ * in between: at most max_waits sockets. 0, or -1 with a message printed
+ * (timeout, poll failure). */
+static int block_on(struct future *root, size_t max_waits, unsigned long *rounds)
 {
-    for (;;) {
-        struct reactor r = { .n = 0 };
+    struct reactor r = { .pfd = calloc(max_waits, sizeof *r.pfd), .cap = max_waits };
+    int rc = r.pfd ? 0 : -1;
+    if (rc < 0)
+        example_error("executor: out of memory");
+    while (rc == 0) {
+        r.n = 0;
         ++*rounds;
         if (root->poll(root, &r) == READY)
-            return 0;
+            break;
         if (r.error || r.n == 0) {
-            fprintf(stderr, "executor: %s\n", r.error ? r.error : "pending future waits on nothing");
-            return -1;
+            example_error("executor: %s", r.error ? r.error : "pending future waits on nothing");
+            rc = -1;
+            break;
         }
-        int rc;
+        int ready;
         do {
             long left = TIMEOUT_MS - elapsed_ms();
-            rc = left > 0 ? poll(r.pfd, r.n, (int)left) : 0;
-        } while (rc < 0 && errno == EINTR);
-        if (rc < 0) {
-            perror("poll");
-            return -1;
-        }
-        if (rc == 0) {
-            fprintf(stderr, "timed out after %d ms waiting for the database\n", TIMEOUT_MS);
-            return -1;
+            ready = left > 0 ? poll(r.pfd, r.n, (int)left) : 0;
+        } while (ready < 0 && errno == EINTR);
+        if (ready < 0) {
+            example_error("poll: %s", strerror(errno));
+            rc = -1;
+        } else if (ready == 0) {
+            example_error("timed out after %d ms waiting for the database", TIMEOUT_MS);
+            rc = -1;
         }
     }
+    free(r.pfd);
+    return rc;
 }
 
 /* ---- get_numbers() -------------------------------------------------------- */
 
-/* The callback attached with then(): env is the prefix to print. */
-static void print_number(void *env, const struct future *done)
+/* The callback attached with then(): env is the record of numbers. */
+static void record_number(void *env, const struct future *done)
 {
-    printf("[%4ld ms] %s %ld\n", elapsed_ms(), (const char *)env, done->value);
+    numbers_got(env, done->value);
 }
 
 int main(int argc, char **argv)
 {
-    const char *addr = example_init(argc, argv); /* exits 2 on bad usage */
-
+    struct example ex;
+    example_init(argc, argv, &ex, EX_BASIC); /* exits 2 on bad usage */
+    struct numbers nums;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (resolve(addr, &ss, &sslen) < 0)
+    if (resolve(ex.addr, &ss, &sslen) < 0)
         return 1;
+    size_t n = (size_t)ex.n;
+    struct future **parts = calloc(n, sizeof *parts);
+    if (!parts || numbers_init(&nums, &ex) < 0)
+        return 1;
+    fd_limit_raise(); /* one socket per fetch */
+    nfetch = ex.n;
 
     /* Build the whole computation first; nothing has touched the network
      * yet. This reads like the explanation's
-     *     all(fetch(1).then(print), fetch(2).then(print), fetch(3).then(print)) */
-    struct future *parts[NFETCH];
-    for (int i = 0; i < NFETCH; i++)
-        parts[i] = then(fetch(i + 1, &ss, sslen), print_number, "got");
-    struct future *all = join_all(parts, NFETCH);
+     *     all(fetch(1).then(record), fetch(2).then(record), ...) */
+    for (size_t i = 0; i < n; i++)
+        parts[i] = then(fetch((int)i + 1, &ss, sslen), record_number, &nums);
+    struct future *all = join_all(parts, n);
     if (!all) {
         fprintf(stderr, "out of memory\n");
         return 1;
     }
-    printf("[%4ld ms] built join_all(fetch(1), fetch(2), fetch(3)) for %s; polling it\n",
-           elapsed_ms(), addr);
+    printf("[%4ld ms] built join_all(fetch(1), ..., fetch(%d)) for %s; polling it\n",
+           elapsed_ms(), ex.n, ex.addr);
 
-    unsigned rounds = 0;
-    int rc = block_on(all, &rounds);
-    int failed = rc < 0 || all->error != NULL;
+    unsigned long rounds = 0;
+    block_on(all, n, &rounds); /* failures are counted in the report */
     all->drop(all);
-    if (failed)
-        return 1;
-    printf("total: %ld ms (%u executor rounds, %u calls of fetch's poll function)\n",
-           elapsed_ms(), rounds, leaf_polls);
-    return 0;
+
+    int rc = example_report(&nums, 1);
+    printf("executor rounds: %lu\n", rounds);
+    printf("fetch polls: %lu\n", leaf_polls);
+    printf("fetch polls that found nothing to do: %lu\n", futile_polls);
+    numbers_free(&nums);
+    return rc;
 }

@@ -21,7 +21,12 @@
  * otherwise keep for us. And you cannot yield from a function the
  * coroutine calls: only the coroutine's own body can wait.
  *
- * Usage: 05-generators [HOST:PORT]   (default 127.0.0.1:7380)
+ * A coroutine is resumed three times in its life: to start, when its
+ * connection is up, and when its reply is there. The report counts the
+ * resumes: 3 per fetch, however many fetches there are, because each
+ * coroutine says what it waits for and the scheduler wakes only that one.
+ *
+ * Usage: 05-generators [-n N] [-v] [HOST:PORT]   (default 127.0.0.1:7380)
  */
 #include "config.h"
 
@@ -71,13 +76,15 @@ struct fetch {
     char in[256];
     size_t in_len;
     const char *what, *why; /* a failure, as recv_some() reports it */
+    int err;                /* errno when not even a socket could be had */
     long value;
-    int ok;                             /* result: 1 when n came back */
 };
+
+static struct numbers nums;
 
 static void fetch_fail(struct fetch *f, const char *what, const char *why)
 {
-    fprintf(stderr, "GET %d: %s: %s\n", f->n, what, why);
+    example_error("GET %d: %s: %s", f->n, what, why);
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
@@ -93,8 +100,8 @@ static enum co_status fetch_co(struct fetch *f)
     CO_BEGIN(&f->co);
 
     f->fd = dial(f->ss, f->sslen, DIAL_NONBLOCKING, &f->what);
-    if (f->fd < 0) {
-        fetch_fail(f, f->what, strerror(errno));
+    if (f->fd < 0) { /* out of descriptors, say: the scheduler starts no more */
+        f->err = errno;
         CO_EXIT(&f->co);
     }
     CO_WAIT_FD(&f->co, f->fd, POLLOUT); /* yield until connected */
@@ -128,10 +135,9 @@ static enum co_status fetch_co(struct fetch *f)
         fetch_fail(f, "reply", "the database answered another number");
         CO_EXIT(&f->co);
     }
-    printf("[%4ld ms] got %ld\n", elapsed_ms(), f->value);
+    numbers_got(&nums, f->value);
     close(f->fd);
     f->fd = -1;
-    f->ok = 1;
 
     CO_END(&f->co);
 }
@@ -140,36 +146,44 @@ static enum co_status fetch_co(struct fetch *f)
 
 int main(int argc, char **argv)
 {
-    const char *addr = example_init(argc, argv); /* exits 2 on bad usage */
-
+    struct example ex;
+    example_init(argc, argv, &ex, EX_BASIC); /* exits 2 on bad usage */
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (resolve(addr, &ss, &sslen) < 0)
+    if (resolve(ex.addr, &ss, &sslen) < 0)
         return 1;
+    size_t n = (size_t)ex.n;
+    struct fetch *fetches = calloc(n, sizeof *fetches);
+    struct pollfd *pfd = calloc(n, sizeof *pfd);
+    struct fetch **owner = calloc(n, sizeof *owner);
+    if (!fetches || !pfd || !owner || numbers_init(&nums, &ex) < 0)
+        return 1;
+    fd_limit_raise(); /* one socket per coroutine */
 
-    struct fetch fetches[NFETCH];
-    int live = 0;
-    unsigned resumes = 0;
-    printf("[%4ld ms] starting three fetch coroutines against %s\n", elapsed_ms(), addr);
-    for (int i = 0; i < NFETCH; i++) {
-        struct fetch *f = &fetches[i];
-        *f = (struct fetch){ .co = { .line = 0, .wait_fd = -1 }, .n = i + 1, .ss = &ss,
-                             .sslen = sslen, .fd = -1 };
+    size_t started = 0, live = 0;
+    unsigned long resumes = 0, wakeups = 0;
+    printf("[%4ld ms] starting %d fetch coroutines against %s\n", elapsed_ms(), ex.n, ex.addr);
+    for (; started < n; started++) {
+        struct fetch *f = &fetches[started];
+        *f = (struct fetch){ .co = { .line = 0, .wait_fd = -1 }, .n = (int)started + 1,
+                             .ss = &ss, .sslen = sslen, .fd = -1 };
         f->out_len = encode_get(f->out, sizeof f->out, f->n);
         /* First resume: runs the body up to its first wait. */
         resumes++;
-        if (fetch_co(f) == CO_WAITING)
+        if (fetch_co(f) == CO_WAITING) {
             live++;
+        } else if (f->err) { /* it could not even open a socket: start no more */
+            example_stop(f->n, ex.n, f->what, f->err);
+            started++;
+            break;
+        }
     }
 
     /* The scheduler: wait in poll() for what the coroutines wait for, and
      * resume exactly the ones whose socket is ready. */
-    int timed_out = 0;
     while (live > 0) {
-        struct pollfd pfd[NFETCH];
-        struct fetch *owner[NFETCH];
         nfds_t k = 0;
-        for (int i = 0; i < NFETCH; i++) {
+        for (size_t i = 0; i < started; i++) {
             if (fetches[i].co.line == -1)
                 continue;
             pfd[k] = (struct pollfd){ .fd = fetches[i].co.wait_fd,
@@ -180,15 +194,14 @@ int main(int argc, char **argv)
         int rc = left > 0 ? poll(pfd, k, (int)left) : 0;
         if (rc < 0 && errno == EINTR)
             continue;
-        if (rc < 0) {
-            perror("poll");
-            return 1;
-        }
-        if (rc == 0) {
-            fprintf(stderr, "timed out after %d ms waiting for the database\n", TIMEOUT_MS);
-            timed_out = 1;
+        if (rc <= 0) {
+            if (rc < 0)
+                example_error("poll: %s", strerror(errno));
+            else
+                example_error("timed out after %d ms waiting for the database", TIMEOUT_MS);
             break;
         }
+        wakeups++;
         for (nfds_t i = 0; i < k; i++) {
             if (!pfd[i].revents)
                 continue;
@@ -197,15 +210,16 @@ int main(int argc, char **argv)
                 live--;
         }
     }
-
-    int ok = !timed_out;
-    for (int i = 0; i < NFETCH; i++) {
+    for (size_t i = 0; i < started; i++)
         if (fetches[i].fd >= 0) /* only after a timeout */
             close(fetches[i].fd);
-        ok = ok && fetches[i].ok;
-    }
-    if (!ok)
-        return 1;
-    printf("total: %ld ms (%u resumes of the coroutines)\n", elapsed_ms(), resumes);
-    return 0;
+
+    int rc = example_report(&nums, 1);
+    printf("coroutine resumes: %lu\n", resumes);
+    printf("scheduler wake-ups: %lu\n", wakeups);
+    numbers_free(&nums);
+    free(fetches);
+    free(pfd);
+    free(owner);
+    return rc;
 }

@@ -2,32 +2,34 @@
  * 07-blocked-loop.c - sync over async: what one blocking call does to an
  * event loop.
  *
- * The coroutines of 05-generators.c, plus two things: a ticker coroutine
- * that wakes every 50 ms and prints how late it woke, and a sleep wait
- * (CO_SLEEP) next to the socket wait. Fetches 1 and 2 are proper
- * coroutines. Fetch 3 is written "sync over async": after a short sleep it
- * calls the plain blocking fetch() of 01-blocking.c from inside its
- * coroutine, as code does when it calls a synchronous library (or waits on
- * a future with a blocking get()) from inside the loop.
+ * The coroutines of 05-generators.c, plus three things: a ticker coroutine
+ * that wakes every 50 ms and prints how late it woke, a sleep wait
+ * (CO_SLEEP) next to the socket wait, and a way for one coroutine to wake
+ * another (CO_SUSPEND, co_wake). Fetches 1..N-1 are proper coroutines.
+ * Fetch N is written "sync over async": once the others have sent their
+ * requests, it calls the plain blocking fetch_blocking() of 01 from inside
+ * its coroutine, as code does when it calls a synchronous library (or
+ * waits on a future with a blocking get()) from inside the loop.
  *
  * The whole loop stops for as long as that call sleeps in recv(): the
- * ticker cannot tick, and the replies to 1 and 2, which kettle-db sends
- * after 100 and 200 ms, sit unread in the socket buffers until fetch 3
- * returns. The timestamps show the hole. The cure is 05's: wait with
- * CO_WAIT_FD, never with a blocking call; work that really must block or
- * burn CPU goes to other threads (08-work-stealing.c).
+ * ticker cannot tick, and the replies to 1..N-1, which kettle-db sends
+ * while fetch N waits (their requests went first), sit unread in their
+ * socket buffers until fetch N returns. The report counts them. The cure
+ * is 05's: wait with CO_WAIT_FD, never with a blocking call; work that
+ * really must block or burn CPU goes to other threads (08-work-stealing.c).
  *
- * Usage: 07-blocked-loop [HOST:PORT]   (default 127.0.0.1:7380)
+ * Usage: 07-blocked-loop [-n N] [-v] [HOST:PORT]   (default 127.0.0.1:7380)
  */
 #include "config.h"
 
+#include <limits.h>
 #include <poll.h>
 
 #include "fetch.h"
 
 #define TICK_MS 50
 
-/* ---- coroutines: 05-generators.c's, with a sleep ------------------------- */
+/* ---- coroutines: 05-generators.c's, with sleeping and waking ------------- */
 
 struct co {
     int line;          /* resume point (__LINE__ of the last yield); -1 finished */
@@ -53,6 +55,15 @@ enum co_status { CO_WAITING, CO_FINISHED };
         (c)->wake_at_ms = elapsed_ms() + (ms); (c)->line = __LINE__;                  \
         return CO_WAITING; case __LINE__: (c)->wake_at_ms = -1;                       \
     } while (0)
+/* Yield until another task calls co_wake(c): a sleep with no end. */
+#define CO_SUSPEND(c) CO_SLEEP(c, LONG_MAX / 2)
+
+/* Make a sleeping or suspended coroutine runnable in the next pass. */
+static void co_wake(struct co *c)
+{
+    if (c->line > 0 && c->wait_fd < 0)
+        c->wake_at_ms = 0;
+}
 
 /* A task: a coroutine and its body. Each kind of task embeds this first. */
 struct task {
@@ -60,8 +71,11 @@ struct task {
     enum co_status (*run)(struct task *t);
 };
 
-static int fetches_left = NFETCH; /* the ticker stops when this reaches 0 */
-static int failures;
+static struct numbers nums;
+static int fetches_left;  /* the ticker stops when this reaches 0 */
+static int requests_out;  /* async fetches that have sent their request (or given up) */
+static int nasync;        /* N - 1: the well-behaved fetches */
+static struct task *culprit;
 
 /* ---- the ticker ----------------------------------------------------------- */
 
@@ -70,6 +84,7 @@ struct ticker {
     long due_ms;     /* when this tick should have come */
     long last_ms;    /* when the previous tick came */
     long worst_gap;  /* longest time between two ticks */
+    unsigned long ticks;
 };
 
 static enum co_status ticker_run(struct task *t)
@@ -84,9 +99,10 @@ static enum co_status ticker_run(struct task *t)
             if (now - k->last_ms > k->worst_gap)
                 k->worst_gap = now - k->last_ms;
             k->last_ms = now;
+            k->ticks++;
             if (late > TICK_MS / 2)
                 printf("[%4ld ms] tick, %ld ms late: the loop was blocked\n", now, late);
-            else
+            else if (nums.show)
                 printf("[%4ld ms] tick\n", now);
             k->due_ms = now + TICK_MS;
         }
@@ -110,16 +126,29 @@ struct fetch {
     char in[256];
     size_t in_len;
     const char *what, *why; /* a failure, as recv_some() reports it */
+    int err;                /* errno when not even a socket could be had */
+    int sent;               /* the request is out (or never will be) */
     long value;
 };
 
+/* This fetch's request is out, or will never be: when it is the last
+ * one, the culprit may go ahead. */
+static void request_out(struct fetch *f)
+{
+    if (f->sent)
+        return;
+    f->sent = 1;
+    if (++requests_out == nasync)
+        co_wake(&culprit->co);
+}
+
 static void fetch_fail(struct fetch *f, const char *what, const char *why)
 {
-    fprintf(stderr, "GET %d: %s: %s\n", f->n, what, why);
+    example_error("GET %d: %s: %s", f->n, what, why);
     if (f->fd >= 0)
         close(f->fd);
     f->fd = -1;
-    failures++;
+    request_out(f);
     fetches_left--;
 }
 
@@ -128,8 +157,8 @@ static enum co_status fetch_async_run(struct task *t)
     struct fetch *f = (struct fetch *)t;
     CO_BEGIN(&t->co);
     f->fd = dial(f->ss, f->sslen, DIAL_NONBLOCKING, &f->what);
-    if (f->fd < 0) {
-        fetch_fail(f, f->what, strerror(errno));
+    if (f->fd < 0) { /* out of descriptors, say: the scheduler starts no more */
+        f->err = errno;
         CO_EXIT(&t->co);
     }
     CO_WAIT_FD(&t->co, f->fd, POLLOUT); /* yield until connected */
@@ -150,6 +179,7 @@ static enum co_status fetch_async_run(struct task *t)
         fetch_fail(f, "send", strerror(-rc));
         CO_EXIT(&t->co);
     }
+    request_out(f);
 
     do
         CO_WAIT_FD(&t->co, f->fd, POLLIN); /* yield until the reply (or part) is here */
@@ -165,21 +195,40 @@ static enum co_status fetch_async_run(struct task *t)
         fetch_fail(f, "reply", "the database answered another number");
         CO_EXIT(&t->co);
     }
-    printf("[%4ld ms] got %ld\n", elapsed_ms(), f->value);
+    numbers_got(&nums, f->value);
     fetches_left--;
     CO_END(&t->co);
 }
 
 /* ---- the culprit: a coroutine that makes a blocking call ------------------- */
 
+static struct fetch *fetches; /* 1..N-1, then N, the culprit */
+static long frozen_ms;
+static int waited_unread;     /* replies that arrived while the loop was frozen */
+
+/* How many well-behaved fetches have a reply in their socket buffer that
+ * nobody has read: poll() them all without waiting. */
+static int replies_unread(void)
+{
+    int k = 0;
+    for (int i = 0; i < nasync; i++) {
+        struct pollfd p = { .fd = fetches[i].fd, .events = POLLIN };
+        if (p.fd >= 0 && fetches[i].task.co.wait_events == POLLIN && poll(&p, 1, 0) == 1)
+            k++;
+    }
+    return k;
+}
+
 static enum co_status fetch_sync_run(struct task *t)
 {
     struct fetch *f = (struct fetch *)t;
     CO_BEGIN(&t->co);
-    CO_SLEEP(&t->co, TICK_MS); /* some well-behaved async work first */
+    if (requests_out < nasync)
+        CO_SUSPEND(&t->co); /* well-behaved async waiting first: the others' requests go out */
     {
         long t0 = elapsed_ms();
-        printf("[%4ld ms] fetch %d: calling the blocking fetch() inside the loop...\n", t0, f->n);
+        printf("[%4ld ms] fetch %d: calling the blocking fetch_blocking() inside the loop...\n",
+               t0, f->n);
         f->fd = dial(f->ss, f->sslen, DIAL_BLOCKING, &f->what); /* blocks, too */
         if (f->fd < 0) {
             fetch_fail(f, f->what, strerror(errno));
@@ -194,8 +243,12 @@ static enum co_status fetch_sync_run(struct task *t)
             CO_EXIT(&t->co);
         }
         long t1 = elapsed_ms();
-        printf("[%4ld ms] got %ld, from the blocking call: the loop was frozen for %ld ms\n",
-               t1, f->value, t1 - t0);
+        frozen_ms = t1 - t0;
+        waited_unread = replies_unread();
+        printf("[%4ld ms] fetch %d: the blocking call returned; the loop was frozen for %ld ms,"
+               " and %d replies arrived meanwhile and wait unread\n",
+               t1, f->n, frozen_ms, waited_unread);
+        numbers_got(&nums, f->value);
     }
     fetches_left--;
     CO_END(&t->co);
@@ -203,18 +256,30 @@ static enum co_status fetch_sync_run(struct task *t)
 
 /* ---- the scheduler: 05's, plus sleeping tasks ------------------------------ */
 
-#define NTASK (NFETCH + 1)
-
-/* Run tasks until all have finished. 0, or -1 on poll failure or timeout. */
-static int run_tasks(struct task **tasks, int n)
+/* Run tasks until all have finished. The first pass starts them in order
+ * and stops starting fetches at the first that cannot get a socket.
+ * 0, or -1 on poll failure or timeout. */
+static int run_tasks(struct task **tasks, int n, struct pollfd *pfd, struct task **owner)
 {
     int live = 0;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
+        if (example_stopped_at) { /* not started: finished as far as anyone waits */
+            tasks[i]->co.line = -1;
+            if (tasks[i]->run == fetch_async_run)
+                request_out((struct fetch *)tasks[i]);
+            fetches_left--;
+            continue;
+        }
         if (tasks[i]->run(tasks[i]) == CO_WAITING)
             live++;
+        else if (tasks[i]->run == fetch_async_run && ((struct fetch *)tasks[i])->err) {
+            struct fetch *f = (struct fetch *)tasks[i];
+            example_stop(f->n, nums.n, f->what, f->err);
+            request_out(f);
+            fetches_left--;
+        }
+    }
     while (live > 0) {
-        struct pollfd pfd[NTASK];
-        struct task *owner[NTASK];
         nfds_t k = 0;
         long now = elapsed_ms(), next_wake = TIMEOUT_MS;
         for (int i = 0; i < n; i++) {
@@ -229,12 +294,12 @@ static int run_tasks(struct task **tasks, int n)
             }
         }
         if (now >= TIMEOUT_MS) {
-            fprintf(stderr, "timed out after %d ms\n", TIMEOUT_MS);
+            example_error("timed out after %d ms", TIMEOUT_MS);
             return -1;
         }
         int rc = poll(pfd, k, next_wake > now ? (int)(next_wake - now) : 0);
         if (rc < 0 && errno != EINTR) {
-            perror("poll");
+            example_error("poll: %s", strerror(errno));
             return -1;
         }
         for (nfds_t i = 0; rc > 0 && i < k; i++)
@@ -253,36 +318,53 @@ static int run_tasks(struct task **tasks, int n)
 
 int main(int argc, char **argv)
 {
-    const char *addr = example_init(argc, argv); /* exits 2 on bad usage */
-
+    struct example ex;
+    example_init(argc, argv, &ex, EX_BASIC); /* exits 2 on bad usage */
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (resolve(addr, &ss, &sslen) < 0)
+    if (resolve(ex.addr, &ss, &sslen) < 0)
         return 1;
+    int ntask = ex.n + 1;
+    fetches = calloc((size_t)ex.n, sizeof *fetches);
+    struct task **tasks = calloc((size_t)ntask, sizeof *tasks);
+    struct pollfd *pfd = calloc((size_t)ntask, sizeof *pfd);
+    struct task **owner = calloc((size_t)ntask, sizeof *owner);
+    if (!fetches || !tasks || !pfd || !owner || numbers_init(&nums, &ex) < 0)
+        return 1;
+    fd_limit_raise(); /* one socket per fetch */
 
     struct ticker ticker = { .task = { .co = { .wait_fd = -1, .wake_at_ms = -1 },
                                        .run = ticker_run } };
-    struct fetch fetches[NFETCH];
-    struct task *tasks[NTASK] = { &ticker.task };
-    for (int i = 0; i < NFETCH; i++) {
+    tasks[0] = &ticker.task;
+    fetches_left = ex.n;
+    nasync = ex.n - 1;
+    for (int i = 0; i < ex.n; i++) {
         struct fetch *f = &fetches[i];
         int n = i + 1;
         *f = (struct fetch){ .task = { .co = { .wait_fd = -1, .wake_at_ms = -1 },
-                                       .run = n == 3 ? fetch_sync_run : fetch_async_run },
+                                       .run = n == ex.n ? fetch_sync_run : fetch_async_run },
                              .n = n, .ss = &ss, .sslen = sslen, .fd = -1 };
         f->out_len = encode_get(f->out, sizeof f->out, n);
         tasks[i + 1] = &f->task;
     }
-    printf("[%4ld ms] ticker every %d ms; fetches 1, 2 async, fetch 3 sync over async, from %s\n",
-           elapsed_ms(), TICK_MS, addr);
+    culprit = &fetches[ex.n - 1].task;
+    printf("[%4ld ms] ticker every %d ms; fetches 1..%d async, fetch %d sync over async, from %s\n",
+           elapsed_ms(), TICK_MS, ex.n - 1, ex.n, ex.addr);
 
-    int rc = run_tasks(tasks, NTASK);
-    for (int i = 0; i < NFETCH; i++)
+    run_tasks(tasks, ntask, pfd, owner); /* failures are counted in the report */
+    for (int i = 0; i < ex.n; i++)
         if (fetches[i].fd >= 0)
             close(fetches[i].fd);
-    if (rc < 0 || failures)
-        return 1;
+
+    int rc = example_report(&nums, 1);
+    printf("ticks: %lu\n", ticker.ticks);
     printf("longest gap between ticks: %ld ms (should be %d)\n", ticker.worst_gap, TICK_MS);
-    printf("total: %ld ms\n", elapsed_ms());
-    return 0;
+    printf("loop frozen: %ld ms\n", frozen_ms);
+    printf("replies that waited unread: %d of %d\n", waited_unread, nasync);
+    numbers_free(&nums);
+    free(fetches);
+    free(tasks);
+    free(pfd);
+    free(owner);
+    return rc;
 }

@@ -4,10 +4,12 @@
  *
  * 07-blocked-loop.c showed that anything long on the loop's thread stops
  * everything. Waiting is cured by waiting asynchronously; COMPUTING cannot
- * be, so it must leave the loop's thread. Here each fetched number n starts
- * a CPU-bound job (count the primes below n x 500,000 by trial division) on
- * a pool of worker threads, while the reactor goes on serving its sockets
- * and a 50 ms timer whose ticks show it is never held up.
+ * be, so it must leave the loop's thread. Here the program counts the
+ * primes below 1,500,000 by trial division, cut into N jobs: fetched
+ * number n starts the job for the n-th slice of the range, on a pool of
+ * worker threads, while the reactor goes on serving its sockets and a
+ * 50 ms timer whose ticks show it is never held up. The work is the same
+ * whatever N is; what grows with N is the number of hand-offs.
  *
  * The pool is the classic work-stealing design:
  *   - a global queue, where jobs from outside the pool arrive (the reactor
@@ -26,191 +28,25 @@
  * When the last piece of a job finishes, the worker hands the result to the
  * reactor with kt_loop_post(), the one libkettle call that is safe from
  * another thread: the callback then runs on the loop's thread, where it can
- * touch streams and futures.
+ * touch streams and futures. The fetches are 06's (kettle-fetch.h).
  *
- * Usage: 08-work-stealing [HOST:PORT]   (default 127.0.0.1:7380)
+ * Usage: 08-work-stealing [-n N] [-c C] [-v] [HOST:PORT]   (default 127.0.0.1:7380)
  */
 #include "config.h"
 
-#include <errno.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
-#include <kettle/common.h>
-#include <kettle/loop.h>
-#include <kettle/future.h>
-#include <kettle/resp.h>
-#include <kettle/stream.h>
+#include "example.h"
+#include "kettle-fetch.h"
 
-#define DEFAULT_ADDR "127.0.0.1:7380"
-#define TIMEOUT KT_SEC(10) /* give up after this long */
-#define NFETCH 3
+#define TIMEOUT KT_SEC(IO_TIMEOUT_S) /* give up after this long */
 #define TICK KT_MSEC(50)
-#define PRIMES_PER_N 500000u /* job n counts the primes below n x this */
+#define PRIME_LIMIT 1500000u /* the jobs count the primes below this, together */
+#define PRIMES_BELOW_LIMIT 114155ul /* what they must find */
 #define GRAIN 20000u         /* ranges this small are not split further */
 #define DEQUE_CAP 256        /* per-worker deque slots (a full deque runs jobs inline) */
 #define MAX_WORKERS 8
-
-static uint64_t start_ns;
-
-static long elapsed_ms(void)
-{
-    return (long)((kt_clock_ns() - start_ns) / 1000000u);
-}
-
-/* ---- fetch(n): a future for one number (as in 06-kettle.c) ------------------ */
-
-/* One fetch in flight: its connection and the future it will settle. The
- * stream's callbacks are this fetch's state machine; the library calls the
- * right one when something happens. */
-struct fetch {
-    kt_future *fut;       /* our reference; dropped in on_close */
-    kt_stream *stream;
-    int n;
-    kt_resp_reply reply;  /* the parser's output (reused memory) */
-    char addr[64];        /* for messages */
-};
-
-static void fetch_close(struct fetch *f)
-{
-    kt_stream_close(f->stream, KT_CLOSE_NOW); /* on_close runs later */
-}
-
-static void fetch_on_connect(kt_stream *s, int status, void *arg)
-{
-    struct fetch *f = arg;
-    if (status < 0) {
-        kt_future_fail(f->fut, status, "GET %d: connect to %s: %s", f->n, f->addr,
-                       strerror(-status));
-        fetch_close(f);
-        return;
-    }
-    char num[16];
-    int nlen = snprintf(num, sizeof num, "%d", f->n);
-    kt_resp_arg argv[2] = { { "GET", 3 }, { num, (size_t)nlen } };
-    /* Encoded straight into the stream's output queue. Queued, not sent:
-     * the loop flushes every stream's output once, at the end of the
-     * iteration. */
-    kt_out out = kt_stream_out(s);
-    int rc = kt_resp_command(&out, 2, argv);
-    if (rc == 0)
-        rc = kt_stream_read_start(s);
-    if (rc < 0) {
-        kt_future_fail(f->fut, rc, "GET %d: %s", f->n, strerror(-rc));
-        fetch_close(f);
-    }
-}
-
-/* The number a GET reply carries: a bulk string "7" or an integer :7.
- * 0, or -1 when the reply is something else. */
-static int reply_number(const kt_resp_node *r, int64_t *value)
-{
-    if (r->type == KT_RESP_INTEGER) {
-        *value = r->i;
-        return 0;
-    }
-    if (r->type == KT_RESP_BULK && kt_parse_i64(r->p, r->len, value) == 0)
-        return 0;
-    return -1;
-}
-
-/* Bytes arrived. Return what was used; the stream keeps the rest and hands
- * it back, with more, next time. */
-static size_t fetch_on_read(kt_stream *s, const char *data, size_t len, void *arg)
-{
-    struct fetch *f = arg;
-    const char *why = "bad reply";
-    ssize_t used = kt_resp_parse_reply(data, len, NULL, &f->reply, &why);
-    if (used == KT_RESP_INCOMPLETE)
-        return 0; /* wait for more; these bytes come back with the rest */
-
-    int64_t value = 0;
-    if (used < 0)
-        kt_future_fail(f->fut, -EPROTO, "GET %d: %s", f->n, why);
-    else if (f->reply.nodes[0].type == KT_RESP_ERROR_REPLY)
-        kt_future_fail(f->fut, -EPROTO, "GET %d: the database replied %.*s", f->n,
-                       (int)f->reply.nodes[0].len, f->reply.nodes[0].p);
-    else if (reply_number(&f->reply.nodes[0], &value) < 0)
-        kt_future_fail(f->fut, -EPROTO, "GET %d: the reply is not a number", f->n);
-    else if (value != f->n)
-        kt_future_fail(f->fut, -EPROTO, "GET %d: the database answered %lld", f->n,
-                       (long long)value);
-    else
-        kt_future_resolve_i64(f->fut, value); /* continuations run later, from the loop */
-    fetch_close(f);
-    return len;
-}
-
-static void fetch_on_eof(kt_stream *s, void *arg)
-{
-    struct fetch *f = arg;
-    kt_future_fail(f->fut, -ECONNRESET, "GET %d: %s closed the connection", f->n, f->addr);
-    fetch_close(f);
-}
-
-static void fetch_on_error(kt_stream *s, int err, void *arg)
-{
-    struct fetch *f = arg;
-    kt_future_fail(f->fut, err, "GET %d: %s: %s", f->n, f->addr, strerror(-err));
-    fetch_close(f);
-}
-
-static void fetch_on_close(kt_stream *s, void *arg)
-{
-    struct fetch *f = arg;
-    kt_future_on_cancel(f->fut, NULL, NULL); /* f is going away */
-    kt_future_unref(f->fut);
-    kt_resp_reply_free(&f->reply);
-    free(f);
-}
-
-/* The consumer cancelled (kt_timeout fired): drop the connection. */
-static void fetch_cancel_cb(kt_future *fut, void *arg)
-{
-    fetch_close(arg);
-}
-
-static const kt_stream_cbs fetch_cbs = {
-    .on_read = fetch_on_read,
-    .on_eof = fetch_on_eof,
-    .on_error = fetch_on_error,
-    .on_connect = fetch_on_connect,
-    .on_close = fetch_on_close,
-};
-
-/*
- * Start fetching n from addr and return at once with a future (the caller
- * owns one reference) that resolves with n, or fails with a message.
- * NULL only when out of memory.
- */
-static kt_future *fetch(kt_loop *loop, const kt_addr *addr, int n)
-{
-    kt_future *fut = kt_future_new(loop);
-    if (!fut)
-        return NULL;
-    struct fetch *f = calloc(1, sizeof *f);
-    if (!f) {
-        kt_future_fail(fut, -ENOMEM, "GET %d: out of memory", n);
-        return fut;
-    }
-    f->fut = fut;
-    f->n = n;
-    kt_addr_format(addr, f->addr, sizeof f->addr);
-    int rc = kt_stream_connect(loop, addr, TIMEOUT, &fetch_cbs, f, &f->stream);
-    if (rc < 0) { /* no callback will run: clean up here */
-        kt_future_fail(fut, rc, "GET %d: connect to %s: %s", n, f->addr, strerror(-rc));
-        free(f);
-        return fut;
-    }
-    kt_future_ref(fut); /* the fetch's own reference, until on_close */
-    kt_future_on_cancel(fut, fetch_cancel_cb, f);
-    return fut;
-}
 
 /* ---- the work-stealing pool -------------------------------------------- */
 
@@ -426,8 +262,8 @@ static void pool_stop(struct pool *p)
 
 /* The reactor's side of one job, shared by all its pieces. */
 struct count {
-    int n;
-    uint64_t limit;            /* count primes below this */
+    int n;                     /* the fetched number that started it */
+    uint64_t lo, hi;           /* count the primes in [lo, hi) */
     atomic_ulong primes;       /* sum over the finished pieces */
     atomic_int pieces_left;    /* the last piece to finish posts the result */
     kt_loop *loop;
@@ -482,7 +318,7 @@ static void range_run(struct worker *w, struct job *j)
     if (atomic_fetch_sub(&c->pieces_left, 1) == 1) {
         /* The last piece: hand the result to the reactor's thread. */
         if (kt_loop_post(c->loop, count_done_cb, c) < 0)
-            fprintf(stderr, "job %d: cannot post the result (out of memory)\n", c->n);
+            example_error("job %d: cannot post the result (out of memory)", c->n);
     }
 }
 
@@ -491,16 +327,24 @@ static void range_run(struct worker *w, struct job *j)
 struct app {
     kt_loop *loop;
     struct pool pool;
+    struct numbers nums;
     kt_timer ticker, watchdog;
     uint64_t due_ns, last_tick_ns, worst_gap_ns;
-    unsigned ticks_busy;      /* ticks that fired while a job was running */
+    unsigned long ticks, ticks_busy; /* ticks, and those while a job was running */
+    int started;              /* fetches started */
+    int settled;              /* fetches failed, or whose job's result is back */
     int jobs_running;         /* submitted, result not yet back */
-    int jobs_live;            /* struct count allocated (freed by count_done_cb) */
-    int results;              /* results received */
-    int failed;
+    unsigned long primes;     /* the sum of the results */
 };
 
-/* Every 50 ms on the reactor: print the tick and how late it came. */
+/* The run is over when every fetch has failed or brought its result. */
+static void settle(struct app *a)
+{
+    if (++a->settled == a->started)
+        kt_loop_stop(a->loop);
+}
+
+/* Every 50 ms on the reactor: note how late the tick came. */
 static void tick_cb(kt_timer *t, void *arg)
 {
     struct app *a = arg;
@@ -510,46 +354,49 @@ static void tick_cb(kt_timer *t, void *arg)
     a->last_tick_ns = now;
     long late = now > a->due_ns ? (long)((now - a->due_ns) / 1000000u) : 0;
     a->due_ns += TICK;
+    a->ticks++;
     if (a->jobs_running > 0)
         a->ticks_busy++;
-    printf("[%4ld ms] tick%s (%ld ms late)\n", elapsed_ms(),
-           a->jobs_running > 0 ? ", jobs running on the pool" : "", late);
+    if (a->nums.show)
+        printf("[%4ld ms] tick%s (%ld ms late)\n", elapsed_ms(),
+               a->jobs_running > 0 ? ", jobs running on the pool" : "", late);
 }
 
-/* A fetched number arrived: start its CPU job on the pool. */
+/* A fetched number arrived: start its slice of the count on the pool. */
 static void got_cb(kt_future *f, void *arg)
 {
     struct app *a = arg;
     if (kt_future_state_of(f) != KT_FUTURE_RESOLVED) {
         if (kt_future_state_of(f) == KT_FUTURE_FAILED)
-            fprintf(stderr, "%s\n", kt_future_errmsg(f));
-        a->failed = 1;
-        kt_loop_stop(a->loop);
+            example_error("%s", kt_future_errmsg(f));
+        settle(a);
         return;
     }
     int n = (int)kt_future_i64(f);
-    printf("[%4ld ms] got %d: submitting \"count primes below %u\" to the pool\n",
-           elapsed_ms(), n, n * PRIMES_PER_N);
+    numbers_got(&a->nums, n);
     struct count *c = calloc(1, sizeof *c);
     struct range_job *r = malloc(sizeof *r);
     if (!c || !r) {
         free(c);
         free(r);
-        fprintf(stderr, "out of memory\n");
-        a->failed = 1;
-        kt_loop_stop(a->loop);
+        example_error("job %d: out of memory", n);
+        settle(a);
         return;
     }
+    /* Slice n of N: [(n - 1) x LIMIT / N, n x LIMIT / N). */
     c->n = n;
-    c->limit = (uint64_t)n * PRIMES_PER_N;
+    c->lo = (uint64_t)(n - 1) * PRIME_LIMIT / (uint64_t)a->nums.n;
+    c->hi = (uint64_t)n * PRIME_LIMIT / (uint64_t)a->nums.n;
     atomic_init(&c->primes, 0);
     atomic_init(&c->pieces_left, 1);
     c->loop = a->loop;
     c->submitted_ns = kt_clock_ns();
     c->app = a;
-    *r = (struct range_job){ .job = { .run = range_run }, .c = c, .lo = 0, .hi = c->limit };
+    *r = (struct range_job){ .job = { .run = range_run }, .c = c, .lo = c->lo, .hi = c->hi };
+    if (a->nums.show)
+        printf("[%4ld ms] job %d: counting the primes in [%llu, %llu) on the pool\n",
+               elapsed_ms(), n, (unsigned long long)c->lo, (unsigned long long)c->hi);
     a->jobs_running++;
-    a->jobs_live++;
     pool_submit(&a->pool, &r->job);
 }
 
@@ -559,42 +406,39 @@ static void count_done_cb(void *arg)
 {
     struct count *c = arg;
     struct app *a = c->app;
+    unsigned long k = atomic_load(&c->primes);
     a->jobs_running--;
-    a->jobs_live--;
-    a->results++;
-    printf("[%4ld ms] result for %d: %lu primes below %llu (%ld ms on the pool)\n",
-           elapsed_ms(), c->n, (unsigned long)atomic_load(&c->primes),
-           (unsigned long long)c->limit, (long)((kt_clock_ns() - c->submitted_ns) / 1000000u));
+    a->primes += k;
+    if (a->nums.show)
+        printf("[%4ld ms] job %d: %lu primes (%ld ms on the pool)\n", elapsed_ms(), c->n, k,
+               (long)((kt_clock_ns() - c->submitted_ns) / 1000000u));
     free(c);
-    if (a->results == NFETCH)
-        kt_loop_stop(a->loop);
+    settle(a);
 }
 
 static void watchdog_cb(kt_timer *t, void *arg)
 {
     struct app *a = arg;
-    fprintf(stderr, "timed out after %llu ms\n", (unsigned long long)(TIMEOUT / 1000000u));
-    a->failed = 1;
+    example_error("timed out after %d ms", TIMEOUT_MS);
     kt_loop_stop(a->loop);
 }
 
 int main(int argc, char **argv)
 {
-    const char *spec = argc > 1 ? argv[1] : DEFAULT_ADDR;
-    if (argc > 2 || spec[0] == '-') {
-        fprintf(stderr, "usage: %s [HOST:PORT]   (default %s)\n", argv[0], DEFAULT_ADDR);
-        return 2;
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    start_ns = kt_clock_ns();
-
+    struct example ex;
+    example_init(argc, argv, &ex, EX_WITH_CONNS); /* exits 2 on bad usage */
     kt_addr addr;
-    if (kt_addr_parse(spec, &addr) < 0) {
-        fprintf(stderr, "bad address '%s': expected IP:PORT or localhost:PORT\n", spec);
+    if (kt_addr_parse(ex.addr, &addr) < 0) {
+        fprintf(stderr, "bad address '%s': expected IP:PORT or localhost:PORT\n", ex.addr);
         return 1;
     }
     static struct app app; /* static: the pool's deques are a few KiB */
     struct app *a = &app;
+    kt_future **fs = calloc((size_t)ex.n, sizeof *fs);
+    struct conn **conns = calloc((size_t)ex.conns, sizeof *conns);
+    if (!fs || !conns || numbers_init(&a->nums, &ex) < 0)
+        return 1;
+    fd_limit_raise(); /* one socket per fetch; before the loop sizes its tables */
     int rc = kt_loop_new(&a->loop, NULL);
     if (rc < 0) {
         fprintf(stderr, "cannot create the event loop: %s\n", strerror(-rc));
@@ -613,24 +457,26 @@ int main(int argc, char **argv)
     a->due_ns = a->last_tick_ns + TICK;
     kt_timer_init(a->loop, &a->ticker, tick_cb, a);
     kt_timer_init(a->loop, &a->watchdog, watchdog_cb, a);
-    kt_future *fs[NFETCH] = { NULL };
     int ok = kt_timer_start(&a->ticker, TICK, TICK) == 0 &&
              kt_timer_start(&a->watchdog, TIMEOUT, 0) == 0;
-    for (int i = 0; ok && i < NFETCH; i++) {
-        fs[i] = fetch(a->loop, &addr, i + 1);
-        ok = fs[i] && kt_future_then(fs[i], got_cb, a) == 0;
+    for (; ok && a->started < ex.n; a->started++) {
+        int k = a->started % ex.conns; /* fetch n goes on connection k */
+        if (a->started < ex.conns && (rc = conn_open(a->loop, &addr, TIMEOUT, &conns[k])) < 0) {
+            example_stop(a->started + 1, ex.n, "kt_stream_connect", -rc); /* no descriptor */
+            break;
+        }
+        fs[a->started] = fetch(conns[k], a->started + 1);
+        ok = fs[a->started] && kt_future_then(fs[a->started], got_cb, a) == 0;
     }
     if (!ok) {
-        fprintf(stderr, "out of memory\n");
-        a->failed = 1;
-    } else {
-        printf("[%4ld ms] %d workers; fetching 1, 2, 3 from %s; ticking every %llu ms\n",
-               elapsed_ms(), nworkers, spec, (unsigned long long)(TICK / 1000000u));
+        example_error("out of memory");
+    } else if (a->started > 0) {
+        printf("[%4ld ms] %d workers; fetching 1..%d on %d connections to %s; ticking every"
+               " %llu ms\n", elapsed_ms(), nworkers, a->started, ex.conns, ex.addr,
+               (unsigned long long)(TICK / 1000000u));
         rc = kt_loop_run(a->loop, KT_RUN_DEFAULT);
-        if (rc < 0) {
-            fprintf(stderr, "event loop failed: %s\n", strerror(-rc));
-            a->failed = 1;
-        }
+        if (rc < 0)
+            example_error("event loop failed: %s", strerror(-rc));
     }
     kt_timer_stop(&a->ticker);
     kt_timer_stop(&a->watchdog);
@@ -638,7 +484,7 @@ int main(int argc, char **argv)
     /* Tear down. The workers finish what is queued (only after an error is
      * anything left) and post those results; the loop then runs the posted
      * callbacks, which free each job, and finishes closing the streams. */
-    for (int i = 0; i < NFETCH; i++) {
+    for (int i = 0; i < a->started; i++) {
         if (fs[i]) {
             kt_future_cancel(fs[i]);
             kt_future_unref(fs[i]);
@@ -648,20 +494,33 @@ int main(int argc, char **argv)
     kt_loop_stats st;
     for (int spins = 0; spins < 100; spins++) {
         kt_loop_get_stats(a->loop, &st);
-        if (a->jobs_live == 0 && st.streams == 0 && st.futures_live == 0)
+        if (a->jobs_running == 0 && st.streams == 0 && st.futures_live == 0)
             break;
         kt_loop_run(a->loop, KT_RUN_NOWAIT);
     }
     kt_loop_free(a->loop);
-    if (a->failed || a->results != NFETCH)
-        return 1;
+    free(fs);
+    free(conns);
 
-    for (int i = 0; i < a->pool.nworkers; i++)
-        printf("worker %d: ran %lu pieces, stole %lu\n", i, a->pool.workers[i].ran,
-               a->pool.workers[i].steals);
-    printf("ticks while jobs ran: %u; longest gap between ticks: %llu ms (should be %llu)\n",
-           a->ticks_busy, (unsigned long long)(a->worst_gap_ns / 1000000u),
+    unsigned long pieces = 0, steals = 0;
+    for (int i = 0; i < a->pool.nworkers; i++) {
+        pieces += a->pool.workers[i].ran;
+        steals += a->pool.workers[i].steals;
+    }
+    rc = example_report(&a->nums, 1 + a->pool.nworkers);
+    if (rc == 0 && a->primes != PRIMES_BELOW_LIMIT) {
+        example_error("the jobs found %lu primes below %u, not %lu", a->primes, PRIME_LIMIT,
+                      PRIMES_BELOW_LIMIT);
+        rc = 1;
+    }
+    printf("primes below %u: %lu\n", PRIME_LIMIT, a->primes);
+    printf("pieces run on the pool: %lu\n", pieces);
+    printf("pieces stolen: %lu\n", steals);
+    printf("ticks: %lu\n", a->ticks);
+    printf("ticks while jobs ran: %lu\n", a->ticks_busy);
+    printf("longest gap between ticks: %llu ms (should be %llu)\n",
+           (unsigned long long)(a->worst_gap_ns / 1000000u),
            (unsigned long long)(TICK / 1000000u));
-    printf("total: %ld ms\n", elapsed_ms());
-    return 0;
+    numbers_free(&a->nums);
+    return rc;
 }

@@ -1,64 +1,30 @@
 /*
- * fetch.h - the plumbing every example shares; the models differ only in
- * how they wait.
+ * fetch.h - the socket plumbing the hand-written models share (01 to 05
+ * and 07); the models differ only in how they wait.
  *
- * Each example fetches the numbers 1, 2 and 3 from kettle-db with `GET n`.
- * Parsing the address, connecting, encoding the request, parsing the reply
- * and stamping the output are the same in every one of them, so they live
- * here, as static inline functions (no library to link, nothing hidden:
- * this file is all there is). What is NOT here is the point of each
- * example: where it waits, and how it keeps its place while waiting. That
- * stays in the example's own file.
+ * Each example fetches numbers from kettle-db with `GET n`. Parsing the
+ * address, connecting, encoding the request and parsing the reply are the
+ * same in every one of them, so they live here, as static inline functions
+ * (no library to link, nothing hidden: this file is all there is). What is
+ * NOT here is the point of each example: where it waits, and how it keeps
+ * its place while waiting. That stays in the example's own file. (06 and
+ * 08 leave all this to libkettle: see kettle-fetch.h.)
  *
  * Every function prints nothing unless it says so, and returns an error
- * instead of exiting, except example_init() (bad usage exits 2).
+ * instead of exiting.
  */
 #ifndef EXAMPLES_FETCH_H
 #define EXAMPLES_FETCH_H
 
-#include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/time.h>
-#include <time.h>
-#include <unistd.h>
 
-#define DEFAULT_ADDR "127.0.0.1:7380"
-#define IO_TIMEOUT_S 10                    /* a blocking call's bound */
-#define TIMEOUT_MS (IO_TIMEOUT_S * 1000)   /* a loop's bound: give up on a silent database */
-#define NFETCH 3                           /* get_numbers() fetches 1, 2 and 3 */
+#include "example.h"
 
-static struct timespec example_start;
-
-/* Milliseconds since example_init() (monotonic clock): the `[ N ms]` stamps. */
-static inline long elapsed_ms(void)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (now.tv_sec - example_start.tv_sec) * 1000 +
-           (now.tv_nsec - example_start.tv_nsec) / 1000000;
-}
-
-/*
- * Check the command line ([HOST:PORT] and nothing else), start the clock
- * and make stdout line-buffered (one line at a time, even into a pipe).
- * Returns the database address; prints the usage and exits 2 on bad usage.
- */
-static inline const char *example_init(int argc, char **argv)
-{
-    const char *addr = argc > 1 ? argv[1] : DEFAULT_ADDR;
-    if (argc > 2 || addr[0] == '-') {
-        fprintf(stderr, "usage: %s [HOST:PORT]   (default %s)\n", argv[0], DEFAULT_ADDR);
-        exit(2);
-    }
-    setvbuf(stdout, NULL, _IOLBF, 0);
-    clock_gettime(CLOCK_MONOTONIC, &example_start);
-    return addr;
-}
+static atomic_ulong recv_calls; /* fetch_blocking()'s recv() calls, all threads */
 
 /*
  * Resolve "host:port" or "[v6addr]:port" into *out (the first address
@@ -151,7 +117,8 @@ static inline size_t encode_get(char *buf, size_t cap, int n)
  * Parse one RESP reply to GET at the start of buf: a bulk string
  * "$1\r\n7\r\n" (kettle-db's answer) or an integer ":7\r\n". Returns the
  * bytes it used (> 0) with *value set, 0 if more bytes are needed, or -1
- * with *why set (an error reply is printed to stderr as well).
+ * with *why set (for an error reply, its text: valid until the thread's
+ * next call).
  */
 static inline int parse_reply(const char *buf, size_t len, long *value, const char **why)
 {
@@ -165,10 +132,13 @@ static inline int parse_reply(const char *buf, size_t len, long *value, const ch
     const char *line_end = eol - 1; /* the '\r' */
     char *end;
     switch (buf[0]) {
-    case '-':
-        fprintf(stderr, "database replied: %.*s\n", (int)(line_end - buf - 1), buf + 1);
-        *why = "error reply";
+    case '-': {
+        static _Thread_local char said[128];
+        snprintf(said, sizeof said, "the database replied %.*s", (int)(line_end - buf - 1),
+                 buf + 1);
+        *why = said;
         return -1;
+    }
     case ':':
         *value = strtol(buf + 1, &end, 10);
         if (end != line_end) {
@@ -267,7 +237,7 @@ static inline long fetch_blocking(int fd, int n)
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            fprintf(stderr, "send GET %d: %s\n", n, strerror(errno));
+            example_error("send GET %d: %s", n, strerror(errno));
             return -1;
         }
         off += (size_t)w;
@@ -278,16 +248,16 @@ static inline long fetch_blocking(int fd, int n)
     for (;;) {
         /* Here is where the time goes: this thread sleeps in the kernel
          * until the database answers. */
+        atomic_fetch_add(&recv_calls, 1);
         ssize_t r = recv(fd, buf + have, sizeof buf - have, 0);
         if (r < 0 && errno == EINTR)
             continue;
         if (r < 0) {
-            fprintf(stderr, "recv GET %d: %s\n", n,
-                    errno == EAGAIN ? "timed out" : strerror(errno));
+            example_error("recv GET %d: %s", n, errno == EAGAIN ? "timed out" : strerror(errno));
             return -1;
         }
         if (r == 0) {
-            fprintf(stderr, "recv GET %d: the database closed the connection\n", n);
+            example_error("recv GET %d: the database closed the connection", n);
             return -1;
         }
         have += (size_t)r;
@@ -296,13 +266,13 @@ static inline long fetch_blocking(int fd, int n)
         const char *why = "bad reply";
         int used = parse_reply(buf, have, &value, &why);
         if (used < 0) {
-            fprintf(stderr, "GET %d: %s\n", n, why);
+            example_error("GET %d: %s", n, why);
             return -1;
         }
         if (used > 0)
             return value;
         if (have == sizeof buf) {
-            fprintf(stderr, "GET %d: reply too long\n", n);
+            example_error("GET %d: reply too long", n);
             return -1;
         }
     }

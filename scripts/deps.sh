@@ -5,7 +5,13 @@ set -eu
 PKGS="build-essential autoconf automake libtool pkg-config
 liburing-dev libevent-dev libinih-dev libsystemd-dev libcmocka-dev
 libseccomp-dev libedit-dev clang valgrind python3 redis-server redis-tools
-systemd haproxy prometheus dpkg-dev debhelper lintian git"
+systemd"
+# operations: the scale-out test (haproxy), Prometheus and promtool, the
+# Debian package build and its checks
+PKGS="$PKGS haproxy prometheus dpkg-dev debhelper lintian git"
+# the clients: kettle-bench reads saved runs (jansson); the tests render its
+# SVG (rsvg-convert) and drive kettle-cli in tmux
+PKGS="$PKGS libjansson-dev librsvg2-bin tmux"
 # bench/run compares kettled with twemproxy (nutcracker) in front of redis-server
 PKGS="$PKGS nutcracker"
 missing=""

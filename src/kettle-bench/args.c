@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 #include "bench.h"
 
@@ -17,6 +16,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
 "Usage: kettle-bench [OPTIONS] [-- COMMAND ARG...]\n"
+"       kettle-bench --plot REPORT.json... --svg FILE\n"
 "Load a kettle (or any RESP) server, check every reply, and report\n"
 "throughput and latency percentiles.\n"
 "\n"
@@ -44,15 +44,20 @@ static void usage(FILE *f)
 "                     reopened; also bounds connecting\n"
 "                     (default 10s; 0 = no limit on requests, 10s to connect)\n"
 "  -r KEYSPACE        placeholders take values in [0, KEYSPACE) (default 1000)\n"
+"      --zipf S       the exponent of __zipf_int__'s keys: key i comes with\n"
+"                     probability proportional to 1/(i+1)^S, so key 0 is the\n"
+"                     hottest (default 0.99; above 0)\n"
 "      --seed N       random seed (default: from the clock; printed in --json)\n"
 "      --io NAME      I/O backend: auto, io_uring, epoll, libevent\n"
 "\n"
 "Commands:\n"
 "  -- COMMAND ARG...  the command to send (default: GET __rand_int__).\n"
-"                     __rand_int__ becomes a random key, __seq_int__ the next\n"
-"                     of 0, 1, 2, ...; both may sit inside an argument\n"
-"                     (k:__seq_int__) and are plain decimals (redis-benchmark\n"
-"                     pads its __rand_int__ to 12 digits)\n"
+"                     __rand_int__ becomes a random key, __zipf_int__ a\n"
+"                     Zipf-distributed one (hot keys: see --zipf),\n"
+"                     __seq_int__ the next of 0, 1, 2, ...; each may sit\n"
+"                     inside an argument (k:__seq_int__) and is a plain\n"
+"                     decimal (redis-benchmark pads its __rand_int__ to 12\n"
+"                     digits)\n"
 "      --mix SPEC     a weighted mix instead, items separated by commas, each\n"
 "                     COMMAND ARG...[:WEIGHT] (weight 1 when left out):\n"
 "                       --mix 'GET __rand_int__:8,MGET __rand_int__ __rand_int__:2'\n"
@@ -72,6 +77,13 @@ static void usage(FILE *f)
 "      --json FILE    the report, the histogram and the parameters as JSON\n"
 "                     (FILE - for stdout; the text report then goes to stderr)\n"
 "      --csv          the report as CSV on stdout instead of text\n"
+"      --hgrm FILE    the latency distribution in HdrHistogram's percentile\n"
+"                     format (.hgrm: what HdrHistogram's plotter and wrk2\n"
+"                     users read), values in ms\n"
+"      --svg FILE     a picture (SVG): latency by percentile on a \"1 in N\"\n"
+"                     scale, and requests/s over time\n"
+"      --plot         draw saved runs instead of running one:\n"
+"                       kettle-bench --plot a.json b.json --svg out.svg\n"
 "      --help         this text\n"
 "      --version      the version\n"
 "\n"
@@ -151,7 +163,7 @@ static int resolve(kb_config *cfg)
 int kb_parse_args(kb_config *cfg, int argc, char **argv)
 {
     enum { O_HELP = 256, O_VERSION, O_RATE, O_WARMUP, O_RAMP, O_TIMEOUT, O_SEED, O_MIX,
-           O_NOVALIDATE, O_MAXERR, O_JSON, O_CSV, O_IO };
+           O_NOVALIDATE, O_MAXERR, O_JSON, O_CSV, O_IO, O_ZIPF, O_HGRM, O_SVG, O_PLOT };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, O_HELP },
         { "version", no_argument, NULL, O_VERSION },
@@ -166,6 +178,10 @@ int kb_parse_args(kb_config *cfg, int argc, char **argv)
         { "json", required_argument, NULL, O_JSON },
         { "csv", no_argument, NULL, O_CSV },
         { "io", required_argument, NULL, O_IO },
+        { "zipf", required_argument, NULL, O_ZIPF },
+        { "hgrm", required_argument, NULL, O_HGRM },
+        { "svg", required_argument, NULL, O_SVG },
+        { "plot", no_argument, NULL, O_PLOT },
         { "quiet", no_argument, NULL, 'q' },
         { "host", required_argument, NULL, 'h' },
         { "port", required_argument, NULL, 'p' },
@@ -178,7 +194,8 @@ int kb_parse_args(kb_config *cfg, int argc, char **argv)
         { "keyspace", required_argument, NULL, 'r' },
         { NULL, 0, NULL, 0 },
     };
-    bool seed_given = false, have_n = false, have_d = false;
+    bool seed_given = false, have_n = false, have_d = false, plot = false;
+    double zipf_s = KB_ZIPF_DEFAULT;
     const char *why = NULL;
     uint64_t u;
     int opt;
@@ -284,6 +301,23 @@ int kb_parse_args(kb_config *cfg, int argc, char **argv)
         case O_CSV:
             cfg->csv = true;
             break;
+        case O_HGRM:
+            cfg->hgrm_path = optarg;
+            break;
+        case O_SVG:
+            cfg->svg_path = optarg;
+            break;
+        case O_PLOT:
+            plot = true;
+            break;
+        case O_ZIPF: {
+            char *end;
+            errno = 0;
+            zipf_s = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || errno != 0 || !(zipf_s > 0 && zipf_s <= KB_ZIPF_MAX))
+                return bad("--zipf", optarg, "an exponent above 0 and up to 100 (0.99, 1.2)");
+            break;
+        }
         case O_IO:
             if (kt_io_parse(optarg, &cfg->io) < 0)
                 return bad("--io", optarg, "auto, io_uring, epoll or libevent");
@@ -298,6 +332,20 @@ int kb_parse_args(kb_config *cfg, int argc, char **argv)
             fprintf(stderr, "Try 'kettle-bench --help'.\n");
             return -1;
         }
+    }
+    if (plot) {
+        cfg->plot = argv + optind;
+        cfg->nplot = (size_t)(argc - optind);
+        if (cfg->nplot == 0 || cfg->svg_path == NULL) {
+            fprintf(stderr, "kettle-bench: --plot needs JSON reports and --svg FILE "
+                            "(kettle-bench --plot a.json b.json --svg out.svg)\n");
+            return -1;
+        }
+        if (cfg->hgrm_path != NULL && cfg->nplot > 1) {
+            fprintf(stderr, "kettle-bench: --hgrm writes one run: give one report with it\n");
+            return -1;
+        }
+        return 0;
     }
     if (have_n && have_d) {
         fprintf(stderr, "kettle-bench: -n and -d exclude each other\n");
@@ -330,12 +378,12 @@ int kb_parse_args(kb_config *cfg, int argc, char **argv)
             return -1;
     }
     kb_mix_set_validate(&cfg->mix, cfg->validate);
+    kb_zipf_init(&cfg->zipf, cfg->keyspace, zipf_s); /* both checked above */
     if (cfg->threads > cfg->conns)
         cfg->threads = cfg->conns;
     if (!seed_given) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        cfg->seed = ((uint64_t)ts.tv_sec * 1000000007ull) ^ (uint64_t)ts.tv_nsec ^ ((uint64_t)getpid() << 32);
+        kt_rng r;
+        cfg->seed = kt_rng_seed_random(&r);
     }
     cfg->progress = !cfg->quiet && isatty(STDERR_FILENO);
     return resolve(cfg);

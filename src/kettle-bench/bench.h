@@ -20,7 +20,10 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <kettle/kettle.h>
+#include "rng.h"
 #include "template.h"
+#include "spectrum.h"
+#include "zipf.h"
 
 #define KB_DEFAULT_PORT 7379
 #define KB_DEFAULT_CONNS 50
@@ -53,6 +56,7 @@ typedef struct kb_config {
     uint64_t ramp_ns;          /* --ramp */
     uint64_t timeout_ns;       /* --timeout: per request, and per connect; 0 = none */
     uint64_t keyspace;         /* -r: placeholders take values in [0, keyspace) */
+    kb_zipf zipf;              /* __zipf_int__ over the keyspace, exponent --zipf */
     uint64_t seed;             /* --seed */
     uint64_t max_errors;       /* --max-errors */
     bool validate;             /* not --no-validate */
@@ -60,6 +64,10 @@ typedef struct kb_config {
     bool csv;                  /* --csv: the report as CSV on stdout */
     bool progress;             /* a progress line each second (stderr is a terminal, not --quiet) */
     const char *json_path;     /* --json FILE ("-" = stdout) */
+    const char *hgrm_path;     /* --hgrm FILE ("-" = stdout) */
+    const char *svg_path;      /* --svg FILE ("-" = stdout) */
+    char **plot;               /* --plot: the JSON reports to draw (argv), NULL to run */
+    size_t nplot;
     kt_io_kind io;             /* --io */
     kb_mix mix;                /* the command(s) */
 
@@ -71,11 +79,19 @@ typedef struct kb_config {
     bool abort;                /* a thread could not start: the others leave at once */
 } kb_config;
 
-/* One distinct error reply text and how often it came. */
+/* One distinct error text and how often it came. */
 typedef struct kb_errtext {
     char *text;
     uint64_t count;
 } kb_errtext;
+
+/* Error texts by count: the first KB_MAX_ERRTEXTS distinct ones, the rest
+ * counted together. */
+typedef struct kb_texts {
+    kb_errtext t[KB_MAX_ERRTEXTS];
+    size_t n;
+    uint64_t other;            /* occurrences of texts past the first KB_MAX_ERRTEXTS */
+} kb_texts;
 
 /* What one thread counted (merged over threads at the end). */
 typedef struct kb_stats {
@@ -87,13 +103,16 @@ typedef struct kb_stats {
     uint64_t lost;             /* requests in flight on a connection that failed */
     uint64_t last_ns;          /* when the last measured reply came */
     uint64_t connects;         /* connections established */
-    uint64_t mismatch;         /* replies with the wrong value */
-    uint64_t error_replies;    /* -ERR replies (also in texts) */
+    uint64_t mismatch;         /* replies with a wrong value (or the wrong shape) */
+    uint64_t error_replies;    /* replies that are an error (by text in texts) */
+    uint64_t partial;          /* arrays holding error elements, the rest right (one error each) */
+    uint64_t error_elements;   /* error elements in any reply (by text in etexts) */
     uint64_t timeouts;         /* requests not answered within --timeout */
     uint64_t conn_failures;    /* refused, reset, closed by the peer, garbage */
-    kb_errtext texts[KB_MAX_ERRTEXTS];
-    size_t ntexts;
-    uint64_t other_texts;      /* error replies past KB_MAX_ERRTEXTS distinct texts */
+    kb_texts texts;            /* error replies */
+    kb_texts etexts;           /* error elements */
+    uint64_t *slots;           /* the timeline: measured replies per KB_SLOT_NS from t_measure */
+    size_t nslots, slots_cap;
 } kb_stats;
 
 /* Latencies and counts since the last progress line, fed by every thread. */
@@ -108,9 +127,16 @@ void kb_stats_init(kb_stats *s);
 void kb_stats_free(kb_stats *s);
 /* Count one error reply with its text (truncated to KB_ERRTEXT_MAX). */
 void kb_stats_error_text(kb_stats *s, const char *text, size_t len);
+/* Count the error elements of reply r (at any depth), each with its text:
+ * those of a partial reply, and of a mismatched one. */
+void kb_stats_error_elements(kb_stats *s, const kt_resp_reply *r);
+/* Count a measured reply in the timeline, `since` ns after measuring
+ * began (dropped past KB_MAX_SLOTS, or when memory runs out). */
+void kb_stats_slot(kb_stats *s, uint64_t since);
 /* Add src's counts into dst. */
 void kb_stats_merge(kb_stats *dst, const kb_stats *src);
-/* Mismatches + error replies + timeouts + connection failures. */
+/* Errors counted per request: mismatches + error replies + partial
+ * replies + timeouts + connection failures. */
 uint64_t kb_stats_errors(const kb_stats *s);
 
 /* args.c: parse the command line into cfg (defaults first). 0 to run,

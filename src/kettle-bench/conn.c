@@ -187,7 +187,9 @@ static void make_keys(kb_worker *w, const kb_template *t, uint64_t *vals)
         const kb_arg *a = &t->args[i];
         for (size_t p = 0; p < a->nparts; p++) {
             if (a->parts[p].ph == KB_PH_RAND) {
-                vals[k++] = (uint64_t)(((unsigned __int128)kb_worker_rand(w) * cfg->keyspace) >> 64);
+                vals[k++] = kt_rng_below(&w->rng, cfg->keyspace);
+            } else if (a->parts[p].ph == KB_PH_ZIPF) {
+                vals[k++] = kb_zipf_next(&cfg->zipf, &w->rng);
             } else if (a->parts[p].ph == KB_PH_SEQ) {
                 vals[k++] = (w->index + w->seq_k * cfg->threads) % cfg->keyspace;
                 w->seq_k++;
@@ -201,7 +203,7 @@ static void send_one(kb_conn *c, uint64_t origin, bool measured)
 {
     kb_worker *w = c->w;
     const kb_config *cfg = w->cfg;
-    const kb_template *t = kb_mix_pick(&cfg->mix, kb_worker_rand(w));
+    const kb_template *t = kb_mix_pick(&cfg->mix, kt_rng_next(&w->rng));
     unsigned slot = (c->head + c->count) % cfg->pipeline;
     uint64_t *vals = c->vals + (size_t)slot * cfg->mix.max_ph;
     size_t off = 0;
@@ -307,6 +309,7 @@ static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg)
         uint64_t lat = w->now > req->origin ? w->now - req->origin : 0;
         if (req->measured) {
             kt_hist_record(&w->stats.hist, lat);
+            kb_stats_slot(&w->stats, w->now > w->t_measure ? w->now - w->t_measure : 0);
             w->stats.done++;
             w->stats.last_ns = w->now;
             if (cfg->progress) {
@@ -320,8 +323,13 @@ static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg)
         if (v == KB_V_ERROR) {
             kb_stats_error_text(&w->stats, w->reply.nodes[0].p, w->reply.nodes[0].len);
             w->ierrors++;
+        } else if (v == KB_V_PARTIAL) {
+            w->stats.partial++;
+            kb_stats_error_elements(&w->stats, &w->reply);
+            w->ierrors++;
         } else if (v == KB_V_MISMATCH) {
             w->stats.mismatch++;
+            kb_stats_error_elements(&w->stats, &w->reply);
             w->ierrors++;
             if (w->logged_mismatch++ < KB_LOG_FIRST) {
                 char line[400];

@@ -123,6 +123,9 @@ static int report(kb_config *cfg, kb_worker **ws, bool interrupted)
     if (total.last_ns > cfg->t_measure)
         res.elapsed_s = (total.last_ns - cfg->t_measure) / 1e9;
     res.rps = res.elapsed_s > 0 ? total.done / res.elapsed_s : 0;
+    kb_timeline tl;
+    if (kb_timeline_fold(total.slots, total.nslots, res.elapsed_s, &tl) == 0)
+        res.tl = &tl;
     /* with --json - the JSON owns stdout: the report goes to stderr */
     FILE *out = cfg->json_path != NULL && strcmp(cfg->json_path, "-") == 0 ? stderr : stdout;
     if (cfg->csv)
@@ -134,6 +137,9 @@ static int report(kb_config *cfg, kb_worker **ws, bool interrupted)
         fprintf(stderr, "kettle-bench: cannot write %s: %s\n", cfg->json_path, strerror(-rc));
         status = 1;
     }
+    if (kb_report_pictures(&res) < 0)
+        status = 1;
+    kb_timeline_free(&tl);
     if (total.connects == 0)
         fprintf(stderr, "kettle-bench: could not connect to %s\n", cfg->addr_text);
     if (res.errors > cfg->max_errors) {
@@ -155,6 +161,11 @@ int main(int argc, char **argv)
     if (rc != 0) {
         kb_config_free(&cfg);
         return rc > 0 ? 0 : 2;
+    }
+    if (cfg.plot != NULL) {
+        rc = kb_plot(&cfg);
+        kb_config_free(&cfg);
+        return rc;
     }
     signal(SIGPIPE, SIG_IGN);
     kt_log_set_ident("kettle-bench");

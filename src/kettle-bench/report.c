@@ -23,6 +23,15 @@ static const char *mode_name(const kb_config *cfg)
     return cfg->rate != 0 ? "open" : "closed";
 }
 
+/* The error texts under the line that counted them. */
+static void print_texts(FILE *f, const kb_texts *ts)
+{
+    for (size_t i = 0; i < ts->n; i++)
+        fprintf(f, "    %llu x -%s\n", (unsigned long long)ts->t[i].count, ts->t[i].text);
+    if (ts->other)
+        fprintf(f, "    %llu x (other error texts)\n", (unsigned long long)ts->other);
+}
+
 void kb_report_text(FILE *f, const kb_result *r)
 {
     const kb_config *cfg = r->cfg;
@@ -47,15 +56,16 @@ void kb_report_text(FILE *f, const kb_result *r)
     for (size_t i = 0; i < NPCTS; i++)
         fprintf(f, "  %s %.3f", pcts[i].name, ms(kt_hist_percentile(h, pcts[i].p)));
     fprintf(f, "  max %.3f\n", ms(kt_hist_max(h)));
-    fprintf(f, "  errors:     %llu (mismatches %llu, error replies %llu, timeouts %llu, "
-               "connection failures %llu)\n",
+    fprintf(f, "  errors:     %llu (mismatches %llu, error replies %llu, partial replies %llu, "
+               "timeouts %llu, connection failures %llu)\n",
             (unsigned long long)r->errors, (unsigned long long)s->mismatch,
-            (unsigned long long)s->error_replies, (unsigned long long)s->timeouts,
-            (unsigned long long)s->conn_failures);
-    for (size_t i = 0; i < s->ntexts; i++)
-        fprintf(f, "    %llu x -%s\n", (unsigned long long)s->texts[i].count, s->texts[i].text);
-    if (s->other_texts)
-        fprintf(f, "    %llu x (other error texts)\n", (unsigned long long)s->other_texts);
+            (unsigned long long)s->error_replies, (unsigned long long)s->partial,
+            (unsigned long long)s->timeouts, (unsigned long long)s->conn_failures);
+    print_texts(f, &s->texts);
+    if (s->error_elements)
+        fprintf(f, "  elements:   %llu error elements in array replies\n",
+                (unsigned long long)s->error_elements);
+    print_texts(f, &s->etexts);
     if (s->lost)
         fprintf(f, "  lost:       %llu requests in flight on failed connections\n",
                 (unsigned long long)s->lost);
@@ -71,14 +81,16 @@ void kb_report_csv(FILE *f, const kb_result *r)
     fprintf(f, "requests,seconds,requests_per_sec,min_ms,mean_ms");
     for (size_t i = 0; i < NPCTS; i++)
         fprintf(f, ",%s_ms", pcts[i].name);
-    fprintf(f, ",max_ms,errors,mismatches,error_replies,timeouts,connection_failures,lost,unsent\n");
+    fprintf(f, ",max_ms,errors,mismatches,error_replies,partial_replies,error_elements,timeouts,"
+               "connection_failures,lost,unsent\n");
     fprintf(f, "%llu,%.6f,%.2f,%.6f,%.6f", (unsigned long long)s->done, r->elapsed_s, r->rps,
             ms(kt_hist_min(h)), kt_hist_mean(h) / 1e6);
     for (size_t i = 0; i < NPCTS; i++)
         fprintf(f, ",%.6f", ms(kt_hist_percentile(h, pcts[i].p)));
-    fprintf(f, ",%.6f,%llu,%llu,%llu,%llu,%llu,%llu,%llu\n", ms(kt_hist_max(h)),
+    fprintf(f, ",%.6f,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu\n", ms(kt_hist_max(h)),
             (unsigned long long)r->errors, (unsigned long long)s->mismatch,
-            (unsigned long long)s->error_replies, (unsigned long long)s->timeouts,
+            (unsigned long long)s->error_replies, (unsigned long long)s->partial,
+            (unsigned long long)s->error_elements, (unsigned long long)s->timeouts,
             (unsigned long long)s->conn_failures, (unsigned long long)s->lost,
             (unsigned long long)s->unsent);
 }
@@ -100,6 +112,20 @@ static void json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* {"text": count, ...} */
+static void json_texts(FILE *f, const kb_texts *ts)
+{
+    fputc('{', f);
+    for (size_t i = 0; i < ts->n; i++) {
+        fprintf(f, "%s", i ? ", " : "");
+        json_str(f, ts->t[i].text);
+        fprintf(f, ": %llu", (unsigned long long)ts->t[i].count);
+    }
+    if (ts->other)
+        fprintf(f, "%s\"(other texts)\": %llu", ts->n ? ", " : "", (unsigned long long)ts->other);
+    fputc('}', f);
+}
+
 static void json_params(FILE *f, const kb_result *r)
 {
     const kb_config *cfg = r->cfg;
@@ -119,9 +145,9 @@ static void json_params(FILE *f, const kb_result *r)
         fprintf(f, "    \"rate\": null,\n");
     fprintf(f, "    \"warmup_s\": %.3f,\n    \"ramp_s\": %.3f,\n    \"timeout_s\": %.3f,\n",
             cfg->warmup_ns / 1e9, cfg->ramp_ns / 1e9, cfg->timeout_ns / 1e9);
-    fprintf(f, "    \"keyspace\": %llu,\n    \"seed\": %llu,\n    \"validate\": %s,\n"
+    fprintf(f, "    \"keyspace\": %llu,\n    \"zipf\": %g,\n    \"seed\": %llu,\n    \"validate\": %s,\n"
                "    \"max_errors\": %llu,\n    \"io\": ",
-            (unsigned long long)cfg->keyspace, (unsigned long long)cfg->seed,
+            (unsigned long long)cfg->keyspace, cfg->zipf.s, (unsigned long long)cfg->seed,
             cfg->validate ? "true" : "false", (unsigned long long)cfg->max_errors);
     json_str(f, r->backend ? r->backend : "");
     fprintf(f, ",\n    \"commands\": [");
@@ -152,23 +178,23 @@ int kb_report_json(const char *path, const kb_result *r)
     for (size_t i = 0; i < NPCTS; i++)
         fprintf(f, ", \"%s\": %.6f", pcts[i].name, ms(kt_hist_percentile(h, pcts[i].p)));
     fprintf(f, ", \"max\": %.6f},\n", ms(kt_hist_max(h)));
-    fprintf(f, "  \"errors\": {\n    \"mismatch\": %llu,\n    \"error_replies\": {",
+    fprintf(f, "  \"errors\": {\n    \"mismatch\": %llu,\n    \"error_replies\": ",
             (unsigned long long)s->mismatch);
-    for (size_t i = 0; i < s->ntexts; i++) {
-        fprintf(f, "%s", i ? ", " : "");
-        json_str(f, s->texts[i].text);
-        fprintf(f, ": %llu", (unsigned long long)s->texts[i].count);
-    }
-    if (s->other_texts)
-        fprintf(f, "%s\"(other texts)\": %llu", s->ntexts ? ", " : "",
-                (unsigned long long)s->other_texts);
-    fprintf(f, "},\n    \"timeouts\": %llu,\n    \"connection\": %llu\n  },\n",
+    json_texts(f, &s->texts);
+    fprintf(f, ",\n    \"partial_replies\": %llu,\n    \"error_elements\": ",
+            (unsigned long long)s->partial);
+    json_texts(f, &s->etexts);
+    fprintf(f, ",\n    \"timeouts\": %llu,\n    \"connection\": %llu\n  },\n",
             (unsigned long long)s->timeouts, (unsigned long long)s->conn_failures);
     fprintf(f, "  \"errors_total\": %llu,\n  \"lost\": %llu,\n  \"unsent\": %llu,\n",
             (unsigned long long)r->errors, (unsigned long long)s->lost,
             (unsigned long long)s->unsent);
     fprintf(f, "  \"connections_opened\": %llu,\n  \"interrupted\": %s,\n",
             (unsigned long long)s->connects, r->interrupted ? "true" : "false");
+    fprintf(f, "  \"timeline\": {\"interval_s\": %g, \"requests\": [", r->tl ? r->tl->interval_s : 0.1);
+    for (size_t i = 0; r->tl && i < r->tl->n; i++)
+        fprintf(f, "%s%llu", i ? ", " : "", (unsigned long long)r->tl->counts[i]);
+    fprintf(f, "]},\n");
     fprintf(f, "  \"histogram\": {\"unit\": \"ns\", \"buckets\": [");
     bool first = true;
     for (size_t i = 0, n = kt_hist_nbuckets(); i < n; i++) {

@@ -9,11 +9,12 @@
 #include <strings.h>
 #include <kettle/common.h>
 #include "template.h"
-#include "../kettle-cli/split.h"
+#include "split.h"
 
 static const struct { const char *name; size_t len; int ph; } placeholders[] = {
     { "__rand_int__", 12, KB_PH_RAND },
     { "__seq_int__", 11, KB_PH_SEQ },
+    { "__zipf_int__", 12, KB_PH_ZIPF },
 };
 
 /* The placeholder starting at s (len bytes left), or KB_PH_NONE. */
@@ -164,7 +165,7 @@ nomem:
 static int add_item(kb_mix *m, const char *s, size_t len, const char **why)
 {
     uint64_t weight = 1;
-    size_t colon = kc_rfind_unquoted(s, len, ':');
+    size_t colon = kt_rfind_unquoted(s, len, ':');
     if (colon < len) {
         size_t a = colon + 1, b = len;
         while (a < b && isspace((unsigned char)s[a]))
@@ -181,8 +182,8 @@ static int add_item(kb_mix *m, const char *s, size_t len, const char **why)
             len = colon;
         }
     }
-    kc_args args;
-    int rc = kc_split(s, len, &args, why);
+    kt_args args;
+    int rc = kt_split(s, len, &args, why);
     if (rc == 0) {
         if (args.n == 0) {
             *why = "empty command in --mix";
@@ -191,7 +192,7 @@ static int add_item(kb_mix *m, const char *s, size_t len, const char **why)
             rc = kb_mix_add(m, args.n, args.v, args.len, weight, why);
         }
     }
-    kc_args_free(&args);
+    kt_args_free(&args);
     return rc;
 }
 
@@ -199,7 +200,7 @@ int kb_mix_parse(kb_mix *m, const char *spec, const char **why)
 {
     size_t len = strlen(spec);
     for (;;) {
-        size_t comma = kc_find_unquoted(spec, len, ',');
+        size_t comma = kt_find_unquoted(spec, len, ',');
         int rc = add_item(m, spec, comma, why);
         if (rc < 0)
             return rc;

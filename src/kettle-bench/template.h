@@ -4,6 +4,8 @@
  * A template is a command whose arguments may hold placeholders, replaced
  * for each request by a decimal number:
  *   __rand_int__  a uniformly random key in [0, keyspace)
+ *   __zipf_int__  a Zipf-distributed key in [0, keyspace): key i with
+ *                 probability proportional to 1 / (i + 1)^s (zipf.h)
  *   __seq_int__   the next key of a sequence 0, 1, 2, ... (mod keyspace)
  * A placeholder may sit inside an argument ("user:__rand_int__").
  *
@@ -27,7 +29,7 @@
 #include <stdint.h>
 
 /* Placeholder kinds. */
-enum { KB_PH_NONE = 0, KB_PH_RAND, KB_PH_SEQ };
+enum { KB_PH_NONE = 0, KB_PH_RAND, KB_PH_SEQ, KB_PH_ZIPF };
 
 /* How a reply is validated. */
 typedef enum kb_check {

@@ -4,7 +4,9 @@
  * A value matches when its bytes equal the key's, or when both are
  * integers of equal value (a database may answer GET 007 with 7). A GET
  * whose key is not an integer has no known answer: any non-error reply
- * passes.
+ * passes. An error element in an array (kettled answers an MGET whose
+ * fetch of one key failed with an error in that key's place) is a partial
+ * reply, not a mismatch.
  */
 #include "config.h"
 #include <ctype.h>
@@ -30,6 +32,15 @@ static bool known(const char *want, size_t wlen)
     return kt_parse_i64(want, wlen, &v) == 0;
 }
 
+/* Does an array reply hold an error element, at any depth? */
+static bool has_error_element(const kt_resp_reply *r)
+{
+    for (size_t i = 1; i < r->count; i++)
+        if (r->nodes[i].type == KT_RESP_ERROR_REPLY)
+            return true;
+    return false;
+}
+
 kb_verdict kb_validate(const kb_template *t, const uint64_t *vals, const kt_resp_reply *r,
                        char *scratch)
 {
@@ -40,7 +51,7 @@ kb_verdict kb_validate(const kb_template *t, const uint64_t *vals, const kt_resp
         return KB_V_ERROR;
     switch (t->check) {
     case KB_CHECK_NONE:
-        return KB_V_OK;
+        return top->type == KT_RESP_ARRAY && has_error_element(r) ? KB_V_PARTIAL : KB_V_OK;
     case KB_CHECK_PONG:
         return (top->type == KT_RESP_STRING || top->type == KT_RESP_BULK) && top->len == 4 &&
                memcmp(top->p, "PONG", 4) == 0 ? KB_V_OK : KB_V_MISMATCH;
@@ -57,12 +68,17 @@ kb_verdict kb_validate(const kb_template *t, const uint64_t *vals, const kt_resp
         /* the top node and its argc - 1 scalar elements, in preorder */
         if (top->type != KT_RESP_ARRAY || top->n != t->argc - 1 || r->count != t->argc)
             return KB_V_MISMATCH;
+        bool partial = false;
         for (size_t i = 1; i < t->argc; i++) {
+            if (r->nodes[i].type == KT_RESP_ERROR_REPLY) {
+                partial = true; /* a failed fetch, not a wrong value */
+                continue;
+            }
             n = kb_render_arg(t, i, vals, scratch);
             if (known(scratch, n) && !same_value(scratch, n, &r->nodes[i]))
                 return KB_V_MISMATCH;
         }
-        return KB_V_OK;
+        return partial ? KB_V_PARTIAL : KB_V_OK;
     }
     return KB_V_OK;
 }

@@ -11,12 +11,16 @@
 
 typedef enum kb_verdict {
     KB_V_OK = 0,
-    KB_V_MISMATCH,  /* a reply, but not the right one */
+    KB_V_MISMATCH,  /* a reply, but not the right one: a wrong value, or the wrong shape */
     KB_V_ERROR,     /* an error reply (counted by its text) */
+    KB_V_PARTIAL,   /* an array holding error elements (e.g. an MGET whose fetch
+                     * of some keys failed), every other element right */
 } kb_verdict;
 
 /* Judge reply r to template t sent with placeholder values vals. scratch
- * holds at least t->maxlen bytes (the expected values are rendered there). */
+ * holds at least t->maxlen bytes (the expected values are rendered there).
+ * A wrong value anywhere makes a mismatch, even beside error elements:
+ * "mismatch" is kept for data that is wrong. */
 kb_verdict kb_validate(const kb_template *t, const uint64_t *vals, const kt_resp_reply *r,
                        char *scratch);
 

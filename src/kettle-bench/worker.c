@@ -9,26 +9,6 @@
 #include <string.h>
 #include "worker.h"
 
-/* splitmix64: seeds the per-thread generator from one number. */
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-uint64_t kb_worker_rand(kb_worker *w)
-{
-    /* xorshift128+: fast, and plenty for picking keys */
-    uint64_t s1 = w->rng[0];
-    const uint64_t s0 = w->rng[1];
-    w->rng[0] = s0;
-    s1 ^= s1 << 23;
-    w->rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
-    return w->rng[1] + s0;
-}
-
 int kb_worker_new(kb_worker **out, kb_config *cfg, unsigned index, pthread_barrier_t *ready,
                   kb_progress *progress)
 {
@@ -43,9 +23,9 @@ int kb_worker_new(kb_worker **out, kb_config *cfg, unsigned index, pthread_barri
     pthread_mutex_init(&w->lock, NULL);
     kb_stats_init(&w->stats);
     kt_hist_init(&w->ihist);
+    /* each thread its own sequence, all from the one --seed */
     uint64_t x = cfg->seed + index * 0x632be59bd9b4e019ull;
-    w->rng[0] = splitmix(&x);
-    w->rng[1] = splitmix(&x) | 1;
+    kt_rng_seed(&w->rng, kt_splitmix64(&x));
 
     /* connections index, index + threads, ... */
     w->nconns = (cfg->conns - index + cfg->threads - 1) / cfg->threads;

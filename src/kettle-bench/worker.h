@@ -87,7 +87,7 @@ struct kb_worker {
     uint64_t t_start, t_measure, t_end; /* this thread's copy of the plan, UINT64_MAX before */
     unsigned nsettled;        /* connections that have connected once or died */
     bool settled_all;         /* all of them (atomic, read by main) */
-    uint64_t rng[2];          /* xorshift128+ */
+    kt_rng rng;               /* keys and mix picks: seeded from --seed and the index */
     uint64_t seq_k;           /* __seq_int__: this thread's next is index + seq_k * threads */
     unsigned logged_mismatch, logged_fail;
     kt_timer sweep;           /* timeouts, end of -d, progress */
@@ -118,8 +118,6 @@ void kb_worker_go(kb_worker *w);
 /* A connection has connected for the first time, or died never having:
  * tells main once all have. */
 void kb_worker_settled(kb_worker *w);
-/* A random 64-bit number from the thread's generator. */
-uint64_t kb_worker_rand(kb_worker *w);
 /* End the run if nothing more is to be sent or received. */
 void kb_worker_maybe_done(kb_worker *w);
 /* Close every connection and leave the loop once they are closed. */

@@ -28,8 +28,9 @@ static int ms_left(uint64_t deadline)
     return ms > 1000000000 ? 1000000000 : (int)ms;
 }
 
-/* Wait until fd is ready for events or the deadline passes. */
-static int wait_fd(int fd, short events, uint64_t deadline)
+/* Wait until fd is ready for events or the deadline passes (or a signal
+ * raised *stop). */
+static int wait_fd(int fd, short events, uint64_t deadline, volatile sig_atomic_t *stop)
 {
     for (;;) {
         struct pollfd p = { .fd = fd, .events = events };
@@ -40,6 +41,8 @@ static int wait_fd(int fd, short events, uint64_t deadline)
             return -ETIMEDOUT;
         if (errno != EINTR)
             return -errno;
+        if (stop != NULL && *stop)
+            return -EINTR;
     }
 }
 
@@ -53,7 +56,7 @@ static int connect_one(const struct sockaddr *sa, socklen_t len, uint64_t deadli
     if (connect(fd, sa, len) < 0) {
         if (errno != EINPROGRESS) {
             rc = -errno;
-        } else if ((rc = wait_fd(fd, POLLOUT, deadline)) == 0) {
+        } else if ((rc = wait_fd(fd, POLLOUT, deadline, NULL)) == 0) {
             int err = 0;
             socklen_t elen = sizeof(err);
             if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen) < 0)
@@ -157,7 +160,9 @@ int kc_read_reply(kc_conn *c, kt_resp_reply *r, const char **why)
             if (n == KT_RESP_ERROR)
                 return -EPROTO;
         }
-        int rc = wait_fd(c->fd, POLLIN, deadline);
+        if (c->stop != NULL && *c->stop)
+            return -EINTR;
+        int rc = wait_fd(c->fd, POLLIN, deadline, c->stop);
         if (rc < 0)
             return rc;
         char *p = kt_buf_reserve(&c->in, 16384);

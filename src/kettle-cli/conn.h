@@ -9,6 +9,7 @@
 #ifndef KC_CONN_H
 #define KC_CONN_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <kettle/resp.h>
 
@@ -18,6 +19,7 @@ typedef struct kc_conn {
     size_t consumed;      /* bytes of in taken by the last reply */
     uint64_t timeout_ns;  /* per reply; 0 = wait as long as it takes */
     char name[300];       /* "host:port" or the socket path, for messages */
+    volatile sig_atomic_t *stop; /* when set and *stop, a signal ends a wait: -EINTR */
 } kc_conn;
 
 /* Connect to host:port (a name or numeric address, resolved with
@@ -32,7 +34,8 @@ int kc_send(kc_conn *c, size_t argc, const kt_resp_arg *argv);
 
 /* Read the next reply into r (nodes point into c->in until the next call).
  * 0; -ETIMEDOUT; -ECONNRESET when the server closed; -EPROTO with *why on
- * a malformed reply; another negative errno. */
+ * a malformed reply; -EINTR when c->stop was raised; another negative
+ * errno. */
 int kc_read_reply(kc_conn *c, kt_resp_reply *r, const char **why);
 
 /* Close the socket (keeps the name); harmless when not connected. */

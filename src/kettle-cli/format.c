@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include "format.h"
 
 static int put(kt_buf *out, const char *s, size_t n)
@@ -140,12 +141,44 @@ static int fmt_raw(kt_buf *out, const kt_resp_reply *r, size_t *i)
     return rc;
 }
 
-int kc_format_reply(kt_buf *out, const kt_resp_reply *r, bool raw)
+/* Commands whose reply is text to read, with the subcommand that makes
+ * it so (NULL: any). */
+static const struct { const char *cmd, *sub; } text_commands[] = {
+    { "info", NULL }, { "lolwut", NULL },
+    { "client", "list" }, { "client", "info" },
+    { "cluster", "nodes" }, { "cluster", "info" },
+    { "memory", "doctor" }, { "memory", "malloc-stats" },
+    { "latency", "doctor" }, { "latency", "graph" },
+    { "debug", "htstats" }, { "debug", "htstats-key" },
+};
+
+bool kc_text_command(size_t argc, char *const *argv)
+{
+    for (size_t i = 0; argc > 0 && i < sizeof(text_commands) / sizeof(text_commands[0]); i++) {
+        if (strcasecmp(argv[0], text_commands[i].cmd) != 0)
+            continue;
+        if (text_commands[i].sub == NULL)
+            return true;
+        if (argc >= 2 && strcasecmp(argv[1], text_commands[i].sub) == 0)
+            return true;
+    }
+    return false;
+}
+
+int kc_format_reply(kt_buf *out, const kt_resp_reply *r, int form)
 {
     size_t i = 0;
     if (r->count == 0)
         return 0;
-    if (raw) {
+    const kt_resp_node *top = &r->nodes[0];
+    if (form == KC_FORM_TEXT && (top->type == KT_RESP_BULK || top->type == KT_RESP_STRING)) {
+        int rc = put(out, top->p, top->len);
+        /* as redis-cli: an empty text prints nothing; ours ends a last line */
+        if (rc == 0 && top->len > 0 && top->p[top->len - 1] != '\n')
+            rc = put(out, "\n", 1);
+        return rc;
+    }
+    if (form == KC_FORM_RAW) {
         int rc = fmt_raw(out, r, &i);
         return rc ? rc : put(out, "\n", 1);
     }

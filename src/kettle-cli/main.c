@@ -1,9 +1,12 @@
 /*
  * main.c - kettle-cli: send one command to kettled (or any RESP server) and
  * print the reply as redis-cli does; with no command, read commands from a
- * prompt (or from stdin when it is not a terminal).
+ * prompt (or from stdin when it is not a terminal); or watch the server
+ * with --stat or --latency* until Ctrl-C.
  *
  *   kettle-cli [-h HOST] [-p PORT] [-a PASSWORD] [--raw] COMMAND ARG...
+ *   kettle-cli --stat | --latency | --latency-history | --latency-dist
+ *              [-i SECONDS] [COMMAND ARG...]
  *
  * Exit status: 0, or 1 on an error reply or a connection failure (the
  * reason on stderr).
@@ -15,10 +18,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <kettle/common.h>
 #include <kettle/resp.h>
 #include "cli.h"
+#include "docs.h"
 #include "format.h"
 
 static void usage(FILE *f)
@@ -27,8 +32,9 @@ static void usage(FILE *f)
         "Usage: kettle-cli [OPTIONS] [COMMAND [ARG...]]\n"
         "Send COMMAND to a kettle (or any RESP) server and print the reply as\n"
         "redis-cli does. With no command, read commands from a prompt with line\n"
-        "editing and history (~/.kettle_history, or $KETTLE_HISTFILE), or one per\n"
-        "line from stdin when it is not a terminal.\n"
+        "editing, history (~/.kettle_history, or $KETTLE_HISTFILE), Tab completion\n"
+        "and \"help\", or one per line from stdin when it is not a terminal.\n"
+        "\"help\" lists the server's commands, \"help COMMAND\" shows one.\n"
         "\n"
         "  -h HOST            server host name or address (default 127.0.0.1)\n"
         "  -p PORT            server port (default 7379)\n"
@@ -39,6 +45,15 @@ static void usage(FILE *f)
         "      --no-raw       print the standard form (the default)\n"
         "      --timeout D    limit for connecting and for each reply, e.g. 2s, 500ms\n"
         "                     (default: 10 s to connect, replies unbounded)\n"
+        "\n"
+        "Views that refresh until Ctrl-C:\n"
+        "      --stat         a line of the server's figures per interval (kettled:\n"
+        "                     requests, clients, fetches, failures, backends ...)\n"
+        "      --latency      round trips of PING (or of COMMAND ARG...): min, max,\n"
+        "                     avg in ms and the number of samples\n"
+        "      --latency-history  the same, a new line per interval (default 15 s)\n"
+        "      --latency-dist     a line per interval: where the round trips fell\n"
+        "  -i SECONDS         the interval of a view (default 1; 15 for history)\n"
         "      --help         this text\n"
         "      --version      the version\n"
         "\n"
@@ -126,7 +141,9 @@ int kc_run(kc_conn *c, const kc_opts *o, size_t argc, char *const *argv, const s
         kc_close(c);
         goto out;
     }
-    if (kc_format_reply(&text, &r, o->raw) < 0) {
+    /* a text blob prints as its bytes in both forms, as redis-cli prints it */
+    int form = kc_text_command(argc, argv) ? KC_FORM_TEXT : o->raw ? KC_FORM_RAW : KC_FORM_STANDARD;
+    if (kc_format_reply(&text, &r, form) < 0) {
         fprintf(stderr, "Error: out of memory\n");
         goto out;
     }
@@ -142,9 +159,42 @@ out:
     return result;
 }
 
+/* `kettle-cli help [COMMAND]`: the server's COMMAND DOCS, as at the prompt. */
+static int one_shot_help(kc_conn *c, const kc_opts *o, size_t argc, char *const *argv)
+{
+    kc_docs d = { 0 };
+    const char *why = NULL;
+    if (kc_open(c, o) < 0)
+        return 1;
+    int rc = kc_docs_load(&d, c, &why);
+    if (rc < 0)
+        fprintf(stderr, "Error: %s\n", failure(rc, why));
+    else
+        rc = kc_help(&d, stdout, argc, argv);
+    kc_docs_free(&d);
+    return rc == 0 ? 0 : 1;
+}
+
+/* --stat and --latency*: the server may be down at first; the views wait
+ * for it. */
+static int run_view(kc_conn *c, const kc_opts *o, int argc, char **argv)
+{
+    size_t n = (size_t)argc;
+    size_t *lens = kt_calloc(n ? n : 1, sizeof(*lens));
+    if (lens == NULL)
+        return 1;
+    for (size_t i = 0; i < n; i++)
+        lens[i] = strlen(argv[i]);
+    kc_open(c, o);
+    int status = o->mode == KC_MODE_STAT ? kc_stat(c, o) : kc_latency(c, o, n, argv, lens);
+    kt_free(lens);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
-    enum { OPT_HELP = 256, OPT_VERSION, OPT_RAW, OPT_NORAW, OPT_TIMEOUT, OPT_USER };
+    enum { OPT_HELP = 256, OPT_VERSION, OPT_RAW, OPT_NORAW, OPT_TIMEOUT, OPT_USER, OPT_STAT,
+           OPT_LATENCY, OPT_LATENCY_HISTORY, OPT_LATENCY_DIST };
     static const struct option longopts[] = {
         { "help", no_argument, NULL, OPT_HELP },
         { "version", no_argument, NULL, OPT_VERSION },
@@ -152,6 +202,10 @@ int main(int argc, char **argv)
         { "no-raw", no_argument, NULL, OPT_NORAW },
         { "timeout", required_argument, NULL, OPT_TIMEOUT },
         { "user", required_argument, NULL, OPT_USER },
+        { "stat", no_argument, NULL, OPT_STAT },
+        { "latency", no_argument, NULL, OPT_LATENCY },
+        { "latency-history", no_argument, NULL, OPT_LATENCY_HISTORY },
+        { "latency-dist", no_argument, NULL, OPT_LATENCY_DIST },
         { "host", required_argument, NULL, 'h' },
         { "port", required_argument, NULL, 'p' },
         { "socket", required_argument, NULL, 's' },
@@ -164,7 +218,7 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     /* '+': options end at the command, so "SET k -1" keeps its -1 */
-    while ((opt = getopt_long(argc, argv, "+h:p:s:a:", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+h:p:s:a:i:", longopts, NULL)) != -1) {
         switch (opt) {
         case 'h':
             o.host = optarg;
@@ -197,6 +251,28 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case OPT_STAT:
+            o.mode = KC_MODE_STAT;
+            break;
+        case OPT_LATENCY:
+            o.mode = KC_MODE_LATENCY;
+            break;
+        case OPT_LATENCY_HISTORY:
+            o.mode = KC_MODE_LATENCY_HISTORY;
+            break;
+        case OPT_LATENCY_DIST:
+            o.mode = KC_MODE_LATENCY_DIST;
+            break;
+        case 'i': {
+            char *end;
+            double sec = strtod(optarg, &end);
+            if (end == optarg || *end != '\0' || !(sec >= 0.01 && sec <= 86400)) {
+                fprintf(stderr, "kettle-cli: invalid -i '%s' (seconds, e.g. 1, 0.5)\n", optarg);
+                return 2;
+            }
+            o.interval_ns = (uint64_t)(sec * 1e9);
+            break;
+        }
         case OPT_HELP:
             usage(stdout);
             return 0;
@@ -215,7 +291,15 @@ int main(int argc, char **argv)
 
     kc_conn c = { .fd = -1 };
     int status;
-    if (optind < argc) {
+    if (o.mode == KC_MODE_STAT && optind < argc) {
+        fprintf(stderr, "kettle-cli: --stat takes no command\n");
+        return 2;
+    }
+    if (o.mode != KC_MODE_COMMAND) {
+        status = run_view(&c, &o, argc - optind, argv + optind);
+    } else if (optind < argc && (strcasecmp(argv[optind], "help") == 0 || strcmp(argv[optind], "?") == 0)) {
+        status = one_shot_help(&c, &o, (size_t)(argc - optind - 1), argv + optind + 1);
+    } else if (optind < argc) {
         size_t n = (size_t)(argc - optind);
         size_t *lens = kt_calloc(n, sizeof(*lens));
         if (lens == NULL) {

@@ -1,5 +1,6 @@
 """kettle-bench's open loop (--rate) against kettle-db with a fixed, known
-delay: at low load the median latency is the delay (within 2 ms); past the
+delay: at low load every request is answered after the delay and before
+its connection's next one is due (no queueing shows); past the
 database's capacity (one request in service at a time) requests queue and
 the latency, counted from each request's intended send time, rises with
 the queue instead of hiding it (coordinated omission corrected). Also the
@@ -56,9 +57,11 @@ def test_low_load_median_is_the_delay():
             assert rc == 0, err
             lat = j["latency_ms"]
             assert j["parameters"]["mode"] == "open" and j["parameters"]["rate"] == 50
-            # a reply cannot come before the delay; the median is the delay
+            # a reply cannot come before the delay; and at 10 requests/s a
+            # connection, a request is done before the next is due (100 ms
+            # later), so nothing queues: a bound a loaded machine keeps
             assert lat["min"] >= DELAY_MS - 0.1, lat
-            assert abs(lat["p50"] - DELAY_MS) <= 2, lat
+            assert DELAY_MS <= lat["p50"] < 100, lat
             assert 95 <= j["requests"] <= 101, j["requests"]
             assert j["unsent"] == 0 and j["errors_total"] == 0
             return j

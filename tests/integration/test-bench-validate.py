@@ -1,8 +1,10 @@
 """kettle-bench checks every reply: against a RESP server written here that
-is wrong on purpose (GET n answered n+1, error replies, a wrong PONG,
-stalls, closed connections), each kind of fault is counted exactly as
-often as the server committed it. Also the JSON report's schema, the CSV
-report, --max-errors and the exit status."""
+is wrong on purpose (GET n answered n+1, error replies, MGET arrays with
+error elements, a wrong PONG, stalls, closed connections), each kind of
+fault is counted exactly as often as the server committed it. A partial
+MGET (error elements, every value right) is an error, never a mismatch,
+also through kettled in front of a faulty kettle-db. Also the JSON
+report's schema, the CSV report, --max-errors and the exit status."""
 import collections
 import csv
 import io
@@ -35,9 +37,9 @@ class FakeServer:
         self.closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def count(self, what):
+    def count(self, what, n=1):
         with self.lock:
-            self.counts[what] += 1
+            self.counts[what] += n
 
     def stop(self):
         self.closed = True
@@ -108,13 +110,21 @@ class FakeServer:
                             out.append(b"+PONG\r\n")
                         continue
                     if cmd == "MGET":
-                        parts, bad = [], False
+                        parts, bad, failed = [], False, 0
                         for a in args[1:]:
-                            wrong = self.decide("GET", int(a)) == "wrong"
-                            parts.append(self._value(int(a), wrong))
-                            bad = bad or wrong
+                            what = self.decide("GET", int(a))
+                            if what == "error1":
+                                failed += 1
+                                parts.append(b"-ERR boom\r\n")
+                                continue
+                            parts.append(self._value(int(a), what == "wrong"))
+                            bad = bad or what == "wrong"
                         if bad:
                             self.count("wrong")
+                        elif failed:
+                            self.count("partial")
+                        if failed:
+                            self.count("element ERR boom", failed)
                         out.append(b"*%d\r\n" % len(parts) + b"".join(parts))
                         continue
                     n = int(args[1])
@@ -194,10 +204,14 @@ def check_schema(j):
     vals = [lat[k] for k in keys]
     assert vals == sorted(vals), "percentiles not monotonic: %s" % lat
     e = j["errors"]
-    assert set(e) == {"mismatch", "error_replies", "timeouts", "connection"}, e
-    assert isinstance(e["error_replies"], dict)
-    total = e["mismatch"] + sum(e["error_replies"].values()) + e["timeouts"] + e["connection"]
+    assert set(e) == {"mismatch", "error_replies", "partial_replies", "error_elements",
+                      "timeouts", "connection"}, e
+    assert isinstance(e["error_replies"], dict) and isinstance(e["error_elements"], dict)
+    # one error per request: a partial reply counts once, whatever its error elements
+    total = (e["mismatch"] + sum(e["error_replies"].values()) + e["partial_replies"]
+             + e["timeouts"] + e["connection"])
     assert total == j["errors_total"], (total, j["errors_total"])
+    assert sum(e["error_elements"].values()) >= e["partial_replies"]
     hist = j["histogram"]
     assert hist["unit"] == "ns"
     buckets = hist["buckets"]
@@ -274,6 +288,47 @@ def test_mget_array_checked():
         assert j["errors"]["mismatch"] == srv.counts["wrong"], (j["errors"], srv.counts)
     finally:
         srv.stop()
+
+
+def test_mget_error_elements_are_errors_not_mismatches():
+    # keys ending in 7 fail (an error element), keys ending in 3 are wrong
+    srv = FakeServer(by_key(10, {3: "wrong", 7: "error1"}))
+    try:
+        rc, j, out, err = bench(srv.port, "-c", 3, "-n", 400, "-r", 100, "--seed", 5,
+                                "--", "MGET", "__rand_int__", "__rand_int__", "__rand_int__")
+        assert rc == 1
+        check_schema(j)
+        e = j["errors"]
+        assert srv.counts["partial"] > 0 and srv.counts["wrong"] > 0, srv.counts
+        # a reply with a wrong value is a mismatch even beside an error element
+        assert e["mismatch"] == srv.counts["wrong"], (e, srv.counts)
+        assert e["partial_replies"] == srv.counts["partial"], (e, srv.counts)
+        elements = e["error_elements"]
+        assert elements == {"ERR boom": srv.counts["element ERR boom"]}, (e, srv.counts)
+        assert e["error_replies"] == {}
+        assert "partial replies %d" % srv.counts["partial"] in out, out
+    finally:
+        srv.stop()
+
+
+def test_partial_mget_through_kettled_from_faulty_kettle_db():
+    db = h.Server("kettle-db", "--latency", "fixed 1ms", "--seed", "11")
+    kd = h.Server("kettled", "--backend", db.addr)
+    with h.Client(db.port) as admin:
+        assert admin.call("FAULT", "SET", "error", "0.05") == "OK"
+        rc, j, out, err = bench(kd.port, "-c", 4, "-n", 1500, "--seed", 6,
+                                "--", "MGET", "__rand_int__", "__rand_int__", "__rand_int__")
+        faults = int(h.info(admin, "faults")["fault_error_count"])
+    assert rc == 1, out + err
+    check_schema(j)
+    e = j["errors"]
+    assert e["mismatch"] == 0, e
+    assert e["partial_replies"] > 0 and j["errors_total"] > 0, e
+    # each failed fetch is one error element naming the injected error
+    assert sum(e["error_elements"].values()) == faults, (e, faults)
+    assert all("injected fault" in t for t in e["error_elements"]), e
+    kd.stop()
+    db.stop()
 
 
 def test_no_validate_still_counts_errors_and_pong():

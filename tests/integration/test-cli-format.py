@@ -97,6 +97,64 @@ def test_error_reply_on_stderr_with_status_1():
         r.stop()
 
 
+def test_text_replies_print_as_lines_like_redis_cli():
+    rcli = h.need("redis-cli")
+    r = h.start_redis()
+    try:
+        # deterministic text blobs: the same bytes as redis-cli, in both forms
+        for mode in ("--no-raw", "--raw"):
+            for cmd in (["INFO", "keyspace"], ["INFO", "nosuchsection"]):
+                want = run([rcli, "-p", str(r.port), mode] + cmd)
+                got = run([kcli(), "-p", str(r.port), mode] + cmd)
+                assert got.returncode == 0 and got.stdout == want.stdout, (mode, cmd, want, got)
+        got = run([kcli(), "-p", str(r.port), "client", "info"])
+        assert got.returncode == 0 and got.stdout.startswith(b"id=") and got.stdout.count(b"\n") == 1
+        got = run([kcli(), "-p", str(r.port), "INFO"])
+        lines = got.stdout.decode().splitlines()
+        assert "# Server" in [l.strip() for l in lines] and len(lines) > 20, got.stdout[:200]
+        # a text command's other replies keep the standard form
+        got = run([kcli(), "-p", str(r.port), "CLIENT", "LIST", "NOSUCHARG"])
+        assert got.returncode == 1 and got.stderr.startswith(b"(error) "), got
+    finally:
+        r.stop()
+    kd = h.Server("kettled")
+    try:
+        got = run([kcli(), "-p", str(kd.port), "INFO", "server"])
+        assert got.returncode == 0
+        text = got.stdout.decode()
+        assert text.startswith("# Server\r\n") and "\nserver_name:kettled\r\n" in text, text
+        got = run([kcli(), "-p", str(kd.port), "CLIENT", "LIST"])
+        assert got.stdout.startswith(b"id=") and b'"' not in got.stdout, got.stdout
+        # --raw keeps its meaning, the bytes as they are; a plain bulk stays quoted
+        raw = run([kcli(), "-p", str(kd.port), "--raw", "INFO", "server"])
+        assert raw.stdout.startswith(b"# Server\r\n"), raw.stdout[:40]
+        got = run([kcli(), "-p", str(kd.port), "ECHO", "a\r\nb"])
+        assert got.stdout == b'"a\\r\\nb"\n', got.stdout
+    finally:
+        kd.stop()
+
+
+def test_help_one_shot():
+    kd = h.Server("kettled")
+    try:
+        got = run([kcli(), "-p", str(kd.port), "help", "MGET"])
+        assert got.returncode == 0, got
+        assert got.stdout.startswith(b"\n  MGET key [key ...]\n  summary: Fetch several numbers"), got.stdout
+        got = run([kcli(), "-p", str(kd.port), "help", "NOSUCH"])
+        assert got.returncode == 1 and b"No help for 'NOSUCH'" in got.stdout, got
+        got = run([kcli(), "-p", str(kd.port), "help", "@string"])
+        assert b"  GET key\n" in got.stdout and b"  MGETSEQ key [key ...]" in got.stdout, got.stdout
+    finally:
+        kd.stop()
+    r = h.start_redis()
+    try:
+        got = run([kcli(), "-p", str(r.port), "help", "set"])
+        assert got.stdout.startswith(b"\n  SET key value [NX | XX] [GET] [EX seconds | PX"), got.stdout
+        assert b"group: string" in got.stdout
+    finally:
+        r.stop()
+
+
 def test_connection_failure():
     port = h.free_port()
     got = run([kcli(), "-p", str(port), "PING"])

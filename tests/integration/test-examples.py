@@ -1,32 +1,42 @@
-"""test-examples.py - every program in examples/ fetches 1, 2 and 3 from a
-real kettle-db in proportional latency mode (GET n answers after n x 100 ms).
+"""test-examples.py - the eight programs in examples/ fetch 1..200 from a real
+kettle-db whose every answer takes 100 ms (`--latency "fixed 100ms"`).
 
-Properties, with wide margins (not timings):
-  - each example exits 0, prints `got 1`, `got 2`, `got 3` (in order for the
-    blocking one, as a set for the others) and a `total: N ms` line;
-  - the blocking one takes at least the sum of the delays (600 ms);
-  - every concurrent one finishes its fetches well under the sum (< 500 ms);
-  - 07's ticker shows the stall (a gap of at least 250 ms between ticks) and
-    the reply to 1, due after 100 ms, is read only after the stall;
-  - 08's reactor ticks while the pool computes, and the results are right;
+What is checked needs no clock beyond the database's own delay:
+  - every program exits 0, and with -v prints each of 1..200 exactly once
+    (01 in order), then the report (`numbers:`, `wall:`, `cpu:`, `peak rss:`,
+    `peak vsize:`, `threads:`);
+  - each model's own counts are where the model puts them:
+      01  one recv() per fetch, and the delays add up (wall >= 200 x 100 ms);
+      02  200 threads created, the report's threads = most alive at once + 1;
+      03  each wake-up serves at least one of the 2N events (connected, reply),
+          and hands poll() every live socket (N the first time);
+      04  every fetch needs exactly three polls that do something; the rest
+          found nothing, and each round polls every pending fetch (<= N x rounds);
+      05  a coroutine is resumed only when its socket is ready: exactly 3 N;
+      06  one connection per fetch, or N fetches pipelined on -c C;
+      07  the blocking call freezes the loop for at least the 100 ms delay, no
+          tick comes meanwhile, and all N - 1 other replies wait unread;
+      08  the N slices of the count add up to the primes below 1,500,000;
+  - under a descriptor limit of 64, each model that needs a socket per fetch
+    stops where it ran out, says so, finishes what it started, exits 1;
   - against a port where nothing listens, each exits non-zero with a message.
 """
 import os
 import re
+import resource
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 
-SUM_MS = 600          # 100 + 200 + 300
-CONCURRENT_MAX_MS = 500
-RUN_TIMEOUT = 30      # seconds per example run (the examples give up after 10 s)
+sys.path.insert(0, os.path.join(h.SRCDIR, "examples"))
+import measure  # noqa: E402  (examples/measure.py: the report's parser)
 
-GOT = re.compile(r"^\[\s*(\d+) ms\] got (\d+)\b", re.M)
-TOTAL = re.compile(r"^total: (\d+) ms", re.M)
-
+N = 200
+DELAY_MS = 100
+RUN_TIMEOUT = 90      # seconds per run; 01 sleeps N x 100 ms = 20 s by design
+GOT = re.compile(r"^\[\s*\d+ ms\] got (\d+)$", re.M)
 NAMES = ["01-blocking", "02-threads", "03-state-machines", "04-futures", "05-generators",
          "06-kettle", "07-blocked-loop", "08-work-stealing"]
 _db = []
@@ -35,114 +45,173 @@ _db = []
 def db():
     """The shared kettle-db, started on first use."""
     if not _db:
-        _db.append(h.Server("kettle-db", "--latency", "proportional 100ms"))
+        _db.append(h.Server("kettle-db", "--latency", "fixed %dms" % DELAY_MS))
     return _db[0]
 
 
-def run(name, addr):
-    """Run examples/NAME against addr: (exit status, stdout, stderr, wall ms)."""
+def start(name, *args, limit_fds=None):
+    """Start examples/NAME with args against kettle-db; a Popen."""
     exe = h.program(os.path.join("examples", name))
-    t0 = time.monotonic()
+
+    def lower_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit_fds, limit_fds))
+    return subprocess.Popen([exe] + [str(a) for a in args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lower_limit if limit_fds else None)
+
+
+def finish(name, p):
+    """Wait for a started example: (exit status, stdout, stderr)."""
     try:
-        p = subprocess.run([exe, addr], capture_output=True, text=True, timeout=RUN_TIMEOUT)
+        out, err = p.communicate(timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
         raise AssertionError("%s did not finish within %d s" % (name, RUN_TIMEOUT))
-    wall = (time.monotonic() - t0) * 1000
     for mark in h.SANITIZER_MARKS:
-        assert mark not in p.stderr, "sanitizer report from %s:\n%s" % (name, p.stderr[-6000:])
-    return p.returncode, p.stdout, p.stderr, wall
+        assert mark not in err, "sanitizer report from %s:\n%s" % (name, err[-6000:])
+    return p.returncode, out, err
 
 
-def fetch_ok(name):
-    """Run an example against kettle-db and check the common contract.
-    Returns (got: list of (ms, n) in print order, total ms, stdout)."""
-    rc, out, err, wall = run(name, db().addr)
-    assert rc == 0, "%s exited %s\nstdout:\n%s\nstderr:\n%s" % (name, rc, out, err)
-    got = [(int(ms), int(n)) for ms, n in GOT.findall(out)]
-    assert sorted(n for _, n in got) == [1, 2, 3], "%s printed %r:\n%s" % (name, got, out)
-    m = TOTAL.search(out)
-    assert m, "%s printed no total:\n%s" % (name, out)
-    total = int(m.group(1))
-    assert total <= wall + 50, "%s: total %d ms but ran %.0f ms" % (name, total, wall)
-    return got, total, out
+def run(name, *args, **kw):
+    return finish(name, start(name, *args, **kw))
 
 
-def concurrent(name):
-    got, total, out = fetch_ok(name)
-    last = max(ms for ms, _ in got)
-    assert last < CONCURRENT_MAX_MS, \
-        "%s: the last number came at %d ms, not well under the %d ms sum:\n%s" % (
-            name, last, SUM_MS, out)
-    return got, total, out
+def check_report(name, p, n=N):
+    """The common contract of a run of 1..n with -v. Returns (report dict,
+    numbers in the order printed, stdout)."""
+    rc, out, err = finish(name, p)
+    assert rc == 0, "%s exited %s\nstdout:\n%s\nstderr:\n%s" % (name, rc, out[-3000:], err)
+    got = [int(v) for v in GOT.findall(out)]
+    assert sorted(got) == list(range(1, n + 1)), \
+        "%s: numbers missing or repeated: %d printed\n%s" % (name, len(got), out[-3000:])
+    r = measure.parse_report(out)
+    assert r["numbers"].startswith("1..%d, each once;" % n), (name, r["numbers"])
+    for key in ("wall", "cpu", "peak rss", "peak vsize", "threads"):
+        assert isinstance(r.get(key), int), "%s: no %r in the report:\n%s" % (name, key, out)
+    assert r["peak rss"] > 0 and r["peak vsize"] >= r["peak rss"], (name, r)
+    assert "failures" not in r, (name, r)
+    return r, got, out
 
 
-def test_01_blocking_sums_the_delays():
-    t0 = time.monotonic()
-    got, total, out = fetch_ok("01-blocking")
-    wall = (time.monotonic() - t0) * 1000
-    assert [n for _, n in got] == [1, 2, 3], out
-    assert total >= SUM_MS and wall >= SUM_MS, \
-        "blocking fetches took %d ms (wall %.0f), less than the %d ms sum:\n%s" % (
-            total, wall, SUM_MS, out)
+_blocking = []
+
+
+def test_00_start_the_blocking_one():
+    """01 sleeps 200 x 100 ms: it runs while the others are tested."""
+    _blocking.append(start("01-blocking", "-v", "-n", N, db().addr))
 
 
 def test_02_threads():
-    _, total, out = concurrent("02-threads")
-    assert total < CONCURRENT_MAX_MS, out
-    assert re.search(r"address space \+\d+ KiB, resident \+\d+ KiB", out), out
+    r, _, out = check_report("02-threads", start("02-threads", "-v", "-n", N, db().addr))
+    assert r["threads created"] == N, out
+    assert 1 <= r["threads alive at once, at most"] <= N, out
+    assert r["threads"] == r["threads alive at once, at most"] + 1, out
+    assert r["recv() calls"] >= N, out
 
 
 def test_03_state_machines():
-    _, total, out = concurrent("03-state-machines")
-    assert total < CONCURRENT_MAX_MS, out
+    r, _, out = check_report("03-state-machines",
+                             start("03-state-machines", "-v", "-n", N, db().addr))
+    w, handed = r["loop wake-ups"], r["sockets handed to poll()"]
+    assert 1 <= w <= 2 * N, "every wake-up has a ready socket:\n%s" % out
+    assert N <= handed <= N * w, "every wake-up hands poll() all live sockets:\n%s" % out
 
 
 def test_04_futures():
-    _, total, out = concurrent("04-futures")
-    assert total < CONCURRENT_MAX_MS, out
+    r, _, out = check_report("04-futures", start("04-futures", "-v", "-n", N, db().addr))
+    rounds, polls, futile = (r["executor rounds"], r["fetch polls"],
+                             r["fetch polls that found nothing to do"])
+    assert rounds >= 3, out
+    assert polls - futile == 3 * N, "start, connected, reply: three useful polls each:\n" + out
+    assert 3 * N <= polls <= N * rounds, "each round polls every pending fetch:\n" + out
 
 
 def test_05_generators():
-    _, total, out = concurrent("05-generators")
-    assert total < CONCURRENT_MAX_MS, out
+    r, _, out = check_report("05-generators", start("05-generators", "-v", "-n", N, db().addr))
+    assert r["coroutine resumes"] == 3 * N, "start, connected, reply: three each:\n" + out
+    assert 1 <= r["scheduler wake-ups"] <= 2 * N, out
 
 
-def test_06_kettle():
-    _, total, out = concurrent("06-kettle")
-    assert total < CONCURRENT_MAX_MS, out
+def test_05_summarises_past_ten():
+    rc, out, err = run("05-generators", "-n", 11, db().addr)
+    assert rc == 0, err
+    assert not GOT.search(out), out
+    assert measure.parse_report(out)["numbers"].startswith("1..11, each once;"), out
 
 
-def test_07_blocked_loop_shows_the_stall():
-    got, total, out = concurrent("07-blocked-loop")
-    assert total < CONCURRENT_MAX_MS, out
-    m = re.search(r"^longest gap between ticks: (\d+) ms", out, re.M)
-    assert m and int(m.group(1)) >= 250, "no stall visible:\n%s" % out
-    # 1 is answered after 100 ms but read only once the blocking call (300 ms) returns.
-    t1 = [ms for ms, n in got if n == 1][0]
-    assert t1 >= 250, "1 was read at %d ms, during the stall?\n%s" % (t1, out)
+def test_06_kettle_a_connection_per_fetch():
+    r, _, out = check_report("06-kettle", start("06-kettle", "-v", "-n", N, db().addr))
+    assert r["connections"] == N and r["threads"] == 1, out
+    assert r["loop iterations"] >= 2, out
 
 
-def test_08_work_stealing_keeps_the_reactor_ticking():
-    _, _, out = concurrent("08-work-stealing")
-    results = dict((int(n), int(k)) for n, k in
-                   re.findall(r"^\[\s*\d+ ms\] result for (\d+): (\d+) primes", out, re.M))
-    assert results == {1: 41538, 2: 78498, 3: 114155}, out
-    m = re.search(r"^ticks while jobs ran: (\d+)", out, re.M)
-    assert m and int(m.group(1)) >= 1, "the reactor did not tick while the pool worked:\n%s" % out
-    ran = [int(x) for x in re.findall(r"^worker \d+: ran (\d+) pieces", out, re.M)]
-    assert len(ran) >= 2 and sum(ran) > 3, out
+def test_06_kettle_pipelined():
+    r, _, out = check_report("06-kettle", start("06-kettle", "-v", "-n", N, "-c", 4, db().addr))
+    assert r["connections"] == 4, out
+
+
+def test_07_blocked_loop():
+    r, got, out = check_report("07-blocked-loop",
+                               start("07-blocked-loop", "-v", "-n", N, db().addr))
+    frozen = r["loop frozen"]
+    assert frozen >= DELAY_MS, "the blocking call returned before the database answered:\n" + out
+    assert r["longest gap between ticks"] >= frozen, "a tick came during the freeze:\n" + out
+    assert r["replies that waited unread"] == N - 1, out
+    assert got[0] == N, "the blocking fetch returns first:\n" + out
+
+
+def test_08_work_stealing():
+    r, _, out = check_report("08-work-stealing",
+                             start("08-work-stealing", "-v", "-n", N, "-c", 8, db().addr))
+    assert r["primes below 1500000"] == 114155, out
+    assert r["pieces run on the pool"] >= N, out
+    assert r["pieces stolen"] <= r["pieces run on the pool"], out
+    assert r["threads"] >= 3, out
+
+
+def test_09_blocking_sums_the_delays():
+    r, got, out = check_report("01-blocking", _blocking.pop())
+    assert got == list(range(1, N + 1)), "one after another, in order"
+    assert r["recv() calls"] == N, out
+    assert r["wall"] >= N * DELAY_MS, "%d fetches of %d ms took %d ms:\n%s" % (
+        N, DELAY_MS, r["wall"], out)
+
+
+def test_descriptor_limit_stops_a_model_cleanly():
+    """RLIMIT_NOFILE 64 (soft and hard): each model that needs a socket per
+    fetch says where it stopped, finishes the fetches it started, exits 1.
+    02's threads close their sockets as they finish, so it gets a database
+    slow enough (2 s) that none finishes before the limit is reached."""
+    slow = h.Server("kettle-db", "--latency", "fixed 2s")
+    for name in NAMES[1:]:
+        addr = slow.addr if name == "02-threads" else db().addr
+        rc, out, err = run(name, "-v", "-n", N, addr, limit_fds=64)
+        m = re.search(r"stopped at fetch (\d+) of %d: .*Too many open files" % N, err)
+        assert rc == 1 and m, "%s exited %s:\n%s\n%s" % (name, rc, out[-2000:], err)
+        k = int(m.group(1))
+        got = sorted(int(v) for v in GOT.findall(out))
+        assert 10 < k < 64 and got == list(range(1, k)), \
+            "%s stopped at %d but got %r" % (name, k, got)
+        r = measure.parse_report(out)
+        assert r["numbers"].startswith("%d of 1..%d arrived" % (k - 1, N)), (name, r)
+    slow.stop()
 
 
 def test_errors_are_reported():
     """Nothing listens on the port: every example says so and exits non-zero."""
     addr = "127.0.0.1:%d" % h.free_port()
     for name in NAMES:
-        rc, out, err, _ = run(name, addr)
+        rc, out, err = run(name, addr)
         assert rc != 0, "%s succeeded with nothing listening:\n%s" % (name, out)
         assert re.search(r"refused|connect", err, re.I), \
             "%s gave no clear message:\n%s" % (name, err)
-    rc, out, err, _ = run("01-blocking", "no-port-here")
+    rc, out, err = run("01-blocking", "no-port-here")
     assert rc != 0 and "bad address" in err, err
+    for name, args in (("03-state-machines", ["-n", "0"]), ("04-futures", ["-c", "2"]),
+                       ("06-kettle", ["-n", "x"]), ("05-generators", ["a:1", "b:2"])):
+        rc, out, err = run(name, *args)
+        assert rc == 2 and "usage:" in err, (name, args, rc, err)
 
 
 def test_zz_db_clean():

@@ -27,8 +27,60 @@ static int hexval(char c)
     return -1;
 }
 
+/* The escape at s[i] (a backslash) inside quote q: the byte it stands
+ * for into *out, and how many input bytes it takes; 0 when the backslash
+ * is a plain byte. */
+static size_t escape(const char *s, size_t len, size_t i, char q, char *out)
+{
+    int hi, lo;
+    if (i + 1 >= len)
+        return 0;
+    char e = s[i + 1];
+    if (q == '\'') {
+        *out = '\'';
+        return e == '\'' ? 2 : 0;
+    }
+    if (e == 'x' && i + 3 < len && (hi = hexval(s[i + 2])) >= 0 && (lo = hexval(s[i + 3])) >= 0) {
+        *out = (char)(hi * 16 + lo);
+        return 4;
+    }
+    switch (e) {
+    case 'n': *out = '\n'; break;
+    case 'r': *out = '\r'; break;
+    case 't': *out = '\t'; break;
+    case 'a': *out = '\a'; break;
+    case 'b': *out = '\b'; break;
+    default: *out = e; break;
+    }
+    return 2;
+}
+
+/* The quoted part of an argument whose opening quote is at s[*i] into
+ * buf at *n; *i moves past the closing quote. 0, or -EINVAL (with *i past
+ * the opening quote) when it is not closed. */
+static int quoted(const char *s, size_t len, size_t *i, char *buf, size_t *n)
+{
+    size_t open = (*i)++;
+    char q = s[open];
+    while (*i < len && s[*i] != q) {
+        size_t k = s[*i] == '\\' ? escape(s, len, *i, q, &buf[*n]) : 0;
+        if (k == 0) {
+            buf[*n] = s[*i];
+            k = 1;
+        }
+        (*n)++;
+        *i += k;
+    }
+    if (*i >= len) {
+        *i = open + 1;
+        return -EINVAL;
+    }
+    (*i)++;
+    return 0;
+}
+
 /* Append one argument (copied) to a. */
-static int push(kc_args *a, const char *buf, size_t n)
+static int push(kt_args *a, const char *buf, size_t n)
 {
     char **v = kt_realloc(a->v, (a->n + 1) * sizeof(*v));
     if (v == NULL)
@@ -49,7 +101,7 @@ static int push(kc_args *a, const char *buf, size_t n)
     return 0;
 }
 
-int kc_split(const char *s, size_t len, kc_args *out, const char **why)
+int kt_split(const char *s, size_t len, kt_args *out, const char **why)
 {
     memset(out, 0, sizeof(*out));
     /* an argument is never longer than the input */
@@ -66,68 +118,14 @@ int kc_split(const char *s, size_t len, kc_args *out, const char **why)
             break;
         size_t n = 0;
         while (i < len && !is_blank(s[i])) {
-            char c = s[i];
-            if (c == '"') {
-                i++;
-                for (;;) {
-                    if (i >= len) {
-                        *why = "unbalanced double quote";
-                        rc = -EINVAL;
-                        goto done;
-                    }
-                    c = s[i];
-                    if (c == '"') {
-                        i++;
-                        break;
-                    }
-                    if (c == '\\' && i + 1 < len) {
-                        char e = s[i + 1];
-                        int hi, lo;
-                        if (e == 'x' && i + 3 < len && (hi = hexval(s[i + 2])) >= 0 &&
-                            (lo = hexval(s[i + 3])) >= 0) {
-                            buf[n++] = (char)(hi * 16 + lo);
-                            i += 4;
-                            continue;
-                        }
-                        switch (e) {
-                        case 'n': c = '\n'; break;
-                        case 'r': c = '\r'; break;
-                        case 't': c = '\t'; break;
-                        case 'a': c = '\a'; break;
-                        case 'b': c = '\b'; break;
-                        default: c = e; break;
-                        }
-                        buf[n++] = c;
-                        i += 2;
-                        continue;
-                    }
-                    buf[n++] = c;
-                    i++;
-                }
-            } else if (c == '\'') {
-                i++;
-                for (;;) {
-                    if (i >= len) {
-                        *why = "unbalanced single quote";
-                        rc = -EINVAL;
-                        goto done;
-                    }
-                    c = s[i];
-                    if (c == '\'') {
-                        i++;
-                        break;
-                    }
-                    if (c == '\\' && i + 1 < len && s[i + 1] == '\'') {
-                        buf[n++] = '\'';
-                        i += 2;
-                        continue;
-                    }
-                    buf[n++] = c;
-                    i++;
+            if (s[i] == '"' || s[i] == '\'') {
+                if (quoted(s, len, &i, buf, &n) < 0) {
+                    *why = s[i - 1] == '"' ? "unbalanced double quote" : "unbalanced single quote";
+                    rc = -EINVAL;
+                    goto done;
                 }
             } else {
-                buf[n++] = c;
-                i++;
+                buf[n++] = s[i++];
             }
         }
         rc = push(out, buf, n);
@@ -141,7 +139,7 @@ done:
     return rc;
 }
 
-void kc_args_free(kc_args *a)
+void kt_args_free(kt_args *a)
 {
     for (size_t i = 0; i < a->n; i++)
         kt_free(a->v[i]);
@@ -178,14 +176,14 @@ static void scan(const char *s, size_t len, char c, size_t *first, size_t *last)
     }
 }
 
-size_t kc_find_unquoted(const char *s, size_t len, char c)
+size_t kt_find_unquoted(const char *s, size_t len, char c)
 {
     size_t first, last;
     scan(s, len, c, &first, &last);
     return first;
 }
 
-size_t kc_rfind_unquoted(const char *s, size_t len, char c)
+size_t kt_rfind_unquoted(const char *s, size_t len, char c)
 {
     size_t first, last;
     scan(s, len, c, &first, &last);

@@ -4,33 +4,33 @@
  * and \xHH escapes; 'single quotes' take only \'. Arguments are binary
  * safe (\x00 is allowed), so each comes with its length.
  *
- * Shared by kettle-cli (the interactive prompt) and kettle-bench (command
- * templates and --mix).
+ * Part of libktcommon: kettle-cli splits its prompt's lines with it,
+ * kettle-bench its command templates and --mix items.
  */
-#ifndef KC_SPLIT_H
-#define KC_SPLIT_H
+#ifndef KETTLE_SPLIT_H
+#define KETTLE_SPLIT_H
 
 #include <stddef.h>
 
-typedef struct kc_args {
+typedef struct kt_args {
     size_t n;      /* number of arguments */
     char **v;      /* v[i]: kt_malloc'd, NUL-terminated (may hold NULs) */
     size_t *len;   /* len[i]: bytes in v[i] */
-} kc_args;
+} kt_args;
 
 /* Split len bytes of s into *out (which the caller frees with
- * kc_args_free, also after a failure). 0, -EINVAL with *why set (an
+ * kt_args_free, also after a failure). 0, -EINVAL with *why set (an
  * unbalanced quote, a closing quote followed by a non-blank), -ENOMEM. */
-int kc_split(const char *s, size_t len, kc_args *out, const char **why);
+int kt_split(const char *s, size_t len, kt_args *out, const char **why);
 
 /* Free the arguments and zero *a. */
-void kc_args_free(kc_args *a);
+void kt_args_free(kt_args *a);
 
 /* Offset of the first c in s[0..len) that is outside quotes, or len if
- * none. Quotes are tracked as kc_split reads them. */
-size_t kc_find_unquoted(const char *s, size_t len, char c);
+ * none. Quotes are tracked as kt_split reads them. */
+size_t kt_find_unquoted(const char *s, size_t len, char c);
 
 /* Offset of the last c in s[0..len) outside quotes, or len if none. */
-size_t kc_rfind_unquoted(const char *s, size_t len, char c);
+size_t kt_rfind_unquoted(const char *s, size_t len, char c);
 
 #endif
