@@ -18,6 +18,7 @@
 #include <string.h>
 #include <kettle/kettle.h>
 #include "pconn.h"
+#include "rng.h"
 
 #define MAX_KEYS 16
 
@@ -34,15 +35,12 @@ static kt_loop *loop;
 static kt_addr addr;
 static unsigned nkeys;
 static uint64_t counts[4]; /* ok, partial, error, wrong */
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static kt_rng rng;
 static uint64_t t0;
 
 static uint32_t rnd(void)
 {
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return (uint32_t)(rng % 100000u);
+    return (uint32_t)kt_rng_below(&rng, 100000);
 }
 
 static void send_one(conn *c)
@@ -147,6 +145,7 @@ int main(int argc, char **argv)
     nkeys = (unsigned)atoi(argv[3]);
     uint64_t secs = (uint64_t)atoi(argv[4]);
     uint64_t ival = argc > 5 ? (uint64_t)atoi(argv[5]) : 250;
+    (void)kt_rng_seed_random(&rng);
     if (nkeys < 1 || nkeys > MAX_KEYS || nconns < 1 || kt_addr_parse(spec, &addr) < 0 ||
         kt_loop_new(&loop, NULL) < 0)
         return 2;
