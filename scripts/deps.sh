@@ -12,6 +12,8 @@ PKGS="$PKGS haproxy prometheus dpkg-dev debhelper lintian git"
 # the clients: kettle-bench reads saved runs (jansson); the tests render its
 # SVG (rsvg-convert) and drive kettle-cli in tmux
 PKGS="$PKGS libjansson-dev librsvg2-bin tmux"
+# bench/run compares kettled with twemproxy (nutcracker) in front of redis-server
+PKGS="$PKGS nutcracker"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -25,16 +25,27 @@ typedef struct kd_config {
     uint64_t request_timeout;   /* 0: none */
 
     /* backends */
-    kt_opt_list backend;        /* ADDR:PORT, repeatable; none: the embedded database */
+    kt_opt_list backend;        /* ADDR:PORT[,ADDR:PORT...], repeatable; none: the embedded database */
     int64_t backend_connections;
     int64_t backend_pipeline;
     int64_t backend_queue_limit;
+    uint64_t backend_queue_bytes; /* fetches held per server, in bytes */
+    uint64_t backend_output_limit; /* unsent bytes per backend connection */
+    int64_t backend_batch;      /* keys per backend command; 1: no batching */
+    bool singleflight;
+    char *hedge_after;          /* off, pNN, or a duration */
+    char *hedge_max_extra;      /* a share: "5%" */
     uint64_t connect_timeout;
-    uint64_t backend_timeout;   /* oldest reply overdue by this: connection failed */
+    uint64_t backend_timeout;   /* ceiling of the stall threshold */
+    double stall_factor;        /* x recent p99 */
+    uint64_t stall_floor;
     uint64_t backend_retry_min, backend_retry_max;
     int64_t eject_after;        /* consecutive failures; 0: never eject */
-    uint64_t eject_time;
-    int64_t hash_points;        /* virtual nodes per server */
+    char *eject_failure_rate;   /* a share; 0: off */
+    int64_t eject_min_requests;
+    uint64_t eject_time, eject_time_max;
+    uint64_t health_window;
+    int64_t hash_points;        /* virtual nodes per group */
     char *embedded_latency;
     kt_opt_list embedded_option; /* "NAME VALUE" passed to the embedded database */
 } kd_config;

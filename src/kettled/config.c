@@ -11,6 +11,7 @@
 #include <string.h>
 #include <kettle/kettle.h>
 #include "conf.h"
+#include "pool.h"
 
 #define O(f) offsetof(kd_config, f)
 #define RT KT_OPT_RUNTIME
@@ -58,36 +59,78 @@ const kt_opt kd_options[] = {
       0, 0, 0, NULL, RT | KT_OPT_SECRET },
 
     { "backend", KT_OPT_LIST, O(backend), NULL,
-      "database server ADDR:PORT (kettle-db, redis-server); several: keys spread by consistent "
-      "hashing; none: the embedded database",
-      0, 0, 0, kt_opt_check_addr, RT },
+      "database server ADDR:PORT (kettle-db, redis-server), or replicas holding the same keys "
+      "as ADDR:PORT,ADDR:PORT,...; several lines: keys spread by consistent hashing; none: the "
+      "embedded database",
+      0, 0, 0, kd_pool_check_backend, RT },
     { "backend-connections", KT_OPT_INT, O(backend_connections), "2",
-      "connections to each database server, a fetch to the one with the fewest outstanding "
-      "(more: less head-of-line blocking; 1: best batching)",
+      "connections to each database server, a command to the one with the fewest outstanding "
+      "(more: less head-of-line blocking; 1: fewest commands with redis-server)",
       1, 1024, 0, NULL, RT },
     { "backend-pipeline", KT_OPT_INT, O(backend_pipeline), "65536",
-      "requests outstanding at once on one backend connection", 1, 1 << 24, 0, NULL, RT },
+      "commands outstanding at once on one backend connection", 1, 1 << 24, 0, NULL, RT },
     { "backend-queue-limit", KT_OPT_INT, O(backend_queue_limit), "65536",
       "fetches waiting for room on a server's connections; past it a fetch fails at once",
       0, 1 << 28, 0, NULL, RT },
+    { "backend-queue-bytes", KT_OPT_SIZE, O(backend_queue_bytes), "32mb",
+      "memory held for one server's fetches, queued or sent (keys plus about 160 bytes each); "
+      "past it a fetch fails at once", 0, 0, 0, NULL, RT },
+    { "backend-output-limit", KT_OPT_SIZE, O(backend_output_limit), "1mb",
+      "unsent bytes on one backend connection past which it takes no more commands until the "
+      "server reads (fetches wait in the queue meanwhile)", 0, 0, 0, NULL, RT },
+    { "backend-batch", KT_OPT_INT, O(backend_batch), "32",
+      "fetches for one server in one loop pass go out as one MGET of up to this many keys "
+      "(a batch answers when its slowest key does); 1: one GET per key",
+      1, 1024, 0, NULL, RT },
+    { "singleflight", KT_OPT_BOOL, O(singleflight), "yes",
+      "a fetch of a key already on its way to the same group joins it instead of asking again "
+      "(no: every client's fetch goes to the database)", 0, 0, 0, NULL, RT },
+    { "hedge-after", KT_OPT_STR, O(hedge_after), "p95",
+      "in a group of replicas, a fetch unanswered after this is also sent to another replica, "
+      "the first answer winning: pNN (that percentile of the group's recent latency), a "
+      "duration, or off", 0, 0, 0, kd_pool_check_hedge, RT },
+    { "hedge-max-extra", KT_OPT_STR, O(hedge_max_extra), "5%",
+      "hedges stay under this share of a group's fetches over the health window",
+      0, 0, 0, kd_pool_check_share, RT },
     { "connect-timeout", KT_OPT_DURATION, O(connect_timeout), "1s",
       "bound on connecting to a database server", 0, 0, KT_MSEC(1), NULL, RT },
     { "backend-timeout", KT_OPT_DURATION, O(backend_timeout), "5s",
-      "a connection whose oldest outstanding reply is this late has stalled: it is failed and "
-      "reconnected; 0: never", 0, 0, KT_MSEC(1), NULL, RT },
+      "longest a connection's oldest reply may be late before the connection is failed and "
+      "reconnected (the stall threshold's ceiling, and its value until latency is known); "
+      "0: never", 0, 0, KT_MSEC(1), NULL, RT },
+    { "stall-factor", KT_OPT_DOUBLE, O(stall_factor), "10",
+      "a connection whose oldest reply waits this many times the server's recent p99 latency "
+      "has stalled: it is failed early (raise it for a database with a heavy tail)",
+      0, 0, 0, NULL, RT },
+    { "stall-floor", KT_OPT_DURATION, O(stall_floor), "200ms",
+      "the stall threshold is never below this", 0, 0, KT_MSEC(1), NULL, RT },
     { "backend-retry-min", KT_OPT_DURATION, O(backend_retry_min), "100ms",
       "first reconnect delay after a failure; doubles with each failure in a row (with jitter)",
       0, 0, KT_MSEC(1), NULL, RT },
     { "backend-retry-max", KT_OPT_DURATION, O(backend_retry_max), "5s",
       "longest reconnect delay", 0, 0, KT_MSEC(1), NULL, RT },
     { "eject-after", KT_OPT_INT, O(eject_after), "3",
-      "failures in a row after which a server is ejected, its keys going to the next servers "
-      "on the ring (never the last one); 0: never",
+      "connection failures in a row after which a server is ejected, its keys going to its "
+      "replicas or the next servers on the ring (never the last one); 0: never",
       0, 1000000, 0, NULL, RT },
+    { "eject-failure-rate", KT_OPT_STR, O(eject_failure_rate), "5%",
+      "a server whose requests failed at this rate over the health window is ejected "
+      "(a lost connection counts once, and once more for each request it failed; an error "
+      "reply is an answer, not a failure); 0: never",
+      0, 0, 0, kd_pool_check_share, RT },
+    { "eject-min-requests", KT_OPT_INT, O(eject_min_requests), "50",
+      "requests a server must have had in the health window before its failure rate counts",
+      1, 1 << 30, 0, NULL, RT },
     { "eject-time", KT_OPT_DURATION, O(eject_time), "5s",
-      "how long an ejected server stays out before it is tried again", 0, 0, KT_MSEC(1), NULL, RT },
+      "how long an ejected server stays out before it is probed; doubles while it keeps failing",
+      0, 0, KT_MSEC(1), NULL, RT },
+    { "eject-time-max", KT_OPT_DURATION, O(eject_time_max), "60s",
+      "the longest ejection", 0, 0, KT_MSEC(1), NULL, RT },
+    { "health-window", KT_OPT_DURATION, O(health_window), "1s",
+      "the recent past a server's latency percentiles, failure rate and hedge budget are "
+      "measured over", 0, 0, KT_MSEC(1), NULL, RT },
     { "hash-points", KT_OPT_INT, O(hash_points), "160",
-      "virtual nodes of each server on the consistent-hash ring", 1, 10000, 0, NULL, RT },
+      "virtual nodes of each backend line on the consistent-hash ring", 1, 10000, 0, NULL, RT },
     { "embedded-latency", KT_OPT_STR, O(embedded_latency), "fixed 1ms",
       "delay model of the embedded simulated database (kettle-db --latency syntax)",
       0, 0, 0, NULL, 0 },

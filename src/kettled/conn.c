@@ -1,14 +1,20 @@
 /*
- * conn.c - one pipelined connection of the backend pool to a database
- * server (see the picture at the top of pool.c).
+ * conn.c - one replica's pipelined connections (src/common/pconn.h).
  *
- * Requests go out as "GET key" in the order fetches arrive; RESP replies
- * come back in the same order, so the connection keeps a FIFO ring of the
- * futures waiting on it and each reply settles the oldest. A cancelled
- * waiter leaves its slot in place (f = NULL): its reply still arrives, in
- * turn, and is read and dropped. Any failure - refused, reset, closed,
- * garbage, a reply overdue past backend-timeout - fails every waiter with
- * an error naming the server, closes, and reconnects after a backoff.
+ * A command carries the attempts of one batch: "GET key" for one,
+ * "MGET k1 ... kn" for several (the replica's queue at the end of a loop
+ * iteration, up to backend-batch keys). Its slot on the connection lists
+ * them in key order, so the reply - a value, or an array of n values -
+ * settles each in turn; an error reply answers every attempt of that
+ * command and no other. An attempt nobody wants any more stays in its
+ * command (its element is ignored); a command nobody wants is dropped,
+ * its reply read and thrown away.
+ *
+ * Any failure - refused, reset, closed, garbage, a reply overdue past the
+ * replica's stall threshold - fails the attempts of every outstanding
+ * command with an error naming the server (each may be retried on another
+ * replica), counts toward the replica's health, and reconnects after an
+ * exponential backoff with jitter.
  */
 #include "config.h"
 #include <errno.h>
@@ -16,113 +22,155 @@
 #include <string.h>
 #include "pool-int.h"
 
-static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg);
-static void conn_eof_cb(kt_stream *s, void *arg);
-static void conn_error_cb(kt_stream *s, int err, void *arg);
-static void conn_connect_cb(kt_stream *s, int status, void *arg);
-static void conn_timer_cb(kt_timer *t, void *arg);
+static void conn_connect_cb(kt_pconn *pc, int status, void *arg);
+static void conn_reply_cb(kt_pconn *pc, void *slot, uint64_t sent, const kt_resp_reply *reply,
+                          void *arg);
+static void conn_overdue_cb(kt_pconn *pc, uint64_t waited, void *arg);
+static void conn_abandon_cb(kt_pconn *pc, void *slot, int err, const char *why, void *arg);
+static void conn_down_cb(kt_pconn *pc, int err, const char *why, void *arg);
+static void conn_drain_cb(kt_pconn *pc, void *arg);
+static void retry_cb(kt_timer *t, void *arg);
 
-static const kt_stream_cbs conn_cbs = {
-    .on_read = conn_read_cb,
-    .on_eof = conn_eof_cb,
-    .on_error = conn_error_cb,
+static const kt_pconn_cbs conn_cbs = {
     .on_connect = conn_connect_cb,
+    .on_reply = conn_reply_cb,
+    .on_overdue = conn_overdue_cb,
+    .on_abandon = conn_abandon_cb,
+    .on_down = conn_down_cb,
+    .on_drain = conn_drain_cb,
 };
 
-void kd_conn_init(kd_conn *c, kd_backend *b)
+int kd_conn_init(kd_conn *c, kd_replica *r)
 {
+    kd_pool *p = r->pool;
     memset(c, 0, sizeof *c);
-    c->b = b;
-    c->state = KD_CONN_BACKOFF;
-    kt_timer_init(b->pool->loop, &c->timer, conn_timer_cb, c);
+    c->r = r;
+    kt_timer_init(p->loop, &c->retry, retry_cb, c);
+    return kt_pconn_init(&c->pc, p->loop, &conn_cbs, c, sizeof(kd_cmd), &p->lim);
+}
+
+void kd_conn_apply_params(kd_conn *c)
+{
+    const kd_pool_params *prm = &c->r->pool->prm;
+    size_t hi = (size_t)prm->output_limit;
+    kt_pconn_set_watermarks(&c->pc, hi, hi / 4);
+    kt_pconn_set_timeout(&c->pc, kd_health_stall_ns(c->r));
+}
+
+bool kd_conn_has_room(const kd_conn *c)
+{
+    return kt_pconn_state_of(&c->pc) == KT_PCONN_UP &&
+           kt_pconn_outstanding(&c->pc) < c->r->pool->prm.pipeline && !kt_pconn_blocked(&c->pc);
+}
+
+/* ---- connecting and backing off ------------------------------------------------------------- */
+
+/* A connection attempt or a connection failed: count it, maybe fail the
+ * queue, schedule the reconnect. */
+static void conn_failed(kd_conn *c, bool counts, uint32_t requests, const char *what)
+{
+    kd_replica *r = c->r;
+    kd_pool *p = r->pool;
+    r->st.conn_failures++;
+    /* A connection that never served a reply counts as a failed attempt
+     * even when it "only" closed: a server that accepts and then drops
+     * every connection must be backed off and ejected like a dead one. */
+    counts = counts || !c->served;
+    if (counts)
+        c->fails++;
+    if (!r->warned) {
+        kt_log_warning("backend %s: %s", r->name, what);
+        r->warned = true;
+    } else {
+        kt_log_info("backend %s: %s", r->name, what);
+    }
+    /* The connection counts once, and once more for each request lost
+     * with it. */
+    kd_health_failure(r, requests + 1, counts, what);
+    if (r->retiring)
+        return;
+    if (r->up == 0 && r->connecting == 0 && r->qlen) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "ERR backend %s is down: %s", r->name, what);
+        kd_queue_fail(r, -EHOSTDOWN, msg, true);
+    }
+    uint64_t delay = kd_pool_backoff(p, c->fails);
+    uint64_t now = kt_loop_now(p->loop);
+    if (r->state == KD_REP_EJECTED && r->eject_until > now + delay)
+        delay = r->eject_until - now;
+    (void)kt_timer_start(&c->retry, delay, 0);
+}
+
+static void connect_failed(kd_conn *c, int err)
+{
+    char what[96];
+    snprintf(what, sizeof what, "cannot connect: %s", strerror(-err));
+    conn_failed(c, true, 0, what);
 }
 
 void kd_conn_start(kd_conn *c)
 {
-    kd_backend *b = c->b;
-    kd_pool *p = b->pool;
-    kt_stream *s = NULL;
-    c->state = KD_CONN_CONNECTING;
+    kd_replica *r = c->r;
+    kd_pool *p = r->pool;
     c->served = false;
-    b->connecting++;
-    int r = kt_stream_connect(p->loop, &b->addr, p->prm.connect_timeout, &conn_cbs, c, &s);
-    if (r < 0) {
-        kd_conn_fail(c, true, "cannot connect: %s", strerror(-r));
+    int e = kt_pconn_connect(&c->pc, &r->addr, p->prm.connect_timeout);
+    if (e < 0) {
+        connect_failed(c, e);
         return;
     }
-    c->s = s;
+    r->connecting++;
+    kd_conn_apply_params(c);
 }
 
-static void conn_connect_cb(kt_stream *s, int status, void *arg)
+static void retry_cb(kt_timer *t, void *arg)
 {
     kd_conn *c = arg;
-    kd_backend *b = c->b;
-    (void)s;
+    kd_replica *r = c->r;
+    uint64_t now = kt_loop_now(r->pool->loop);
+    (void)t;
+    if (r->retiring || kt_pconn_state_of(&c->pc) != KT_PCONN_DOWN)
+        return;
+    if (r->state == KD_REP_EJECTED && now < r->eject_until) {
+        (void)kt_timer_start(&c->retry, r->eject_until - now, 0);
+        return;
+    }
+    kd_conn_start(c);
+}
+
+void kd_conn_kick(kd_conn *c)
+{
+    if (kt_pconn_state_of(&c->pc) == KT_PCONN_DOWN && !c->r->retiring) {
+        kt_timer_stop(&c->retry);
+        kd_conn_start(c);
+    }
+}
+
+static void conn_connect_cb(kt_pconn *pc, int status, void *arg)
+{
+    kd_conn *c = arg;
+    kd_replica *r = c->r;
+    (void)pc;
+    r->connecting--;
     if (status < 0) {
-        kd_conn_fail(c, true, "cannot connect: %s", strerror(-status));
+        connect_failed(c, status);
         return;
     }
-    int r = kt_stream_read_start(c->s);
-    if (r < 0) {
-        kd_conn_fail(c, true, "cannot read: %s", strerror(-r));
-        return;
-    }
-    c->state = KD_CONN_UP;
-    b->connecting--;
-    b->up++;
-    b->st.connects++;
-    kt_log_info("backend %s: connection %u up", b->name, (unsigned)(c - b->conns));
-    kd_backend_drain_queue(b);
+    r->up++;
+    c->up = true;
+    r->st.connects++;
+    kt_log_info("backend %s: connection %u up", r->name, (unsigned)(c - r->conns));
+    kd_health_conn_up(r, c);
+    if (r->qlen)
+        kd_pool_mark(r);
 }
 
-/* ---- the ring of waiters ---------------------------------------------------- */
+/* ---- sending -------------------------------------------------------------------------------- */
 
-static void wait_cancel_cb(kt_future *f, void *arg)
+static char *put_len(char *q, char type, size_t v)
 {
-    kd_wait *w = arg;
-    w->f = NULL;
-    w->conn->b->st.cancelled++;
-    kt_future_unref(f);
-}
-
-/* Double the ring (bounded by backend-pipeline), keeping FIFO order from
- * index 0. The cancel hooks point at slots, so they move with them. */
-static int ring_grow(kd_conn *c)
-{
-    uint32_t limit = c->b->pool->prm.pipeline;
-    uint32_t cap = c->cap ? c->cap * 2 : 64;
-    if (cap > limit)
-        cap = limit > c->count ? limit : c->count + 1;
-    kd_wait *r = kt_malloc((size_t)cap * sizeof *r);
-    if (r == NULL)
-        return -ENOMEM;
-    for (uint32_t i = 0; i < c->count; i++) {
-        r[i] = c->ring[(c->head + i) % c->cap];
-        if (r[i].f)
-            kt_future_on_cancel(r[i].f, wait_cancel_cb, &r[i]);
-    }
-    kt_free(c->ring);
-    c->ring = r;
-    c->cap = cap;
-    c->head = 0;
-    return 0;
-}
-
-int kd_conn_send(kd_conn *c, const char *key, size_t len, kt_future *f)
-{
-    static const char pre[] = "*2\r\n$3\r\nGET\r\n$";
-    if (c->count == c->cap && ring_grow(c) < 0)
-        return -ENOMEM;
-    kt_out o = kt_stream_out(c->s);
-    char *p = o.reserve(o.ctx, len + sizeof pre + 24);
-    if (p == NULL)
-        return -ENOMEM;
-    char *q = p;
-    memcpy(q, pre, sizeof pre - 1);
-    q += sizeof pre - 1;
     char digits[24];
     size_t nd = 0;
-    size_t v = len;
+    *q++ = type;
     do {
         digits[nd++] = (char)('0' + v % 10);
         v /= 10;
@@ -131,243 +179,233 @@ int kd_conn_send(kd_conn *c, const char *key, size_t len, kt_future *f)
         *q++ = digits[--nd];
     *q++ = '\r';
     *q++ = '\n';
+    return q;
+}
+
+/* $len CRLF key CRLF: small keys in one reservation, large ones through
+ * the encoder (which writes them in pieces). */
+static int put_key(kt_out *o, const char *key, size_t len)
+{
+    if (len > 4096)
+        return kt_resp_bulk(o, key, len);
+    char *p = o->reserve(o->ctx, len + 32);
+    if (p == NULL)
+        return -ENOMEM;
+    char *q = put_len(p, '$', len);
     memcpy(q, key, len);
     q += len;
     *q++ = '\r';
     *q++ = '\n';
-    o.commit(o.ctx, (size_t)(q - p));
-
-    kd_pool *pool = c->b->pool;
-    kd_wait *w = &c->ring[(c->head + c->count) % c->cap];
-    w->f = f;
-    w->conn = c;
-    w->sent = kt_loop_now(pool->loop);
-    kt_future_ref(f);
-    kt_future_on_cancel(f, wait_cancel_cb, w);
-    c->count++;
-    c->b->outstanding++;
-    if (pool->prm.backend_timeout && !kt_timer_active(&c->timer))
-        (void)kt_timer_start(&c->timer, pool->prm.backend_timeout, 0);
+    o->commit(o->ctx, (size_t)(q - p));
     return 0;
 }
 
-/* ---- replies ------------------------------------------------------------------ */
-
-/* A decimal integer that prints back as the same bytes (no sign '+', no
- * leading zeros, no "-0"): it can travel as an i64 without changing. */
-static bool canonical_int(const char *p, size_t len, int64_t *v)
+int kd_conn_send_batch(kd_conn *c, uint32_t n)
 {
-    if (len == 0 || len > 20)
-        return false;
-    const char *d = p[0] == '-' ? p + 1 : p;
-    size_t dl = len - (size_t)(d - p);
-    if (dl == 0 || (d[0] == '0' && (dl > 1 || d != p)))
-        return false;
-    return kt_parse_i64(p, len, v) == 0;
+    kd_replica *r = c->r;
+    uint64_t seq;
+    int err = 0;
+    kd_cmd *cmd = kt_pconn_push(&c->pc, &seq, &err);
+    if (cmd == NULL)
+        return err; /* the attempts stay queued */
+    memset(cmd, 0, sizeof *cmd);
+    kt_out o = kt_pconn_out(&c->pc);
+    char *p = o.reserve(o.ctx, 48);
+    int e = p ? 0 : -ENOMEM;
+    if (p) {
+        char *q = put_len(p, '*', (size_t)n + 1);
+        if (n == 1) {
+            memcpy(q, "$3\r\nGET\r\n", 9);
+            q += 9;
+        } else {
+            memcpy(q, "$4\r\nMGET\r\n", 10);
+            q += 10;
+        }
+        o.commit(o.ctx, (size_t)(q - p));
+    }
+    kd_att *last = NULL;
+    for (uint32_t i = 0; i < n && e == 0; i++) {
+        kd_att *a = r->qhead;
+        kd_queue_unlink(r, a);
+        a->state = KD_ATT_SENT;
+        a->conn = c;
+        a->seq = seq;
+        a->next = NULL;
+        if (last)
+            last->next = a;
+        else
+            cmd->head = a;
+        last = a;
+        cmd->n++;
+        cmd->live++;
+        e = put_key(&o, a->fl->key, a->fl->len);
+    }
+    r->st.batches++;
+    r->st.keys += cmd->n;
+    kd_lh_add(&r->batch_keys, cmd->n, 1);
+    if (e < 0) /* part of a command is queued: the stream is beyond saving */
+        kt_pconn_fail(&c->pc, -ENOMEM, "out of memory");
+    return e;
 }
 
-/* Settle f with the reply node n. */
-static void deliver(kd_backend *b, kt_future *f, const kt_resp_node *n)
+int kd_conn_send_probe(kd_conn *c, uint32_t round)
 {
-    int64_t v;
-    switch (n->type) {
-    case KT_RESP_BULK:
-    case KT_RESP_STRING:
-        if (canonical_int(n->p, n->len, &v)) {
-            (void)kt_future_resolve_i64(f, v);
-        } else {
-            kd_blob *blob = kt_malloc(sizeof *blob + n->len);
-            if (blob == NULL) {
-                (void)kt_future_fail(f, -ENOMEM, "ERR out of memory");
-                return;
-            }
-            blob->len = n->len;
-            memcpy(blob->data, n->p, n->len);
-            (void)kt_future_resolve(f, blob, kt_free);
-        }
-        break;
-    case KT_RESP_INTEGER:
-        (void)kt_future_resolve_i64(f, n->i);
-        break;
-    case KT_RESP_NIL:
-        b->st.nils++;
-        (void)kt_future_fail(f, -ENOENT, NULL);
-        break;
-    case KT_RESP_ERROR_REPLY:
-        b->st.errors++;
-        (void)kt_future_fail(f, -EREMOTEIO, "%.*s", (int)(n->len > 512 ? 512 : n->len), n->p);
-        break;
-    default:
-        b->st.errors++;
-        (void)kt_future_fail(f, -EPROTO, "ERR backend %s: unexpected reply type '%c' to GET",
-                             b->name, n->type);
-        break;
+    static const char probe[] = "*2\r\n$3\r\nGET\r\n$1\r\n0\r\n";
+    int err;
+    kd_cmd *cmd = kt_pconn_push(&c->pc, NULL, &err);
+    if (cmd == NULL)
+        return err;
+    memset(cmd, 0, sizeof *cmd);
+    cmd->live = round;
+    kt_out o = kt_pconn_out(&c->pc);
+    char *p = o.reserve(o.ctx, sizeof probe);
+    if (p == NULL) {
+        kt_pconn_fail(&c->pc, -ENOMEM, "out of memory");
+        return -ENOMEM;
+    }
+    memcpy(p, probe, sizeof probe - 1);
+    o.commit(o.ctx, sizeof probe - 1);
+    return 0;
+}
+
+/* ---- replies ----------------------------------------------------------------------------------- */
+
+static void answer_all(kd_cmd *cmd, const kt_resp_node *n)
+{
+    for (kd_att *a = cmd->head, *next; a; a = next) {
+        next = a->next;
+        if (a->fl)
+            kd_att_answer(a, n);
+        kd_att_free(a);
     }
 }
 
-static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg)
+static void fail_all(kd_cmd *cmd, int err, const char *msg, bool retryable)
+{
+    for (kd_att *a = cmd->head, *next; a; a = next) {
+        next = a->next;
+        if (a->fl)
+            kd_att_failed(a, err, msg, retryable);
+        kd_att_free(a);
+    }
+}
+
+static void conn_reply_cb(kt_pconn *pc, void *slot, uint64_t sent, const kt_resp_reply *reply,
+                          void *arg)
 {
     kd_conn *c = arg;
-    kd_backend *b = c->b;
-    kd_pool *p = b->pool;
-    uint64_t now = kt_loop_now(p->loop);
-    size_t off = 0;
-    (void)s;
-    while (off < len) {
-        if (c->count == 0) {
-            kd_conn_fail(c, true, "sent a reply to no request");
-            return len;
-        }
-        kd_wait *w = &c->ring[c->head];
-        const char *err = NULL;
-        ssize_t r;
-        if (w->f)
-            r = kt_resp_parse_reply(data + off, len - off, &p->lim, &c->reply, &err);
-        else /* cancelled: only find where the reply ends */
-            r = kt_resp_reply_len(data + off, len - off, &p->lim, &c->reply, &err);
-        if (r == KT_RESP_INCOMPLETE)
-            break;
-        if (r < 0) {
-            kd_conn_fail(c, true, "sent a malformed reply (Protocol error: %s)",
-                         err ? err : "unknown");
-            return len;
-        }
-        kt_future *f = w->f;
-        w->f = NULL;
-        c->head = c->head + 1 == c->cap ? 0 : c->head + 1;
-        c->count--;
-        b->outstanding--;
-        b->st.replies++;
-        kt_hist_record(&b->hist, now - w->sent);
-        if (f) {
-            deliver(b, f, &c->reply.nodes[0]);
-            kt_future_unref(f);
-        }
-        off += (size_t)r;
-    }
-    if (off && !c->served) {
+    kd_replica *r = c->r;
+    kd_cmd *cmd = slot;
+    uint64_t now = kt_loop_now(r->pool->loop);
+    uint64_t took = now > sent ? now - sent : 0;
+    (void)pc;
+    r->st.replies++;
+    if (!c->served) {
         c->served = true;
         c->fails = 0;
     }
-    if (off && (b->fails || b->warned || b->ejected))
-        kd_backend_healthy(b);
-    if (b->qlen)
-        kd_backend_drain_queue(b);
-    return off;
+    const kt_resp_node *top = reply ? &reply->nodes[0] : NULL;
+    /* An error reply is an answer: the server is up and said no (a key of
+     * the wrong type, a malformed key). It counts for health as any reply;
+     * only failures to answer weigh toward ejection. */
+    kd_health_reply(r, took, cmd->n);
+    if (cmd->n == 0) {
+        kd_health_probe_done(r, cmd->live, true);
+    } else if (top == NULL) {
+        fail_all(cmd, 0, NULL, false); /* nobody waits: only frees */
+    } else if (cmd->n == 1 || top->type == KT_RESP_ERROR_REPLY) {
+        answer_all(cmd, top);
+    } else if (top->type == KT_RESP_ARRAY && top->n == cmd->n && reply->count == (size_t)cmd->n + 1) {
+        const kt_resp_node *n = top + 1;
+        for (kd_att *a = cmd->head, *next; a; a = next, n++) {
+            next = a->next;
+            if (a->fl)
+                kd_att_answer(a, n);
+            kd_att_free(a);
+        }
+    } else {
+        char msg[200];
+        snprintf(msg, sizeof msg, "ERR backend %s: unexpected reply to MGET of %u keys", r->name,
+                 (unsigned)cmd->n);
+        fail_all(cmd, -EPROTO, msg, false);
+    }
+    if (r->qlen)
+        kd_pool_mark(r);
 }
 
-static void conn_eof_cb(kt_stream *s, void *arg)
-{
-    (void)s;
-    kd_conn_fail(arg, false, "connection closed by the server");
-}
-
-static void conn_error_cb(kt_stream *s, int err, void *arg)
-{
-    (void)s;
-    kd_conn_fail(arg, false, "connection failed: %s", strerror(-err));
-}
-
-/* BACKOFF: time to reconnect (unless the server is still ejected).
- * UP: the stall watchdog - armed while replies are outstanding, it looks
- * at the oldest one only, so it costs nothing per request. */
-static void conn_timer_cb(kt_timer *t, void *arg)
+static void conn_drain_cb(kt_pconn *pc, void *arg)
 {
     kd_conn *c = arg;
-    kd_backend *b = c->b;
-    kd_pool *p = b->pool;
-    uint64_t now = kt_loop_now(p->loop);
-    (void)t;
-    if (c->state == KD_CONN_BACKOFF) {
-        if (b->retiring)
-            return;
-        if (b->ejected && now < b->eject_until) {
-            (void)kt_timer_start(&c->timer, b->eject_until - now, 0);
-            return;
-        }
-        kd_conn_start(c);
-        return;
-    }
-    if (c->state != KD_CONN_UP || c->count == 0 || p->prm.backend_timeout == 0)
-        return;
-    uint64_t due = c->ring[c->head].sent + p->prm.backend_timeout;
-    if (now >= due) {
-        b->st.stalls++;
-        kd_conn_fail(c, true, "no reply within %llu ms",
-                     (unsigned long long)(p->prm.backend_timeout / KT_MSEC(1)));
-        return;
-    }
-    (void)kt_timer_start(&c->timer, due - now, 0);
+    (void)pc;
+    if (c->r->qlen)
+        kd_pool_mark(c->r);
 }
 
-/* ---- failing and closing --------------------------------------------------------- */
-
-/* Stop the stream, forget the connection state, and fail the waiters with
- * err and msg (NULL msg: only when nothing is outstanding). */
-static void conn_reset(kd_conn *c, int err, const char *msg)
+static void conn_overdue_cb(kt_pconn *pc, uint64_t waited, void *arg)
 {
-    kd_backend *b = c->b;
-    if (c->s) {
-        kt_stream_set_cbs(c->s, NULL, NULL); /* no callback may reach c again */
-        kt_stream_close(c->s, KT_CLOSE_NOW);
-        c->s = NULL;
-    }
-    kt_resp_reply_reset(&c->reply); /* a partial reply went with the stream */
-    if (c->state == KD_CONN_UP)
-        b->up--;
-    else if (c->state == KD_CONN_CONNECTING)
-        b->connecting--;
-    c->state = KD_CONN_BACKOFF;
-    kt_timer_stop(&c->timer);
-    /* Failing queues continuations and never runs cancel hooks, so the
-     * ring cannot change under this loop. */
-    for (uint32_t i = 0; i < c->count; i++) {
-        kd_wait *w = &c->ring[(c->head + i) % c->cap];
-        if (w->f) {
-            (void)kt_future_fail(w->f, err, "%s", msg ? msg : "ERR backend connection closed");
-            kt_future_unref(w->f);
-            w->f = NULL;
-            b->st.failed++;
-        }
-    }
-    b->outstanding -= c->count;
-    c->count = 0;
-    c->head = 0;
+    (void)pc;
+    kd_health_overdue(arg, waited);
 }
 
-void kd_conn_fail(kd_conn *c, bool counts, const char *fmt, ...)
-{
-    kd_backend *b = c->b;
-    kd_pool *p = b->pool;
-    char what[160], msg[320];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    snprintf(msg, sizeof msg, "ERR backend %s: %s", b->name, what);
+/* ---- failing and closing ------------------------------------------------------------------------ */
 
-    /* A connection that never served a reply counts as a failed attempt
-     * even when it "only" closed: a server that accepts and then drops
-     * every connection must be backed off and ejected like a dead one. */
-    counts = counts || !c->served;
-    conn_reset(c, -EIO, msg);
-    if (counts)
-        c->fails++;
-    kd_backend_failed(b, counts, what);
-    if (b->retiring)
+static void conn_abandon_cb(kt_pconn *pc, void *slot, int err, const char *why, void *arg)
+{
+    kd_conn *c = arg;
+    kd_replica *r = c->r;
+    kd_cmd *cmd = slot;
+    char msg[320];
+    (void)pc;
+    (void)err;
+    c->lost++;
+    if (why)
+        snprintf(msg, sizeof msg, "ERR backend %s: %s", r->name, why);
+    else
+        snprintf(msg, sizeof msg, "%s", c->close_msg ? c->close_msg : "ERR backend connection closed");
+    if (cmd->n == 0) {
+        if (why) /* not on a close: retiring or shutting down */
+            kd_health_probe_done(r, cmd->live, false);
         return;
-    uint64_t delay = kd_pool_backoff(p, c->fails);
-    uint64_t now = kt_loop_now(p->loop);
-    if (b->ejected && b->eject_until > now + delay)
-        delay = b->eject_until - now;
-    (void)kt_timer_start(&c->timer, delay, 0);
+    }
+    fail_all(cmd, why ? -EIO : -ESHUTDOWN, msg, why != NULL && !r->retiring);
+}
+
+static void conn_down_cb(kt_pconn *pc, int err, const char *why, void *arg)
+{
+    kd_conn *c = arg;
+    kd_replica *r = c->r;
+    uint32_t lost = c->lost;
+    (void)pc;
+    c->lost = 0;
+    if (c->up) {
+        r->up--;
+        c->up = false;
+    } else {
+        r->connecting--;
+    }
+    /* A stall or garbage counts toward ejection; a close or reset by the
+     * server only when the connection never served (see conn_failed). */
+    conn_failed(c, err == -ETIMEDOUT || err == -EPROTO || err == -ENOMEM, lost, why);
 }
 
 void kd_conn_close(kd_conn *c, const char *msg)
 {
-    conn_reset(c, -ESHUTDOWN, msg);
-    kt_resp_reply_free(&c->reply);
-    kt_free(c->ring);
-    c->ring = NULL;
-    c->cap = 0;
+    kd_replica *r = c->r;
+    kt_pconn_state st = kt_pconn_state_of(&c->pc);
+    kt_timer_stop(&c->retry);
+    if (c->up)
+        r->up--;
+    else if (st == KT_PCONN_CONNECTING)
+        r->connecting--;
+    c->up = false;
+    c->close_msg = msg;
+    kt_pconn_close(&c->pc, KT_CLOSE_NOW);
+    c->close_msg = NULL;
+    c->lost = 0;
+}
+
+void kd_conn_free(kd_conn *c)
+{
+    kt_timer_stop(&c->retry);
+    kt_pconn_free(&c->pc);
 }

@@ -80,7 +80,12 @@ void kd_ring_free(kd_ring *r)
 uint32_t kd_ring_lookup(const kd_ring *r, const void *key, size_t len,
                         bool (*live)(uint32_t server, void *arg), void *arg)
 {
-    uint64_t h = kd_hash(key, len);
+    return kd_ring_lookup_hash(r, kd_hash(key, len), live, arg);
+}
+
+uint32_t kd_ring_lookup_hash(const kd_ring *r, uint64_t h, bool (*live)(uint32_t server, void *arg),
+                             void *arg)
+{
     size_t lo = 0, hi = r->n; /* first point with pts[i].h >= h */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;

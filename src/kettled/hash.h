@@ -35,5 +35,8 @@ void kd_ring_free(kd_ring *r);
  * point's server. The ring must not be empty. */
 uint32_t kd_ring_lookup(const kd_ring *r, const void *key, size_t len,
                         bool (*live)(uint32_t server, void *arg), void *arg);
+/* The same for a key whose kd_hash is h (computed once by the caller). */
+uint32_t kd_ring_lookup_hash(const kd_ring *r, uint64_t h, bool (*live)(uint32_t server, void *arg),
+                             void *arg);
 
 #endif

@@ -13,7 +13,8 @@
  *   cmd.c     the command table and the fetch commands (GET, MGET, ...):
  *             requests as deferred replies in the client's FIFO
  *   info.c    INFO
- *   pool.c, conn.c, hash.c   the backend pool (pool.h)
+ *   pool.c, fetch.c, conn.c, health.c, poolinfo.c, hash.c   the backend
+ *             pool (pool.h; its map is at the top of pool-int.h)
  *   notify.c  service-manager notifications and inherited sockets
  */
 #ifndef KD_KD_H

@@ -1,39 +1,34 @@
 /*
- * pool.c - the backend pool: database servers on a consistent-hash ring,
- * each with a few pipelined connections (conn.c) and a bounded queue.
+ * pool.c - the backend pool: groups of replicas on a consistent-hash ring,
+ * each replica with a few pipelined connections (conn.c), their health
+ * (health.c) and the flights that fetch through them (fetch.c).
  *
- *   kd_pool_fetch(key)
- *        │ ring: hash(key) -> server (skipping ejected ones)
- *        ▼
- *   server ──── pick: the UP connection with the fewest outstanding
- *        │            that has room (< backend-pipeline)
- *        │
- *        ├─ room ──▶ conn: "GET key" queued on the stream ──TCP──▶ database
- *        │           ring: [f1][f2][ ][f4] ◀── replies, in order: each
- *        │                 oldest ──▶ newest    settles the oldest slot
- *        │                 (a cancelled slot is kept: its reply is dropped)
- *        │
- *        ├─ no room ─▶ queue: [q1]-[q2]-...   (bounded: backend-queue-limit)
- *        │             drained as replies free slots or connections come up
- *        │
- *        └─ down / ejected / queue full ──▶ the future fails at once
+ *   kd_pool_fetch(key) ──ring──▶ group "db1:7380,db2:7380"
+ *                                  │ singleflight table, hedge timer
+ *                    power of two  ▼ choices on load
+ *            replica db1 ─────────────────────── replica db2
+ *            queue [a][b][c]  ◀─ this iteration's fetches
+ *              │ end of the iteration (pool_flush): up to backend-batch
+ *              ▼ keys per command, to the connection with the fewest
+ *            conn 0: [MGET a b c][GET d] ──TCP──▶ database
+ *            conn 1: [MGET e f]            ◀── replies in order: each
+ *                                              settles its command's keys
  *
- * Failure of a connection fails its waiters, backs off (exponentially,
- * with jitter) and reconnects; eject-after failures in a row take the
- * server off the ring for eject-time. Nothing here allocates per fetch in
- * steady state: futures come from the loop's free list, ring slots are
- * reused, queue items have a free list.
+ * What waits for a replica is bounded: backend-queue-limit fetches queued
+ * beyond what its connections can take, backend-queue-bytes of fetches held
+ * (queued or sent), backend-output-limit unsent bytes per connection.
+ * Nothing here allocates per fetch in steady state: futures, flights,
+ * waiters and attempts come from free lists, connection rings are reused.
  */
 #include "config.h"
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include "pool-int.h"
 
-#define KD_FREE_Q_MAX 4096
-
 static void reaper_cb(kt_timer *t, void *arg);
+static void flush_cb(kt_defer *d, void *arg);
 
 int kd_pool_new(kt_loop *loop, kd_pool **out)
 {
@@ -44,19 +39,16 @@ int kd_pool_new(kt_loop *loop, kd_pool **out)
     p->lim = kt_resp_default_limits;
     p->lim.max_bulk = 64u << 20;
     p->lim.max_depth = 8;
-    p->rng = kt_clock_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9e3779b97f4a7c15ull;
+    (void)kt_rng_seed_random(&p->rng);
     kt_timer_init(loop, &p->reaper, reaper_cb, p);
+    kt_defer_init(loop, &p->flush, flush_cb, p);
     *out = p;
     return 0;
 }
 
-static uint64_t rnd(kd_pool *p)
+uint64_t kd_pool_rand(kd_pool *p, uint64_t n)
 {
-    uint64_t x = p->rng; /* xorshift64 */
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return p->rng = x;
+    return kt_rng_below(&p->rng, n);
 }
 
 uint64_t kd_pool_backoff(kd_pool *p, uint32_t fails)
@@ -72,366 +64,446 @@ uint64_t kd_pool_backoff(kd_pool *p, uint32_t fails)
         return d ? d : 1;
     /* "equal jitter": half fixed, half random, so that the connections of a
      * pool (and pools of several daemons) do not retry in lockstep */
-    return d / 2 + rnd(p) % (d / 2 + 1);
+    return d / 2 + kd_pool_rand(p, d / 2 + 1);
 }
 
-/* ---- servers ------------------------------------------------------------------ */
+/* ---- option values ------------------------------------------------------------------------ */
 
-static bool backend_live(const kd_backend *b, uint64_t now)
+int kd_pool_parse_share(const char *v, double *out, const char **why)
 {
-    return !b->ejected || now >= b->eject_until;
-}
-
-static bool ring_live_cb(uint32_t i, void *arg)
-{
-    kd_pool *p = arg;
-    return backend_live(p->srv[i], kt_loop_now(p->loop));
-}
-
-static kd_backend *backend_new(kd_pool *p, const char *name, const kt_addr *addr)
-{
-    kd_backend *b = kt_calloc(1, sizeof *b);
-    if (b == NULL)
-        return NULL;
-    b->conns = kt_calloc(p->prm.connections, sizeof *b->conns);
-    if (b->conns == NULL) {
-        kt_free(b);
-        return NULL;
+    char *end;
+    double x = strtod(v, &end);
+    bool pct = *end == '%';
+    if (pct)
+        end++;
+    if (end == v || *end != '\0' || x < 0 || (pct ? x > 100 : x > 1)) {
+        *why = "expected a share: a percentage (5%) or a fraction (0.05)";
+        return -EINVAL;
     }
-    b->pool = p;
-    snprintf(b->name, sizeof b->name, "%s", name);
-    b->addr = *addr;
-    b->nconns = p->prm.connections;
-    kt_hist_init(&b->hist);
-    for (uint32_t i = 0; i < b->nconns; i++)
-        kd_conn_init(&b->conns[i], b);
-    return b;
+    *out = pct ? x / 100 : x;
+    return 0;
 }
 
-static void backend_start(kd_backend *b)
+int kd_pool_parse_hedge(const char *v, kd_pool_params *prm, const char **why)
 {
-    for (uint32_t i = 0; i < b->nconns; i++)
-        kd_conn_start(&b->conns[i]);
+    prm->hedge_pct = 0;
+    prm->hedge_after = 0;
+    if (strcmp(v, "off") == 0 || strcmp(v, "no") == 0)
+        return 0;
+    if (v[0] == 'p' || v[0] == 'P') {
+        char *end;
+        double x = strtod(v + 1, &end);
+        if (end != v + 1 && *end == '\0' && x > 0 && x < 100) {
+            prm->hedge_pct = x;
+            return 0;
+        }
+    } else if (kt_parse_duration(v, KT_MSEC(1), &prm->hedge_after) == 0 && prm->hedge_after) {
+        return 0;
+    }
+    *why = "expected off, a percentile of recent latency (p95, p99.9) or a duration (20ms)";
+    return -EINVAL;
 }
 
-static void backend_free(kd_backend *b, const char *msg)
+int kd_pool_check_hedge(const char *v, const char **why)
 {
-    kd_backend_fail_queue(b, -ESHUTDOWN, msg);
-    for (uint32_t i = 0; i < b->nconns; i++)
-        kd_conn_close(&b->conns[i], msg);
-    kd_pool *p = b->pool;
-    p->retired_failed += b->st.failed;
-    kt_free(b->conns);
-    kt_free(b);
+    kd_pool_params prm;
+    return kd_pool_parse_hedge(v, &prm, why);
 }
 
-/* The UP connection with the fewest outstanding that has room. Chosen per
- * fetch, so that the keys of one MGET spread over the connections: a
- * database answers each connection in order, and one slow reply holds up
- * every reply behind it on its connection (with redis-server, which
- * answers at once, one connection batches best: backend-connections 1). */
-kd_conn *kd_backend_pick(kd_backend *b)
+int kd_pool_check_share(const char *v, const char **why)
+{
+    double x;
+    return kd_pool_parse_share(v, &x, why);
+}
+
+/* Split a backend line at commas into addresses (blanks around them
+ * dropped), each checked; the normalised line into norm. Returns the
+ * count, or -EINVAL with *why set. */
+static int split_line(const char *line, char addrs[][128], int max, char *norm, size_t nsize,
+                      const char **why)
+{
+    int n = 0;
+    size_t nl = 0;
+    const char *s = line;
+    for (;;) {
+        while (*s == ' ' || *s == '\t')
+            s++;
+        const char *e = s;
+        while (*e && *e != ',')
+            e++;
+        const char *t = e;
+        while (t > s && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        kt_addr a;
+        if (t == s || (size_t)(t - s) >= 128 || n == max) {
+            *why = n == max ? "too many replicas in one backend line (64 at most)"
+                            : "a backend is ADDR:PORT, or replicas ADDR:PORT,ADDR:PORT,...";
+            return -EINVAL;
+        }
+        memcpy(addrs[n], s, (size_t)(t - s));
+        addrs[n][t - s] = '\0';
+        if (kt_addr_parse(addrs[n], &a) < 0) {
+            *why = "a backend is not an address (ADDR:PORT or unix:PATH)";
+            return -EINVAL;
+        }
+        for (int i = 0; i < n; i++)
+            if (strcmp(addrs[i], addrs[n]) == 0) {
+                *why = "the same backend is listed twice";
+                return -EINVAL;
+            }
+        int w = snprintf(norm + nl, nsize - nl, "%s%s", n ? "," : "", addrs[n]);
+        if (w < 0 || (size_t)w >= nsize - nl) {
+            *why = "backend line too long";
+            return -EINVAL;
+        }
+        nl += (size_t)w;
+        n++;
+        if (*e == '\0')
+            return n;
+        s = e + 1;
+    }
+}
+
+#define MAX_REPLICAS 64
+
+int kd_pool_check_backend(const char *v, const char **why)
+{
+    char (*addrs)[128] = kt_malloc(MAX_REPLICAS * sizeof *addrs);
+    char norm[512];
+    if (addrs == NULL) {
+        *why = "out of memory";
+        return -ENOMEM;
+    }
+    int n = split_line(v, addrs, MAX_REPLICAS, norm, sizeof norm, why);
+    kt_free(addrs);
+    return n < 0 ? n : 0;
+}
+
+/* ---- the end-of-iteration flush -------------------------------------------------------------- */
+
+/*
+ * The pool sends each replica's queue once per loop iteration, at its end
+ * (kt_loop_defer: after the iteration's reads and the continuations they
+ * set off, before the writes are flushed), so that the fetches of every
+ * client in it leave together as one MGET.
+ */
+void kd_pool_mark(kd_replica *r)
+{
+    if (r->dirty)
+        return;
+    r->dirty = true;
+    r->next_dirty = r->pool->dirty;
+    r->pool->dirty = r;
+    (void)kt_loop_defer(&r->pool->flush);
+}
+
+/*
+ * The connection for the next command. A database answers each connection
+ * in order, so one slow reply holds up every reply behind it: a connection
+ * whose oldest command has waited longer than the replica's recent p99 is
+ * probably stuck behind one, and is taken only when every other is too.
+ * Then the fewest commands outstanding; among equals, the youngest oldest.
+ */
+static kd_conn *pick_conn(kd_replica *r)
 {
     kd_conn *best = NULL;
-    uint32_t limit = b->pool->prm.pipeline;
-    for (uint32_t i = 0; i < b->nconns; i++) {
-        kd_conn *c = &b->conns[i];
-        if (c->state == KD_CONN_UP && c->count < limit && (best == NULL || c->count < best->count))
+    uint32_t bo = 0;
+    uint64_t bs = 0;
+    bool bstuck = true;
+    uint64_t now = kt_loop_now(r->pool->loop);
+    uint64_t late = r->p99_ns ? r->p99_ns : UINT64_MAX;
+    for (uint32_t i = 0; i < r->nconns; i++) {
+        kd_conn *c = &r->conns[i];
+        if (!kd_conn_has_room(c))
+            continue;
+        uint32_t o = kt_pconn_outstanding(&c->pc);
+        uint64_t sent = UINT64_MAX;
+        (void)kt_pconn_oldest(&c->pc, &sent);
+        bool stuck = o && now > sent && now - sent > late;
+        if (best == NULL || (bstuck && !stuck) ||
+            (stuck == bstuck && (o < bo || (o == bo && sent > bs)))) {
             best = c;
+            bo = o;
+            bs = sent;
+            bstuck = stuck;
+        }
     }
     return best;
 }
 
-/* Ejecting moves a server's keys to its ring neighbours; with nobody
- * left to take them it would only delay the recovery (a server that is
- * down already fails its fetches at once), so the last one stays. */
-static bool others_live(const kd_pool *p, const kd_backend *b, uint64_t now)
+static void replica_flush(kd_replica *r)
 {
-    for (size_t i = 0; i < p->nsrv; i++)
-        if (p->srv[i] != b && backend_live(p->srv[i], now))
-            return true;
-    return false;
-}
-
-void kd_backend_failed(kd_backend *b, bool counts, const char *what)
-{
-    kd_pool *p = b->pool;
-    uint64_t now = kt_loop_now(p->loop);
-    char msg[320];
-    b->st.conn_failures++;
-    snprintf(b->last_error, sizeof b->last_error, "%s", what);
-    if (counts)
-        b->fails++;
-    if (!b->warned) {
-        kt_log_warning("backend %s: %s", b->name, what);
-        b->warned = true;
-    } else {
-        kt_log_info("backend %s: %s", b->name, what);
-    }
-    if (b->retiring)
-        return;
-    if (p->prm.eject_after && b->fails >= p->prm.eject_after && backend_live(b, now) &&
-        others_live(p, b, now)) {
-        b->ejected = true;
-        b->eject_until = now + p->prm.eject_time;
-        b->st.ejections++;
-        kt_log_warning("backend %s: ejected for %llu ms after %u failures in a row (%s)",
-                       b->name, (unsigned long long)(p->prm.eject_time / KT_MSEC(1)),
-                       (unsigned)b->fails, what);
-        snprintf(msg, sizeof msg, "ERR backend %s is ejected: %s", b->name, what);
-        kd_backend_fail_queue(b, -EHOSTDOWN, msg);
-    }
-    if (b->up == 0 && b->connecting == 0 && b->qlen) {
-        snprintf(msg, sizeof msg, "ERR backend %s is down: %s", b->name, what);
-        kd_backend_fail_queue(b, -EHOSTDOWN, msg);
-    }
-}
-
-void kd_backend_healthy(kd_backend *b)
-{
-    if (b->warned)
-        kt_log_notice("backend %s: serving again", b->name);
-    b->fails = 0;
-    b->warned = false;
-    b->ejected = false;
-}
-
-/* ---- the wait queue -------------------------------------------------------------- */
-
-static void qitem_free(kd_pool *p, kd_qitem *q)
-{
-    if (q->key != q->inl)
-        kt_free(q->key);
-    if (p->nfree_q < KD_FREE_Q_MAX) {
-        q->next = p->free_q;
-        p->free_q = q;
-        p->nfree_q++;
-    } else {
-        kt_free(q);
-    }
-}
-
-static void queue_unlink(kd_backend *b, kd_qitem *q)
-{
-    if (q->prev)
-        q->prev->next = q->next;
-    else
-        b->qhead = q->next;
-    if (q->next)
-        q->next->prev = q->prev;
-    else
-        b->qtail = q->prev;
-    b->qlen--;
-}
-
-static void queue_cancel_cb(kt_future *f, void *arg)
-{
-    kd_qitem *q = arg;
-    kd_backend *b = q->b;
-    queue_unlink(b, q);
-    b->st.cancelled++;
-    qitem_free(b->pool, q);
-    kt_future_unref(f);
-}
-
-static int queue_push(kd_backend *b, const char *key, size_t len, kt_future *f)
-{
-    kd_pool *p = b->pool;
-    kd_qitem *q = p->free_q;
-    if (q) {
-        p->free_q = q->next;
-        p->nfree_q--;
-    } else if ((q = kt_malloc(sizeof *q)) == NULL) {
-        return -ENOMEM;
-    }
-    q->key = q->inl;
-    if (len > sizeof q->inl && (q->key = kt_malloc(len)) == NULL) {
-        q->key = q->inl;
-        qitem_free(p, q);
-        return -ENOMEM;
-    }
-    memcpy(q->key, key, len);
-    q->len = (uint32_t)len;
-    q->b = b;
-    q->f = f;
-    kt_future_ref(f);
-    kt_future_on_cancel(f, queue_cancel_cb, q);
-    q->next = NULL;
-    q->prev = b->qtail;
-    if (b->qtail)
-        b->qtail->next = q;
-    else
-        b->qhead = q;
-    b->qtail = q;
-    b->qlen++;
-    return 0;
-}
-
-void kd_backend_drain_queue(kd_backend *b)
-{
+    uint32_t batch = r->pool->prm.batch ? r->pool->prm.batch : 1;
     kd_conn *c;
-    while (b->qhead && (c = kd_backend_pick(b)) != NULL) {
-        kd_qitem *q = b->qhead;
-        queue_unlink(b, q);
-        kt_future_on_cancel(q->f, NULL, NULL);
-        if (kd_conn_send(c, q->key, q->len, q->f) < 0) {
-            (void)kt_future_fail(q->f, -ENOMEM, "ERR out of memory");
-            b->st.failed++;
-        }
-        kt_future_unref(q->f);
-        qitem_free(b->pool, q);
+    while (r->qlen && (c = pick_conn(r)) != NULL)
+        if (kd_conn_send_batch(c, r->qlen < batch ? r->qlen : batch) < 0)
+            break; /* out of memory: what is left waits for the next pass */
+    if (r->qlen && r->up == 0 && r->connecting == 0) {
+        char msg[320];
+        snprintf(msg, sizeof msg, "ERR backend %s is down: %s", r->name,
+                 r->last_error[0] ? r->last_error : "not connected");
+        kd_queue_fail(r, -EHOSTDOWN, msg, true);
     }
 }
 
-void kd_backend_fail_queue(kd_backend *b, int err, const char *msg)
+static void pool_flush(kd_pool *p)
 {
-    while (b->qhead) {
-        kd_qitem *q = b->qhead;
-        queue_unlink(b, q);
-        (void)kt_future_fail(q->f, err, "%s", msg);
-        b->st.failed++;
-        kt_future_unref(q->f);
-        qitem_free(b->pool, q);
+    kd_replica *r;
+    while ((r = p->dirty) != NULL) {
+        p->dirty = r->next_dirty;
+        r->dirty = false;
+        replica_flush(r);
     }
 }
 
-/* ---- fetch --------------------------------------------------------------------------- */
-
-kt_future *kd_pool_fetch(kd_pool *p, const char *key, size_t len)
+static void flush_cb(kt_defer *d, void *arg)
 {
-    kt_future *f = kt_future_new(p->loop);
-    if (f == NULL)
+    (void)d;
+    pool_flush(arg);
+}
+
+/* ---- replicas and groups ---------------------------------------------------------------------------- */
+
+static kd_replica *replica_new(kd_pool *p, kd_group *g, const char *name)
+{
+    kd_replica *r = kt_calloc(1, sizeof *r);
+    if (r == NULL)
         return NULL;
-    if (p->nsrv == 0) {
-        (void)kt_future_fail(f, -ESHUTDOWN, "ERR no backend configured");
-        return f;
+    r->pool = p;
+    r->g = g;
+    snprintf(r->name, sizeof r->name, "%s", name);
+    (void)kt_addr_parse(name, &r->addr); /* checked by split_line */
+    r->nconns = p->prm.connections;
+    kd_replica_init_health(r);
+    if ((r->conns = kt_calloc(r->nconns, sizeof *r->conns)) == NULL) {
+        kt_free(r);
+        return NULL;
     }
-    kd_backend *b = p->nsrv == 1 ? p->srv[0]
-                                 : p->srv[kd_ring_lookup(&p->ring, key, len, ring_live_cb, p)];
-    b->st.fetches++;
-    kd_conn *c = kd_backend_pick(b);
-    if (c) {
-        if (kd_conn_send(c, key, len, f) < 0) {
-            b->st.failed++;
-            (void)kt_future_fail(f, -ENOMEM, "ERR out of memory");
+    for (uint32_t i = 0; i < r->nconns; i++) {
+        if (kd_conn_init(&r->conns[i], r) < 0) {
+            while (i--)
+                kd_conn_free(&r->conns[i]);
+            kt_free(r->conns);
+            kt_free(r);
+            return NULL;
         }
-        return f;
     }
-    uint64_t now = kt_loop_now(p->loop);
-    if (!backend_live(b, now)) {
-        b->st.failed++;
-        (void)kt_future_fail(f, -EHOSTDOWN, "ERR backend %s is ejected for %llu ms more: %s",
-                             b->name, (unsigned long long)((b->eject_until - now) / KT_MSEC(1)),
-                             b->last_error);
-        return f;
-    }
-    if (b->up == 0 && b->connecting == 0) {
-        b->st.failed++;
-        (void)kt_future_fail(f, -EHOSTDOWN, "ERR backend %s is down: %s", b->name,
-                             b->last_error[0] ? b->last_error : "not connected");
-        return f;
-    }
-    if (b->qlen >= p->prm.queue_limit) {
-        b->st.failed++;
-        (void)kt_future_fail(f, -EAGAIN,
-                             "ERR backend %s is overloaded: %u fetches already wait "
-                             "(backend-queue-limit)", b->name, (unsigned)b->qlen);
-        return f;
-    }
-    if (queue_push(b, key, len, f) < 0) {
-        b->st.failed++;
-        (void)kt_future_fail(f, -ENOMEM, "ERR out of memory");
-    }
-    return f;
+    return r;
 }
 
-/* ---- configuration ---------------------------------------------------------------------- */
-
-static void retire(kd_pool *p, kd_backend *b)
+static void replica_free(kd_replica *r, const char *msg)
 {
-    b->retiring = true;
-    /* Its queued fetches cannot be served elsewhere without changing
-     * which server holds a key mid-flight: fail them now. Sent ones
-     * complete normally. */
-    char msg[200];
-    snprintf(msg, sizeof msg, "ERR backend %s was removed from the configuration", b->name);
-    kd_backend_fail_queue(b, -ESHUTDOWN, msg);
-    for (uint32_t i = 0; i < b->nconns; i++) {
-        kd_conn *c = &b->conns[i];
-        if (c->count == 0)
-            kd_conn_close(c, NULL);
+    kd_queue_fail(r, -ESHUTDOWN, msg ? msg : "ERR server shutting down", false);
+    for (uint32_t i = 0; i < r->nconns; i++)
+        kd_conn_close(&r->conns[i], msg);
+    for (uint32_t i = 0; i < r->nconns; i++)
+        kd_conn_free(&r->conns[i]);
+    kd_replica_stop_health(r);
+    if (r->dirty) { /* take it off the flush list */
+        for (kd_replica **pp = &r->pool->dirty; *pp; pp = &(*pp)->next_dirty)
+            if (*pp == r) {
+                *pp = r->next_dirty;
+                break;
+            }
     }
-    b->next_retired = p->retired;
-    p->retired = b;
+    kt_free(r->conns);
+    kt_free(r);
+}
+
+static void group_free(kd_group *g, const char *msg)
+{
+    kd_group_fail_all(g, -ESHUTDOWN, msg ? msg : "ERR server shutting down");
+    for (uint32_t i = 0; i < g->nreps; i++)
+        replica_free(g->reps[i], msg);
+    kd_group_free_fetch(g);
+    g->pool->retired_failed += g->st.failed;
+    kt_free(g->reps);
+    kt_free(g);
+}
+
+static kd_group *group_new(kd_pool *p, const char *norm, char addrs[][128], int n)
+{
+    kd_group *g = kt_calloc(1, sizeof *g);
+    if (g == NULL)
+        return NULL;
+    g->pool = p;
+    snprintf(g->name, sizeof g->name, "%s", norm);
+    kd_window_init(&g->win, p->prm.window);
+    kd_group_init_fetch(g);
+    if ((g->reps = kt_calloc((size_t)n, sizeof *g->reps)) == NULL) {
+        kt_free(g);
+        return NULL;
+    }
+    for (int i = 0; i < n; i++) {
+        if ((g->reps[i] = replica_new(p, g, addrs[i])) == NULL) {
+            group_free(g, NULL);
+            return NULL;
+        }
+        g->nreps++;
+    }
+    return g;
+}
+
+static void group_start(kd_group *g)
+{
+    for (uint32_t i = 0; i < g->nreps; i++)
+        for (uint32_t j = 0; j < g->reps[i]->nconns; j++)
+            kd_conn_start(&g->reps[i]->conns[j]);
+}
+
+/* A kept group follows the new parameters. */
+static void group_apply(kd_group *g, const kd_pool_params *old)
+{
+    kd_pool *p = g->pool;
+    if (old->window != p->prm.window)
+        kd_window_init(&g->win, p->prm.window);
+    for (uint32_t i = 0; i < g->nreps; i++) {
+        kd_replica *r = g->reps[i];
+        if (old->window != p->prm.window)
+            kd_window_init(&r->win, p->prm.window);
+        r->stall_ns = 0; /* recomputed from the new bounds */
+        r->stall_slice = UINT64_MAX;
+        for (uint32_t j = 0; j < r->nconns; j++)
+            kd_conn_apply_params(&r->conns[j]);
+        if (r->qlen)
+            kd_pool_mark(r);
+    }
+    g->hedge_ns = 0;
+    g->hedge_slice = UINT64_MAX;
+}
+
+/* Taken off the ring: no new fetches; queued ones fail (serving them
+ * elsewhere would change which server holds a key mid-flight), sent ones
+ * complete, idle connections close now. The reaper frees it once drained. */
+static void retire(kd_pool *p, kd_group *g)
+{
+    g->retiring = true;
+    kt_timer_stop(&g->hedge_timer);
+    g->hcursor = NULL;
+    for (uint32_t i = 0; i < g->nreps; i++) {
+        kd_replica *r = g->reps[i];
+        char msg[200];
+        snprintf(msg, sizeof msg, "ERR backend %s was removed from the configuration", r->name);
+        r->retiring = true;
+        kd_replica_stop_health(r);
+        kd_queue_fail(r, -ESHUTDOWN, msg, false);
+        for (uint32_t j = 0; j < r->nconns; j++)
+            if (kt_pconn_outstanding(&r->conns[j].pc) == 0)
+                kd_conn_close(&r->conns[j], NULL);
+    }
+    g->next_retired = p->retired;
+    p->retired = g;
     if (!kt_timer_active(&p->reaper))
         (void)kt_timer_start(&p->reaper, KT_MSEC(100), KT_MSEC(100));
 }
 
-/* Free retired servers once nothing is outstanding on them (bounded by
- * backend-timeout, which fails a connection whose replies stopped). */
+static bool group_drained(const kd_group *g)
+{
+    if (g->nflights)
+        return false;
+    for (uint32_t i = 0; i < g->nreps; i++)
+        if (g->reps[i]->load)
+            return false;
+    return true;
+}
+
+/* Free retired groups once nothing is outstanding on them (bounded by the
+ * stall threshold, which fails a connection whose replies stopped). */
 static void reaper_cb(kt_timer *t, void *arg)
 {
     kd_pool *p = arg;
-    for (kd_backend **pp = &p->retired; *pp;) {
-        kd_backend *b = *pp;
-        if (b->outstanding == 0) {
-            *pp = b->next_retired;
-            kt_log_info("backend %s: retired", b->name);
-            backend_free(b, NULL);
+    for (kd_group **pp = &p->retired; *pp;) {
+        kd_group *g = *pp;
+        if (group_drained(g)) {
+            *pp = g->next_retired;
+            kt_log_info("backend %s: retired", g->name);
+            group_free(g, NULL);
         } else {
-            pp = &b->next_retired;
+            pp = &g->next_retired;
         }
     }
     if (p->retired == NULL)
         kt_timer_stop(t);
 }
 
-int kd_pool_configure(kd_pool *p, const kd_pool_params *prm, const char *const *addrs, size_t n,
+/* ---- configuration ------------------------------------------------------------------------------- */
+
+int kd_pool_configure(kd_pool *p, const kd_pool_params *prm, const char *const *lines, size_t n,
                       const char **why)
 {
-    if (n == 0 || prm->connections == 0 || prm->pipeline == 0) {
-        *why = "a pool needs at least one server, connection and pipeline slot";
+    if (n == 0 || prm->connections == 0 || prm->pipeline == 0 || prm->batch == 0) {
+        *why = "a pool needs at least one server, connection, pipeline slot and batch key";
         return -EINVAL;
     }
-    kt_addr *ka = kt_calloc(n, sizeof *ka);
-    kd_backend **srv = kt_calloc(n, sizeof *srv);
+    char (*addrs)[128] = kt_malloc(MAX_REPLICAS * sizeof *addrs);
+    char (*norm)[512] = kt_calloc(n, sizeof *norm);
+    int *counts = kt_calloc(n, sizeof *counts);
+    kd_group **gs = kt_calloc(n, sizeof *gs);
     bool *fresh = kt_calloc(n, sizeof *fresh);
-    bool *kept = kt_calloc(p->nsrv ? p->nsrv : 1, sizeof *kept);
+    bool *kept = kt_calloc(p->ngroups ? p->ngroups : 1, sizeof *kept);
     kd_ring ring = { NULL, 0 };
     int r = -ENOMEM;
     *why = "out of memory";
-    if (ka == NULL || srv == NULL || fresh == NULL || kept == NULL)
+    if (addrs == NULL || norm == NULL || counts == NULL || gs == NULL || fresh == NULL ||
+        kept == NULL)
         goto out;
+    /* Check every line, and that no address is listed twice anywhere. */
     for (size_t i = 0; i < n; i++) {
-        if (kt_addr_parse(addrs[i], &ka[i]) < 0) {
-            *why = "a backend is not an address (ADDR:PORT or unix:PATH)";
+        if ((counts[i] = split_line(lines[i], addrs, MAX_REPLICAS, norm[i], sizeof norm[i], why)) < 0) {
             r = -EINVAL;
             goto out;
         }
     }
-    if (kd_ring_build(&ring, addrs, n, prm->points) < 0)
-        goto out;
-
-    /* Phase 1, undoable: keep the servers listed again (same address, same
-     * number of connections), make the others. */
-    bool reshape = p->nsrv > 0 && prm->connections != p->prm.connections;
-    kd_pool_params old = p->prm;
-    p->prm = *prm; /* new servers are built with the new shape */
     for (size_t i = 0; i < n; i++) {
-        for (size_t j = 0; j < p->nsrv && !reshape; j++) {
-            if (!kept[j] && strcmp(p->srv[j]->name, addrs[i]) == 0) {
-                srv[i] = p->srv[j];
+        for (size_t j = 0; j < i; j++) {
+            char a[512], b[512];
+            snprintf(a, sizeof a, ",%s,", norm[i]);
+            snprintf(b, sizeof b, "%s", norm[j]);
+            for (char *tok = strtok(b, ","); tok; tok = strtok(NULL, ",")) {
+                char pat[140];
+                snprintf(pat, sizeof pat, ",%s,", tok);
+                if (strstr(a, pat)) {
+                    *why = "the same backend is listed twice";
+                    r = -EINVAL;
+                    goto out;
+                }
+            }
+        }
+    }
+    {
+        const char **names = kt_calloc(n, sizeof *names);
+        if (names == NULL)
+            goto out;
+        for (size_t i = 0; i < n; i++)
+            names[i] = norm[i];
+        int e = kd_ring_build(&ring, names, n, prm->points);
+        kt_free(names);
+        if (e < 0)
+            goto out;
+    }
+
+    /* Phase 1, undoable: keep the groups listed again under the same line
+     * (and with the same number of connections), make the others. */
+    bool reshape = p->ngroups > 0 && prm->connections != p->prm.connections;
+    kd_pool_params old = p->prm;
+    p->prm = *prm; /* new groups are built with the new shape */
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < p->ngroups && !reshape; j++) {
+            if (!kept[j] && strcmp(p->groups[j]->name, norm[i]) == 0) {
+                gs[i] = p->groups[j];
                 kept[j] = true;
                 break;
             }
         }
-        if (srv[i] == NULL) {
-            if ((srv[i] = backend_new(p, addrs[i], &ka[i])) == NULL) {
+        if (gs[i] == NULL) {
+            (void)split_line(lines[i], addrs, MAX_REPLICAS, norm[i], sizeof norm[i], why);
+            if ((gs[i] = group_new(p, norm[i], addrs, counts[i])) == NULL) {
                 for (size_t k = 0; k < i; k++)
                     if (fresh[k])
-                        backend_free(srv[k], NULL);
+                        group_free(gs[k], NULL);
                 p->prm = old;
                 kd_ring_free(&ring);
+                *why = "out of memory";
                 goto out;
             }
             fresh[i] = true;
@@ -439,131 +511,32 @@ int kd_pool_configure(kd_pool *p, const kd_pool_params *prm, const char *const *
     }
 
     /* Phase 2: commit. */
-    for (size_t j = 0; j < p->nsrv; j++)
+    for (size_t j = 0; j < p->ngroups; j++)
         if (!kept[j])
-            retire(p, p->srv[j]);
-    kt_free(p->srv);
+            retire(p, p->groups[j]);
+    kt_free(p->groups);
     kd_ring_free(&p->ring);
-    p->srv = srv;
-    srv = NULL;
-    p->nsrv = n;
+    p->groups = gs;
+    gs = NULL;
+    p->ngroups = n;
     p->ring = ring;
-    for (size_t i = 0; i < n; i++)
+    p->nreplicas = 0;
+    for (size_t i = 0; i < n; i++) {
+        p->nreplicas += p->groups[i]->nreps;
         if (fresh[i])
-            backend_start(p->srv[i]);
+            group_start(p->groups[i]);
+        else
+            group_apply(p->groups[i], &old);
+    }
     r = 0;
 out:
-    kt_free(ka);
-    kt_free(srv);
+    kt_free(addrs);
+    kt_free(norm);
+    kt_free(counts);
+    kt_free(gs);
     kt_free(fresh);
     kt_free(kept);
     return r;
-}
-
-/* ---- INFO ------------------------------------------------------------------------------- */
-
-static const char *backend_state(const kd_backend *b, uint64_t now)
-{
-    if (b->retiring)
-        return "retiring";
-    if (!backend_live(b, now))
-        return "ejected";
-    if (b->up)
-        return "up";
-    if (b->connecting)
-        return "connecting";
-    return "down";
-}
-
-static void append(kt_buf *out, const char *fmt, ...) KT_PRINTF(2, 3);
-static void append(kt_buf *out, const char *fmt, ...)
-{
-    char line[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        (void)kt_buf_append(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
-}
-
-void kd_pool_info(const kd_pool *p, kt_buf *out)
-{
-    uint64_t now = kt_loop_now(p->loop);
-    append(out, "backends:%zu\r\n", p->nsrv);
-    size_t k = 0;
-    for (int pass = 0; pass < 2; pass++) {
-        const kd_backend *b = NULL;
-        size_t i = 0;
-        for (;;) {
-            if (pass == 0) {
-                if (i >= p->nsrv)
-                    break;
-                b = p->srv[i++];
-            } else {
-                b = b ? b->next_retired : p->retired;
-                if (b == NULL)
-                    break;
-            }
-            const kt_hist *h = &b->hist;
-            append(out,
-                   "backend%zu:addr=%s,state=%s,connections=%u/%u,outstanding=%llu,queued=%u,"
-                   "fetches=%llu,replies=%llu,nils=%llu,errors=%llu,failed=%llu,cancelled=%llu,"
-                   "conn_failures=%llu,stalls=%llu,ejections=%llu,connects=%llu,"
-                   "latency_p50_us=%.1f,latency_p99_us=%.1f,latency_p999_us=%.1f,"
-                   "latency_max_us=%.1f,last_error=%s\r\n",
-                   k++, b->name, backend_state(b, now), (unsigned)b->up, (unsigned)b->nconns,
-                   (unsigned long long)b->outstanding, (unsigned)b->qlen,
-                   (unsigned long long)b->st.fetches, (unsigned long long)b->st.replies,
-                   (unsigned long long)b->st.nils, (unsigned long long)b->st.errors,
-                   (unsigned long long)b->st.failed, (unsigned long long)b->st.cancelled,
-                   (unsigned long long)b->st.conn_failures, (unsigned long long)b->st.stalls,
-                   (unsigned long long)b->st.ejections, (unsigned long long)b->st.connects,
-                   kt_hist_percentile(h, 50) / 1e3, kt_hist_percentile(h, 99) / 1e3,
-                   kt_hist_percentile(h, 99.9) / 1e3, kt_hist_max(h) / 1e3,
-                   b->last_error[0] ? b->last_error : "none");
-        }
-    }
-}
-
-void kd_pool_totals_get(const kd_pool *p, kd_pool_totals *t)
-{
-    memset(t, 0, sizeof *t);
-    t->failed = p->retired_failed;
-    for (int pass = 0; pass < 2; pass++) {
-        const kd_backend *b = NULL;
-        size_t i = 0;
-        for (;;) {
-            if (pass == 0) {
-                if (i >= p->nsrv)
-                    break;
-                b = p->srv[i++];
-            } else {
-                b = b ? b->next_retired : p->retired;
-                if (b == NULL)
-                    break;
-            }
-            t->fetches += b->st.fetches;
-            t->replies += b->st.replies;
-            t->nils += b->st.nils;
-            t->errors += b->st.errors;
-            t->failed += b->st.failed;
-            t->cancelled += b->st.cancelled;
-            t->conn_failures += b->st.conn_failures;
-            t->ejections += b->st.ejections;
-            t->queued += b->qlen;
-            t->outstanding += b->outstanding;
-        }
-    }
-}
-
-void kd_pool_reset_stats(kd_pool *p)
-{
-    p->retired_failed = 0;
-    for (size_t i = 0; i < p->nsrv; i++) {
-        memset(&p->srv[i]->st, 0, sizeof p->srv[i]->st);
-        kt_hist_reset(&p->srv[i]->hist);
-    }
 }
 
 void kd_pool_free(kd_pool *p)
@@ -571,20 +544,17 @@ void kd_pool_free(kd_pool *p)
     if (p == NULL)
         return;
     const char *msg = "ERR server shutting down";
-    for (size_t i = 0; i < p->nsrv; i++)
-        backend_free(p->srv[i], msg);
+    for (size_t i = 0; i < p->ngroups; i++)
+        group_free(p->groups[i], msg);
     while (p->retired) {
-        kd_backend *b = p->retired;
-        p->retired = b->next_retired;
-        backend_free(b, msg);
+        kd_group *g = p->retired;
+        p->retired = g->next_retired;
+        group_free(g, msg);
     }
     kt_timer_stop(&p->reaper);
-    kt_free(p->srv);
+    kt_defer_cancel(&p->flush);
+    kt_free(p->groups);
     kd_ring_free(&p->ring);
-    while (p->free_q) {
-        kd_qitem *q = p->free_q;
-        p->free_q = q->next;
-        kt_free(q);
-    }
+    kd_fetch_free_lists(p);
     kt_free(p);
 }

@@ -36,6 +36,20 @@ static void pool_params_from(kd_pool_params *p, const kd_config *cfg)
     p->retry_min = cfg->backend_retry_min;
     p->retry_max = cfg->backend_retry_max;
     p->eject_time = cfg->eject_time;
+    p->batch = (uint32_t)cfg->backend_batch;
+    p->singleflight = cfg->singleflight;
+    p->queue_bytes = cfg->backend_queue_bytes;
+    p->output_limit = cfg->backend_output_limit;
+    p->stall_factor = cfg->stall_factor;
+    p->stall_floor = cfg->stall_floor;
+    p->eject_min_requests = (uint32_t)cfg->eject_min_requests;
+    p->eject_time_max = cfg->eject_time_max < cfg->eject_time ? cfg->eject_time
+                                                              : cfg->eject_time_max;
+    p->window = cfg->health_window;
+    const char *why; /* the option table checked these */
+    (void)kd_pool_parse_hedge(cfg->hedge_after, p, &why);
+    (void)kd_pool_parse_share(cfg->hedge_max_extra, &p->hedge_max_extra, &why);
+    (void)kd_pool_parse_share(cfg->eject_failure_rate, &p->eject_rate, &why);
 }
 
 /* The simulated database inside this process, on an ephemeral loopback

@@ -153,8 +153,9 @@ def timed(c, *args):
 
 
 def test_three_shapes():
-    """MGET waits for the slowest, MGETSEQ for the sum, MGETANY for the fastest."""
-    k = kettled("--embedded-latency", "proportional 40ms")
+    """MGET waits for the slowest, MGETSEQ for the sum, MGETANY for the fastest
+    (each key its own GET: a batch would answer with its slowest key)."""
+    k = kettled("--embedded-latency", "proportional 40ms", "--backend-batch", "1")
     try:
         c = h.Client(k.port)
         r, t = timed(c, "MGET", "1", "2", "3")
@@ -175,7 +176,8 @@ def test_three_shapes():
 def test_request_timeout_partial():
     """At the deadline the outstanding fetches are cancelled; MGET answers
     with the parts that arrived and an error for the rest."""
-    k = kettled("--embedded-latency", "proportional 50ms", "--request-timeout", "200ms")
+    k = kettled("--embedded-latency", "proportional 50ms", "--request-timeout", "200ms",
+                "--backend-batch", "1")
     try:
         c = h.Client(k.port)
         r, t = timed(c, "MGET", "1", "10", "2")

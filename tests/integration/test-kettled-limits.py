@@ -196,7 +196,7 @@ def test_backend_queue_limit():
     bounded queue; past it, fetches fail at once with a clear error."""
     db = kettle_db("--latency", "fixed 300ms")
     kd = kettled("--backend", db.addr, "--backend-connections", "1", "--backend-pipeline", "2",
-                 "--backend-queue-limit", "3")
+                 "--backend-queue-limit", "3", "--backend-batch", "1")
     try:
         c = h.Client(kd.port)
         r = c.call("MGET", *[str(i) for i in range(8)])
