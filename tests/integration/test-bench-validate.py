@@ -313,7 +313,10 @@ def test_mget_error_elements_are_errors_not_mismatches():
 
 def test_partial_mget_through_kettled_from_faulty_kettle_db():
     db = h.Server("kettle-db", "--latency", "fixed 1ms", "--seed", "11")
-    kd = h.Server("kettled", "--backend", db.addr)
+    # one fetch per database request (no batching, no joining), so that
+    # each injected error is exactly one failed key
+    kd = h.Server("kettled", "--backend", db.addr, "--backend-batch", "1",
+                  "--singleflight", "no")
     with h.Client(db.port) as admin:
         assert admin.call("FAULT", "SET", "error", "0.05") == "OK"
         rc, j, out, err = bench(kd.port, "-c", 4, "-n", 1500, "--seed", 6,
