@@ -19,13 +19,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include "internal.h"
-
-static kt_loop *new_loop(void)
-{
-    kt_loop *loop = NULL;
-    assert_int_equal(kt_loop_new(&loop, NULL), 0);
-    return loop;
-}
+#include "unit.h"
 
 /* Every test ends here: nothing leaked, nothing queued. */
 static void end_loop(kt_loop *loop)
@@ -36,28 +30,8 @@ static void end_loop(kt_loop *loop)
     kt_loop_free(loop);
 }
 
-static bool guard_fired;
-static void guard_cb(kt_timer *t, void *arg)
-{
-    (void)t;
-    (void)arg;
-    guard_fired = true;
-}
-
 /* Run iterations until *done, or fail the test after limit_ns. */
-static void run_until(kt_loop *loop, const bool *done, uint64_t limit_ns)
-{
-    kt_timer guard;
-    guard_fired = false;
-    kt_loop_update_time(loop);
-    kt_timer_init(loop, &guard, guard_cb, NULL);
-    assert_int_equal(kt_timer_start(&guard, limit_ns, 0), 0);
-    while (!*done && !guard_fired)
-        assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
-    kt_timer_stop(&guard);
-    if (!*done)
-        fail_msg("condition not reached within %llu ms", (unsigned long long)(limit_ns / KT_MSEC(1)));
-}
+#define run_until(loop, done, limit_ns) unit_run_until(loop, done, limit_ns, #done)
 
 /* ---- helpers: a log of continuation runs ------------------------------------ */
 
@@ -150,6 +124,14 @@ static kt_future *produce(kt_loop *loop, struct producer *p, uint64_t delay_ns, 
     return f;
 }
 
+/* Run until f has settled; fail the test after 5 s. */
+static void await(kt_loop *loop, kt_future *f)
+{
+    bool done = false;
+    assert_int_equal(kt_future_then(f, done_cb, &done), 0);
+    run_until(loop, &done, KT_SEC(5));
+}
+
 /* ---- basics ---------------------------------------------------------------- */
 
 static int dtor_calls;
@@ -162,7 +144,7 @@ static void count_dtor(void *p)
 static void test_resolve_value_and_dtor(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     kt_future *f = kt_future_new(loop);
     assert_non_null(f);
     assert_int_equal(kt__futures_live(loop), 1);
@@ -204,7 +186,7 @@ static void test_resolve_value_and_dtor(void **state)
 static void test_fail_messages(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     kt_future *a = kt_future_new(loop), *b = kt_future_new(loop), *c = kt_future_new(loop);
     assert_non_null(a);
     assert_non_null(b);
@@ -234,7 +216,7 @@ static void test_fail_messages(void **state)
 static void test_continuation_order(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct log log = { .want = 7 };
     struct entry e[7];
     for (int i = 0; i < 7; i++)
@@ -268,7 +250,7 @@ static void test_continuation_order(void **state)
 static void test_then_on_settled(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct log log = { .want = 2 };
     struct entry e0 = { &log, 0 }, e1 = { &log, 1 };
     kt_future *f = kt_future_new(loop);
@@ -306,7 +288,7 @@ static void extend_first_cb(kt_future *f, void *arg)
 static void test_run_extends(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct log log = { .want = 3 };
     struct extend_ctx x = { .log = &log };
     for (int i = 0; i < 3; i++)
@@ -340,7 +322,7 @@ static void drop_cb(kt_future *f, void *arg)
 static void test_continuation_drops_last_ref(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     bool done = false;
     kt_future *f = kt_future_new(loop);
     assert_non_null(f);
@@ -372,7 +354,7 @@ static void relay_cb(kt_future *f, void *arg)
 static void test_long_relay(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct relay r = { .n = 100000 };
     r.fs = calloc(r.n, sizeof(*r.fs));
     assert_non_null(r.fs);
@@ -394,7 +376,7 @@ static void test_long_relay(void **state)
 static void test_cancel_reaches_producer(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p;
     bool done = false;
     kt_future *f = produce(loop, &p, KT_SEC(60), 1, 0);
@@ -434,7 +416,7 @@ static void cancel_other_cb(kt_future *f, void *arg)
 static void test_cancel_from_continuation(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p;
     bool done = false;
     kt_future *a = kt_future_new(loop);
@@ -478,7 +460,7 @@ static void hook_then_cb(kt_future *f, void *arg)
 static void test_then_inside_cancel_hooks(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct hook_then_ctx h = { .hooks = 0 };
     kt_future *in[3];
     for (int i = 0; i < 3; i++) {
@@ -506,7 +488,7 @@ static void test_then_inside_cancel_hooks(void **state)
 static void test_all_per_item(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p[3];
     kt_future *in[4];
     in[0] = produce(loop, &p[0], KT_MSEC(2), 10, 0);
@@ -547,7 +529,7 @@ static void test_all_per_item(void **state)
 static void test_all_cancel(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p[2];
     kt_future *in[3];
     in[0] = produce(loop, &p[0], UINT64_MAX, 0, 0);
@@ -578,7 +560,7 @@ static void test_all_cancel(void **state)
 static void test_race_winner(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p[3];
     kt_future *in[3];
     in[0] = produce(loop, &p[0], KT_SEC(60), 1, 0);
@@ -591,9 +573,7 @@ static void test_race_winner(void **state)
     for (int i = 0; i < 3; i++)
         kt_future_unref(in[i]);
     assert_int_equal(kt_race_winner(r), SIZE_MAX);
-    bool done = false;
-    assert_int_equal(kt_future_then(r, done_cb, &done), 0);
-    run_until(loop, &done, KT_SEC(5));
+    await(loop, r);
     assert_int_equal(kt_future_state_of(r), KT_FUTURE_RESOLVED);
     assert_int_equal(kt_race_winner(r), 2);
     assert_int_equal(kt_future_i64(r), 3);
@@ -608,7 +588,7 @@ static void test_race_winner(void **state)
 static void test_race_pointer_value(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     kt_future *in[2] = { kt_future_new(loop), kt_future_new(loop) };
     assert_non_null(in[0]);
     assert_non_null(in[1]);
@@ -634,7 +614,7 @@ static void test_race_pointer_value(void **state)
 static void test_race_all_fail(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p[3];
     kt_future *in[3];
     in[0] = produce(loop, &p[0], KT_MSEC(2), 0, -ECONNRESET);
@@ -646,9 +626,7 @@ static void test_race_all_fail(void **state)
     assert_non_null(r);
     for (int i = 0; i < 3; i++)
         kt_future_unref(in[i]);
-    bool done = false;
-    assert_int_equal(kt_future_then(r, done_cb, &done), 0);
-    run_until(loop, &done, KT_SEC(5));
+    await(loop, r);
     assert_int_equal(kt_future_state_of(r), KT_FUTURE_FAILED);
     assert_int_equal(kt_future_error(r), -ECONNREFUSED);
     assert_string_equal(kt_future_errmsg(r), "producer failed: 1");
@@ -667,7 +645,7 @@ static void test_race_all_fail(void **state)
 static void test_timeout_fires(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p;
     kt_future *f = produce(loop, &p, UINT64_MAX, 0, 0);
     assert_non_null(f);
@@ -676,9 +654,7 @@ static void test_timeout_fires(void **state)
     kt_future *t = kt_timeout(f, KT_MSEC(5));
     assert_non_null(t);
     kt_future_unref(f);
-    bool done = false;
-    assert_int_equal(kt_future_then(t, done_cb, &done), 0);
-    run_until(loop, &done, KT_SEC(5));
+    await(loop, t);
     assert_true(kt_loop_now(loop) >= t0 + KT_MSEC(5));
     assert_int_equal(kt_future_error(t), -ETIMEDOUT);
     assert_string_equal(kt_future_errmsg(t), "timed out after 5 ms");
@@ -697,9 +673,7 @@ static void test_timeout_fires(void **state)
     assert_non_null(z);
     kt_future_unref(f);
     kt_future_unref(g);
-    done = false;
-    assert_int_equal(kt_future_then(t, done_cb, &done), 0);
-    run_until(loop, &done, KT_SEC(5));
+    await(loop, t);
     assert_string_equal(kt_future_errmsg(t), "timed out after 0.500 ms");
     assert_string_equal(kt_future_errmsg(z), "timed out after 0 ms");
     kt_future_unref(t);
@@ -711,7 +685,7 @@ static void test_timeout_fires(void **state)
 static void test_timeout_forwards(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p[2];
     kt_future *ok = produce(loop, &p[0], KT_MSEC(1), 77, 0);
     kt_future *bad = produce(loop, &p[1], KT_MSEC(1), 78, -ENOENT);
@@ -726,9 +700,7 @@ static void test_timeout_forwards(void **state)
     kt_future *both[2] = { t1, t2 };
     kt_future *all = kt_all(loop, both, 2);
     assert_non_null(all);
-    bool done = false;
-    assert_int_equal(kt_future_then(all, done_cb, &done), 0);
-    run_until(loop, &done, KT_SEC(5));
+    await(loop, all);
     assert_int_equal(kt_future_i64(t1), 77);
     assert_int_equal(kt_future_error(t2), -ENOENT);
     assert_string_equal(kt_future_errmsg(t2), "producer failed: 78");
@@ -743,7 +715,7 @@ static void test_timeout_forwards(void **state)
 static void test_timeout_cancelled(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p;
     kt_future *f = produce(loop, &p, UINT64_MAX, 0, 0);
     assert_non_null(f);
@@ -763,28 +735,37 @@ static void test_timeout_cancelled(void **state)
     end_loop(loop);
 }
 
-/* A race of timeouts: both time out, the race fails with the last one. */
-static void test_race_of_timeouts(void **state)
+/* A race of kt_timeout(a, ta) and kt_timeout(b, tb), a settling with value
+ * after a_delay and b never: the race once settled; in[] its inputs. */
+static kt_future *race_of_timeouts(kt_loop *loop, struct producer p[2], uint64_t a_delay,
+                                   int64_t value, uint64_t ta, uint64_t tb, kt_future *in[2])
 {
-    (void)state;
-    kt_loop *loop = new_loop();
-    struct producer p[2];
-    kt_future *a = produce(loop, &p[0], UINT64_MAX, 0, 0);
+    kt_future *a = produce(loop, &p[0], a_delay, value, 0);
     kt_future *b = produce(loop, &p[1], UINT64_MAX, 0, 0);
     assert_non_null(a);
     assert_non_null(b);
-    kt_future *in[2] = { kt_timeout(a, KT_MSEC(8)), kt_timeout(b, KT_MSEC(2)) };
+    in[0] = kt_timeout(a, ta);
+    in[1] = kt_timeout(b, tb);
     assert_non_null(in[0]);
     assert_non_null(in[1]);
     kt_future *r = kt_race(loop, in, 2);
     assert_non_null(r);
     kt_future_unref(a);
     kt_future_unref(b);
-    kt_future_unref(in[0]);
+    kt_future_unref(in[0]); /* the race keeps its own references */
     kt_future_unref(in[1]);
-    bool done = false;
-    assert_int_equal(kt_future_then(r, done_cb, &done), 0);
-    run_until(loop, &done, KT_SEC(5));
+    await(loop, r);
+    return r;
+}
+
+/* A race of timeouts: both time out, the race fails with the last one. */
+static void test_race_of_timeouts(void **state)
+{
+    (void)state;
+    kt_loop *loop = unit_loop_new();
+    struct producer p[2];
+    kt_future *in[2];
+    kt_future *r = race_of_timeouts(loop, p, UINT64_MAX, 0, KT_MSEC(8), KT_MSEC(2), in);
     assert_int_equal(kt_future_error(r), -ETIMEDOUT);
     assert_string_equal(kt_future_errmsg(r), "timed out after 8 ms");
     assert_int_equal(p[0].cancelled, 1);
@@ -798,24 +779,10 @@ static void test_race_of_timeouts(void **state)
 static void test_race_of_timeouts_winner(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p[2];
-    kt_future *a = produce(loop, &p[0], KT_MSEC(2), 99, 0);
-    kt_future *b = produce(loop, &p[1], UINT64_MAX, 0, 0);
-    assert_non_null(a);
-    assert_non_null(b);
-    kt_future *in[2] = { kt_timeout(a, KT_SEC(60)), kt_timeout(b, KT_SEC(60)) };
-    assert_non_null(in[0]);
-    assert_non_null(in[1]);
-    kt_future *r = kt_race(loop, in, 2);
-    assert_non_null(r);
-    kt_future_unref(a);
-    kt_future_unref(b);
-    kt_future_unref(in[0]);
-    kt_future_unref(in[1]);
-    bool done = false;
-    assert_int_equal(kt_future_then(r, done_cb, &done), 0);
-    run_until(loop, &done, KT_SEC(5));
+    kt_future *in[2];
+    kt_future *r = race_of_timeouts(loop, p, KT_MSEC(2), 99, KT_SEC(60), KT_SEC(60), in);
     assert_int_equal(kt_race_winner(r), 0);
     assert_int_equal(kt_future_i64(r), 99);
     assert_int_equal(p[1].cancelled, 1);
@@ -830,7 +797,7 @@ static void test_race_of_timeouts_winner(void **state)
 static void test_timeout_of_all(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p[2];
     kt_future *in[2];
     in[0] = produce(loop, &p[0], KT_MSEC(1), 5, 0);
@@ -841,9 +808,7 @@ static void test_timeout_of_all(void **state)
     assert_non_null(all);
     kt_future *t = kt_timeout(all, KT_MSEC(6));
     assert_non_null(t);
-    bool done = false;
-    assert_int_equal(kt_future_then(t, done_cb, &done), 0);
-    run_until(loop, &done, KT_SEC(5));
+    await(loop, t);
     assert_int_equal(kt_future_error(t), -ETIMEDOUT);
     assert_int_equal(kt_future_state_of(all), KT_FUTURE_CANCELLED);
     assert_int_equal(kt_future_i64(in[0]), 5);
@@ -892,7 +857,7 @@ static kt_future *step_cb(kt_future *prev, void *arg)
 static void test_chain(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     for (int mode = 0; mode <= 3; mode++) {
         struct step_ctx s = { .loop = loop, .mode = mode };
         struct producer p0;
@@ -934,7 +899,7 @@ static void test_chain(void **state)
 static void test_chain_cancel(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct step_ctx s = { .loop = loop };
     struct producer p0;
     kt_future *f = produce(loop, &p0, UINT64_MAX, 1, 0);
@@ -977,7 +942,7 @@ static kt_future *never_step(kt_future *prev, void *arg)
 static void test_deep_nesting(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct producer p;
     kt_future *f = produce(loop, &p, UINT64_MAX, 0, 0);
     assert_non_null(f);
@@ -1026,16 +991,14 @@ static kt_future *seq_start(size_t i, void *arg)
 static void test_sequence(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct seq_ctx s = { .loop = loop, .null_at = 1, .cancel_at = SIZE_MAX };
     kt_future *seq = kt_sequence(loop, 4, seq_start, &s);
     assert_non_null(seq);
     s.seq = seq;
     assert_int_equal(s.started, 0); /* never inside kt_sequence */
     assert_int_equal(kt_all_count(seq), 4);
-    bool done = false;
-    assert_int_equal(kt_future_then(seq, done_cb, &done), 0);
-    run_until(loop, &done, KT_SEC(5));
+    await(loop, seq);
     assert_int_equal(s.started, 4);
     assert_int_equal(kt_future_state_of(seq), KT_FUTURE_RESOLVED);
     /* start times: after the previous item settled */
@@ -1063,7 +1026,7 @@ static void test_sequence(void **state)
 static void test_sequence_cancel(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     for (int variant = 0; variant < 2; variant++) {
         struct seq_ctx s = { .loop = loop, .null_at = SIZE_MAX,
                              .cancel_at = variant ? 1 : SIZE_MAX };
@@ -1102,7 +1065,7 @@ static kt_future *wrap_step(kt_future *prev, void *arg)
 static void test_nested_combination(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct seq_ctx s = { .loop = loop, .null_at = SIZE_MAX, .cancel_at = SIZE_MAX };
     struct producer p;
     kt_future *seq = kt_sequence(loop, 2, seq_start, &s);
@@ -1121,9 +1084,7 @@ static void test_nested_combination(void **state)
     kt_future_unref(slow);
     kt_future_unref(r);
     kt_future_unref(t);
-    bool done = false;
-    assert_int_equal(kt_future_then(c, done_cb, &done), 0);
-    run_until(loop, &done, KT_SEC(5));
+    await(loop, c);
     assert_int_equal(kt_future_i64(c), 1); /* the sequence resolves with no value: 0 + 1 */
     assert_int_equal(p.cancelled, 1);
     kt_future_unref(c);
@@ -1289,7 +1250,7 @@ static void test_random_graphs(void **state)
 {
     (void)state;
     for (uint64_t seed = 1; seed <= 300; seed++) {
-        struct rg g = { .loop = new_loop(), .rng = seed * 0x9e3779b97f4a7c15ull };
+        struct rg g = { .loop = unit_loop_new(), .rng = seed * 0x9e3779b97f4a7c15ull };
         for (int i = 0; i < 400; i++)
             rg_op(&g);
         /* wind down: cancel whatever is pending until nothing is, since
@@ -1470,13 +1431,12 @@ static void test_alloc_failure_each(void **state)
     (void)state;
     long total = 0, failed_runs = 0, stalls = 0;
     for (long k = 0;; k++) {
-        kt_loop *loop = new_loop();
+        kt_loop *loop = unit_loop_new();
         kt_timer guard;
-        bool timed_out = false;
+        bool timed_out = false, guard_fired = false;
         struct scen sc = { .loop = loop };
         /* the guard first, so its heap allocation is not in the count */
-        kt_timer_init(loop, &guard, guard_cb, NULL);
-        guard_fired = false;
+        kt_timer_init(loop, &guard, unit_guard_cb, &guard_fired);
         assert_int_equal(kt_timer_start(&guard, KT_SEC(5), 0), 0);
 
         alloc_count = 0;
@@ -1536,7 +1496,7 @@ static void test_timeout_enomem(void **state)
     (void)state;
     long at;
     for (at = 1;; at++) {
-        kt_loop *loop = new_loop();
+        kt_loop *loop = unit_loop_new();
         kt_future *f = kt_future_new(loop);
         assert_non_null(f);
         alloc_count = 0;
@@ -1562,18 +1522,6 @@ static void test_timeout_enomem(void **state)
 
 int main(void)
 {
-    kt_loop *probe = NULL;
-    int rc = kt_loop_new(&probe, NULL);
-    if (rc == -ENOSYS || rc == -EPERM || rc == -EINVAL) {
-        const char *io = getenv("KETTLE_IO");
-        printf("# skip: backend %s unavailable: %s\n", io ? io : "auto", strerror(-rc));
-        return 77;
-    }
-    if (rc < 0) {
-        printf("# kt_loop_new: %s\n", strerror(-rc));
-        return 1;
-    }
-    kt_loop_free(probe);
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resolve_value_and_dtor),
@@ -1607,5 +1555,5 @@ int main(void)
         cmocka_unit_test(test_alloc_failure_each),
         cmocka_unit_test(test_timeout_enomem),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return unit_run_backend_tests(tests, NULL, NULL);
 }

@@ -12,14 +12,12 @@
 #include <string.h>
 #include <cmocka.h>
 #include <kettle/hist.h>
+#include "unit.h"
 
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 static uint64_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return unit_xorshift64(&rng_state);
 }
 
 /* Log-uniform in [lo, hi): every decade gets its share. */

@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <cmocka.h>
 #include <kettle/kettle.h>
+#include "unit.h"
 
 /* ---- helpers ----------------------------------------------------------------- */
 
@@ -35,13 +36,6 @@ static void deadline(kt_loop *loop, kt_timer *t, uint64_t ns, const char *what)
 {
     kt_timer_init(loop, t, deadline_cb, (void *)what);
     assert_int_equal(kt_timer_start(t, ns, 0), 0);
-}
-
-static kt_loop *loop_new(void)
-{
-    kt_loop *loop = NULL;
-    assert_int_equal(kt_loop_new(&loop, NULL), 0);
-    return loop;
 }
 
 /* Run env changes under a saved KETTLE_IO, restored afterwards. */
@@ -92,7 +86,7 @@ static void test_io_names(void **state)
 static void test_backend_reported(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     const char *name = kt_loop_backend(loop);
     const char *env = getenv("KETTLE_IO");
     kt_io_kind k = KT_IO_AUTO;
@@ -169,7 +163,7 @@ static void count_cb(kt_timer *t, void *arg)
 static void test_run_nowait(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     kt_timer far;
     int fired = 0;
     kt_timer_init(loop, &far, count_cb, &fired);
@@ -206,7 +200,7 @@ static void stamp_cb(kt_timer *t, void *arg)
 static void test_run_once_waits(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     kt_timer t;
     struct stamp x = { .loop = loop };
     kt_timer_init(loop, &t, stamp_cb, &x);
@@ -241,7 +235,7 @@ static void stop_at_cb(kt_timer *t, void *arg)
 static void test_stop(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct stopper s = { loop, 0, 5 };
     kt_timer t, dl;
     deadline(loop, &dl, KT_SEC(10), "stop");
@@ -269,7 +263,7 @@ static void recurse_cb(kt_timer *t, void *arg)
 static void test_no_recursion(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     kt_timer t;
     kt_timer_init(loop, &t, recurse_cb, loop);
     assert_int_equal(kt_timer_start(&t, 0, 0), 0);
@@ -328,7 +322,7 @@ static void order_cb(kt_timer *t, void *arg)
 static void test_timers_and_futures(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct order o = { .loop = loop };
     kt_timer dl;
     deadline(loop, &dl, KT_SEC(10), "timers");
@@ -367,7 +361,7 @@ static void test_timers_and_futures(void **state)
 static void test_stats_exclude_wait(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     kt_timer t;
     struct stamp x = { .loop = loop };
     kt_timer_init(loop, &t, stamp_cb, &x);
@@ -475,7 +469,7 @@ static void dfr_timer(kt_timer *t, void *arg)
 static void test_defer_order(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct dfr x = { .loop = loop };
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -536,7 +530,7 @@ static void dcount_cb(kt_defer *d, void *arg)
 static void test_defer_cancel(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     kt_defer a, b, c, z;
     struct dcount ca = { 0 }, cb = { 0 }, cc = { 0 };
     kt_defer_init(loop, &a, dcount_cb, &ca);
@@ -573,7 +567,7 @@ static void test_defer_cancel(void **state)
 static void test_defer_no_wait(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     kt_timer dl;
     deadline(loop, &dl, KT_SEC(3600), "a defer waited for I/O");
     kt_defer d;
@@ -674,7 +668,7 @@ static void stream_pair(kt_loop *loop, struct done *d, kt_stream **a, kt_stream 
 static void test_run_until_done(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct done d = { 0 };
     assert_int_equal(kt_loop_run(loop, KT_RUN_DEFAULT), 0);
     assert_int_equal(iterations(loop), 0);
@@ -732,7 +726,7 @@ static void test_run_until_done(void **state)
 static void test_close_busy(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct done d = { 0 };
 
     kt_timer t;
@@ -784,7 +778,7 @@ static void test_close_busy(void **state)
 static void test_free_open(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct done d = { 0 };
     kt_stream *a, *b;
     stream_pair(loop, &d, &a, &b);
@@ -842,7 +836,7 @@ static void *poster(void *arg)
 static void test_post_threads(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct posts p = { .loop = loop, .loop_thread = pthread_self() };
     kt_timer dl;
     deadline(loop, &dl, KT_SEC(20), "posts");
@@ -870,7 +864,7 @@ static void *late_poster(void *arg)
 static void test_post_wakes(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct posts p = { .loop = loop, .loop_thread = pthread_self(),
                        .ran = POST_THREADS * POSTS_EACH }; /* next post stops */
     kt_timer dl;
@@ -913,7 +907,7 @@ static bool blocked(int signo)
 static void test_signals(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct sigs s = { .loop = loop };
     kt_timer dl;
     deadline(loop, &dl, KT_SEC(10), "signals");
@@ -952,7 +946,7 @@ static void test_sigpipe_untouched(void **state)
     struct sigaction dfl = { .sa_handler = SIG_DFL }, old, now;
     sigemptyset(&dfl.sa_mask);
     assert_int_equal(sigaction(SIGPIPE, &dfl, &old), 0);
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     assert_int_equal(sigaction(SIGPIPE, NULL, &now), 0);
     assert_true(now.sa_handler == SIG_DFL);
     kt_loop_free(loop);
@@ -961,16 +955,6 @@ static void test_sigpipe_untouched(void **state)
 
 int main(void)
 {
-    /* Skip honestly when the backend under test cannot run here. */
-    kt_loop *probe = NULL;
-    int rc = kt_loop_new(&probe, NULL);
-    if (rc < 0) {
-        const char *env = getenv("KETTLE_IO");
-        printf("# SKIP: backend %s unavailable: %s\n", env ? env : "auto", strerror(-rc));
-        return 77;
-    }
-    printf("# backend: %s\n", kt_loop_backend(probe));
-    kt_loop_free(probe);
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_io_names),
@@ -994,7 +978,5 @@ int main(void)
         cmocka_unit_test(test_signals),
         cmocka_unit_test(test_sigpipe_untouched),
     };
-    if (getenv("KT_TEST_FILTER")) /* run a subset: KT_TEST_FILTER='test_echo*' */
-        cmocka_set_test_filter(getenv("KT_TEST_FILTER"));
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return unit_run_backend_tests(tests, NULL, NULL);
 }

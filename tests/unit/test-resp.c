@@ -15,6 +15,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include <kettle/resp.h>
+#include "unit.h"
 
 typedef struct bytes {
     const char *p;
@@ -37,10 +38,7 @@ static void reset_parsers(void)
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
+    return unit_xorshift64(&rng_state);
 }
 
 /* ---- canonical forms: what a parse produced, as comparable bytes ---------- */

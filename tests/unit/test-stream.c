@@ -34,6 +34,7 @@
 #include <cmocka.h>
 #include <kettle/kettle.h>
 #include "internal.h" /* to check that idle streams hold no buffer */
+#include "unit.h"
 
 /* ---- helpers ------------------------------------------------------------------ */
 
@@ -50,19 +51,11 @@ static void deadline_cb(kt_timer *t, void *arg)
 /* Run the loop until *flag becomes true; fail after limit_ns. */
 static void run_until(kt_loop *loop, const bool *flag, uint64_t limit_ns, const char *what)
 {
-    kt_timer dl;
-    kt_timer_init(loop, &dl, deadline_cb, (void *)what);
-    assert_int_equal(kt_timer_start(&dl, limit_ns, 0), 0);
-    while (!*flag)
-        assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
-    kt_timer_stop(&dl);
-}
-
-static kt_loop *loop_new(void)
-{
-    kt_loop *loop = NULL;
-    assert_int_equal(kt_loop_new(&loop, NULL), 0);
-    return loop;
+    if (unit_wait(loop, flag, limit_ns))
+        return;
+    if (on_deadline)
+        on_deadline();
+    fail_msg("deadline passed: %s", what);
 }
 
 /* Free the loop after checking nothing was left behind. */
@@ -381,7 +374,7 @@ static void echo_client_close(kt_stream *s, void *arg)
 
 static void run_echo(const kt_addr *addr)
 {
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct end srv = { .loop = loop, .echo = 1, .close_on_eof = KT_CLOSE_FLUSH + 1 };
     kt_listener *l;
     assert_int_equal(kt_listen(loop, addr, 0, accept_end_cb, &srv, &l), 0);
@@ -529,7 +522,7 @@ static void bulk_state(void)
 static void test_backpressure(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct bulk b = { .loop = loop };
     bulk_now = &b;
     on_deadline = bulk_state;
@@ -571,7 +564,7 @@ static void rst_accept(kt_listener *l, kt_stream *s, void *arg)
 static void test_peer_reset(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct end srv = { .loop = loop };
     kt_listener *l;
     kt_addr a = tcp_any();
@@ -592,7 +585,7 @@ static void test_peer_reset(void **state)
 static void test_connect_refused(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     kt_addr a = tcp_any();
     assert_int_equal(bind(fd, (struct sockaddr *)&a.ss, a.len), 0);
@@ -649,7 +642,7 @@ static void test_connect_timeout(void **state)
     }
     assert_true(full);
 
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct end c = { .loop = loop };
     uint64_t it0 = iterations(loop);
     uint64_t t0 = kt_clock_ns();
@@ -679,7 +672,7 @@ static void half_connect(kt_stream *s, int status, void *arg)
 static void test_half_close(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     /* The server answers only once it has seen the client's FIN. */
     struct end srv = { .loop = loop, .reply_on_eof = "pong", .close_on_eof = KT_CLOSE_FLUSH + 1 };
     kt_listener *l;
@@ -734,7 +727,7 @@ static void flush_accept(kt_listener *l, kt_stream *s, void *arg)
 static void test_close_flush(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct flush_srv f = { .total = 8 * 1024 * 1024 };
     kt_listener *l;
     kt_addr a = tcp_any();
@@ -760,7 +753,7 @@ static void test_close_flush(void **state)
 static void test_close_in_callbacks(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct end srv = { .loop = loop, .close_in_read = KT_CLOSE_NOW + 1 };
     kt_listener *l;
     kt_addr a = tcp_any();
@@ -787,7 +780,7 @@ static void test_close_in_callbacks(void **state)
 static void test_close_other_in_read(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     int sv[2], sv2[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv2), 0);
@@ -869,7 +862,7 @@ static void keeper_restart(kt_timer *t, void *arg)
 static void test_kept_input(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     struct keeper k = { .loop = loop };
@@ -915,7 +908,7 @@ static void test_kept_input(void **state)
 static void test_idle_holds_nothing(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     struct end e = { .loop = loop, .echo = 1 };
@@ -959,7 +952,7 @@ static void count_accept(kt_listener *l, kt_stream *s, void *arg)
 static void test_listener_pause_resume(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct counter cnt = { 0 };
     kt_listener *l;
     kt_addr a = tcp_any();
@@ -993,7 +986,7 @@ static void test_listener_pause_resume(void **state)
 static void test_unix_paths(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     kt_addr a = unix_addr("stale.sock");
     const char *path = ((struct sockaddr_un *)&a.ss)->sun_path;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1215,7 +1208,7 @@ static void test_emfile(void **state)
 static void test_out_big_reserve(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     struct end e = { .loop = loop };
@@ -1262,7 +1255,7 @@ static size_t out_blocks(const kt_stream *s, size_t *max_size)
 static void test_out_mem(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     struct end e = { .loop = loop };
@@ -1412,7 +1405,7 @@ static void lines_wait(kt_loop *loop, struct lines *l, size_t want)
 static void test_rbuf_mem(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     struct lines l = { .e.loop = loop };
@@ -1485,7 +1478,7 @@ static void test_rbuf_mem(void **state)
 static void test_free_closes_leftovers(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     struct end e = { .loop = loop };
@@ -1520,7 +1513,7 @@ static void lclose_cb(kt_listener *l, void *arg)
 static void test_listener_close_cb(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     struct counter cnt = { 0 };
     struct lclose lc = { 0 };
     kt_addr a = tcp_any();
@@ -1580,7 +1573,7 @@ static void connect_n(kt_loop *loop, const kt_addr *where, int n, const int *tot
 static void test_listen_reuseport(void **state)
 {
     (void)state;
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     int total = 0;
     struct taker t1 = { .total = &total }, t2 = { .total = &total }, t3 = { .total = &total };
     kt_listen_options o = { .backlog = 64, .flags = KT_LISTEN_REUSEPORT };
@@ -1629,7 +1622,7 @@ static void test_epipe_no_signal(void **state)
     struct sigaction dfl = { .sa_handler = SIG_DFL }, old, now;
     sigemptyset(&dfl.sa_mask);
     assert_int_equal(sigaction(SIGPIPE, &dfl, &old), 0);
-    kt_loop *loop = loop_new();
+    kt_loop *loop = unit_loop_new();
     static char big[100000];
     const size_t sizes[] = { 1, sizeof(big) }; /* one block; a chain of them */
     for (size_t i = 0; i < KT__ARRAY_LEN(sizes); i++) {
@@ -1686,7 +1679,7 @@ static void test_request_before_read(void **state)
 {
     (void)state;
     for (int round = 0; round < 2; round++) {
-        kt_loop *loop = loop_new();
+        kt_loop *loop = unit_loop_new();
         struct early x = { .e = { .loop = loop, .echo = 1, .close_on_eof = KT_CLOSE_NOW + 1 },
                            .deferred = round == 1 };
         kt_timer_init(loop, &x.t, early_start, &x);
@@ -1725,15 +1718,6 @@ static int teardown_dir(void **state)
 
 int main(void)
 {
-    kt_loop *probe = NULL;
-    int rc = kt_loop_new(&probe, NULL);
-    if (rc < 0) {
-        const char *env = getenv("KETTLE_IO");
-        printf("# SKIP: backend %s unavailable: %s\n", env ? env : "auto", strerror(-rc));
-        return 77;
-    }
-    printf("# backend: %s\n", kt_loop_backend(probe));
-    kt_loop_free(probe);
     pat_init();
 
     const struct CMUnitTest tests[] = {
@@ -1762,7 +1746,5 @@ int main(void)
         cmocka_unit_test(test_listen_reuseport),
         cmocka_unit_test(test_epipe_no_signal),
     };
-    if (getenv("KT_TEST_FILTER")) /* run a subset: KT_TEST_FILTER='test_echo*' */
-        cmocka_set_test_filter(getenv("KT_TEST_FILTER"));
-    return cmocka_run_group_tests(tests, setup_dir, teardown_dir);
+    return unit_run_backend_tests(tests, setup_dir, teardown_dir);
 }

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <cmocka.h>
 #include "internal.h"
+#include "unit.h"
 
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
@@ -58,37 +59,10 @@ static uint64_t rng(void)
     return rng_state * 2685821657736338717ull;
 }
 
-static kt_loop *new_loop(void)
-{
-    kt_loop *loop = NULL;
-    assert_int_equal(kt_loop_new(&loop, NULL), 0);
-    return loop;
-}
-
 /* ---- waiting with a deadline ------------------------------------------------ */
 
-static bool guard_fired;
-static void guard_cb(kt_timer *t, void *arg)
-{
-    (void)t;
-    (void)arg;
-    guard_fired = true;
-}
-
 /* Run iterations until *done, or fail the test after limit_ns. */
-static void run_until(kt_loop *loop, const bool *done, uint64_t limit_ns)
-{
-    kt_timer guard;
-    guard_fired = false;
-    kt_loop_update_time(loop);
-    kt_timer_init(loop, &guard, guard_cb, NULL);
-    assert_int_equal(kt_timer_start(&guard, limit_ns, 0), 0);
-    while (!*done && !guard_fired)
-        assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
-    kt_timer_stop(&guard);
-    if (!*done)
-        fail_msg("condition not reached within %llu ms", (unsigned long long)(limit_ns / KT_MSEC(1)));
-}
+#define run_until(loop, done, limit_ns) unit_run_until(loop, done, limit_ns, #done)
 
 /* ---- order ------------------------------------------------------------------- */
 
@@ -122,7 +96,7 @@ static void order_cb(kt_timer *t, void *arg)
 static void test_order_many(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct order_ctx c = { .n = big_n() };
     c.timeout = calloc(c.n, sizeof(*c.timeout));
     c.fired = calloc(c.n, 1);
@@ -163,7 +137,7 @@ static void flag_cb(kt_timer *t, void *arg)
 static void test_cancel_half(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct order_ctx c = { .n = big_n() };
     c.timeout = calloc(c.n, sizeof(*c.timeout));
     c.fired = calloc(c.n, 1);
@@ -266,7 +240,7 @@ static void rep_cb(kt_timer *t, void *arg)
 static void test_repeat_no_drift(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct rep_ctx c = { .loop = loop, .period = KT_MSEC(10), .max_slot = 30 };
     kt_timer rep, window;
     kt_loop_update_time(loop);
@@ -293,7 +267,7 @@ static void test_repeat_no_drift(void **state)
 static void test_repeat_skips_when_behind(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct rep_ctx c = { .loop = loop, .period = KT_MSEC(5), .stall_ns = KT_MSEC(23), .max_slot = 100 };
     kt_timer rep;
     kt_loop_update_time(loop);
@@ -366,7 +340,7 @@ static void self_cb(kt_timer *t, void *arg)
 static void test_stop_self(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct cb_ctx c = { .mode = STOP_SELF };
     kt_timer t;
     kt_timer_init(loop, &t, self_cb, &c);
@@ -384,7 +358,7 @@ static void test_stop_self(void **state)
 static void test_stop_other_same_pass(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     for (int mode = STOP_OTHER; mode <= FREE_OTHER; mode += FREE_OTHER - STOP_OTHER) {
         struct cb_ctx c = { .mode = mode };
         kt_timer a;
@@ -412,7 +386,7 @@ static void test_stop_other_same_pass(void **state)
 static void test_free_self(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct cb_ctx c = { .mode = FREE_SELF };
     kt_timer *t = kt_malloc(sizeof(*t));
     assert_non_null(t);
@@ -431,7 +405,7 @@ static void test_free_self(void **state)
 static void test_zero_restart_next_iteration(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct cb_ctx c = { .mode = RESTART_ZERO };
     kt_timer t;
     kt_timer_init(loop, &t, self_cb, &c);
@@ -467,7 +441,7 @@ static void chain_a_cb(kt_timer *t, void *arg)
 static void test_zero_started_in_callback(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     struct chain_ctx c = { .fired_a = 0 };
     kt_timer_init(loop, &c.a, chain_a_cb, &c);
     kt_timer_init(loop, &c.b, chain_b_cb, &c);
@@ -498,7 +472,7 @@ static void log_cb(kt_timer *t, void *arg)
 static void test_restart_moves(void **state)
 {
     (void)state;
-    kt_loop *loop = new_loop();
+    kt_loop *loop = unit_loop_new();
     kt_timer timers[4];
     struct log_ctx c = { .base = timers };
     for (int i = 0; i < 4; i++)
@@ -611,7 +585,7 @@ static void test_random_ops(void **state)
     for (uint64_t seed = 1; seed <= 20; seed++) {
         struct rt *r = calloc(1, sizeof(*r));
         assert_non_null(r);
-        r->loop = new_loop();
+        r->loop = unit_loop_new();
         r->rng = seed * 0x9e3779b97f4a7c15ull;
         for (size_t i = 0; i < RT_N; i++)
             kt_timer_init(r->loop, &r->t[i], rt_cb, r);
@@ -680,7 +654,7 @@ static void test_alloc_failure(void **state)
     (void)state;
     enum { N = 5000 }; /* the array grows 64 -> 8192: seven allocations */
     for (long budget = 0; budget < 6; budget++) {
-        kt_loop *loop = new_loop();
+        kt_loop *loop = unit_loop_new();
         kt_timer *timers = calloc(N, sizeof(*timers));
         int *fired = calloc(N, sizeof(*fired));
         assert_non_null(timers);
@@ -724,18 +698,6 @@ static void test_alloc_failure(void **state)
 
 int main(void)
 {
-    kt_loop *probe = NULL;
-    int rc = kt_loop_new(&probe, NULL);
-    if (rc == -ENOSYS || rc == -EPERM || rc == -EINVAL) {
-        const char *io = getenv("KETTLE_IO");
-        printf("# skip: backend %s unavailable: %s\n", io ? io : "auto", strerror(-rc));
-        return 77;
-    }
-    if (rc < 0) {
-        printf("# kt_loop_new: %s\n", strerror(-rc));
-        return 1;
-    }
-    kt_loop_free(probe);
 
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_order_many),
@@ -751,5 +713,5 @@ int main(void)
         cmocka_unit_test(test_random_ops),
         cmocka_unit_test(test_alloc_failure),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return unit_run_backend_tests(tests, NULL, NULL);
 }

@@ -16,77 +16,92 @@
 #include <cmocka.h>
 #include <kettle/kettle.h>
 
+/* One parser call: the input, its length or unit, the return wanted and,
+ * when that is 0, the value wanted; a failure must leave the output alone. */
+struct parse_case {
+    const char *in;
+    uint64_t arg;  /* kt_parse_duration's unit, kt_parse_i64's length */
+    int rc;
+    uint64_t want; /* an int64_t's bits for kt_parse_i64 */
+};
+
+static const struct parse_case durations[] = {
+    { "250ms", KT_MSEC(1), 0, KT_MSEC(250) },
+    { "1.5s", KT_MSEC(1), 0, KT_MSEC(1500) },
+    { "42", KT_MSEC(1), 0, KT_MSEC(42) },
+    { "100us", 1, 0, KT_USEC(100) },
+    { "2m", 1, 0, KT_SEC(120) },
+    { "0", 1, 0, 0 },
+    { "", 1, -EINVAL, 0 },
+    { "-5ms", 1, -EINVAL, 0 },
+    { "5 parsecs", 1, -EINVAL, 0 },
+    { "ms", 1, -EINVAL, 0 },
+    { "nan", 1, -EINVAL, 0 },
+    { "1e30s", 1, -ERANGE, 0 },
+    { "18446744073709551616", 1, -ERANGE, 0 }, /* 2^64 */
+    { "18446744073ms", KT_MSEC(1), 0, 18446744073000000ull },
+};
+
+static const struct parse_case sizes[] = {
+    { "512", 0, 0, 512 },
+    { "64k", 0, 0, 65536 },
+    { "1MB", 0, 0, 1048576 },
+    { "2gb", 0, 0, 2147483648ull },
+    { "1tb", 0, -EINVAL, 0 },
+    { "x", 0, -EINVAL, 0 },
+    { "1e30gb", 0, -ERANGE, 0 },
+    { "16777216tb", 0, -EINVAL, 0 },
+};
+
+static const struct parse_case i64s[] = {
+    { "0", 1, 0, 0 },
+    { "-42", 3, 0, (uint64_t)-42 },
+    { "9223372036854775807", 19, 0, (uint64_t)INT64_MAX },
+    { "-9223372036854775808", 20, 0, (uint64_t)INT64_MIN },
+    { "9223372036854775808", 19, -ERANGE, 0 },
+    { "99999999999999999999", 20, -ERANGE, 0 },
+    { "", 0, -EINVAL, 0 },
+    { "-", 1, -EINVAL, 0 },
+    { "+1", 2, -EINVAL, 0 },
+    { "1a", 2, -EINVAL, 0 },
+    { " 1", 2, -EINVAL, 0 },
+};
+
+enum parser { DURATION, SIZE, I64 };
+
+static void check_parses(enum parser which, const struct parse_case *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint64_t v = 7;
+        int64_t sv = 7;
+        int rc = which == DURATION ? kt_parse_duration(c[i].in, c[i].arg, &v)
+                 : which == SIZE   ? kt_parse_size(c[i].in, &v)
+                                   : kt_parse_i64(c[i].in, (size_t)c[i].arg, &sv);
+        if (which == I64)
+            v = (uint64_t)sv;
+        if (rc != c[i].rc || v != (rc == 0 ? c[i].want : 7))
+            fail_msg("parsing \"%s\": %d and %llu, wanted %d and %llu", c[i].in, rc,
+                     (unsigned long long)v, c[i].rc,
+                     (unsigned long long)(c[i].rc == 0 ? c[i].want : 7));
+    }
+}
+
 static void test_durations(void **state)
 {
     (void)state;
-    uint64_t ns;
-    assert_int_equal(kt_parse_duration("250ms", KT_MSEC(1), &ns), 0);
-    assert_int_equal(ns, KT_MSEC(250));
-    assert_int_equal(kt_parse_duration("1.5s", KT_MSEC(1), &ns), 0);
-    assert_int_equal(ns, KT_MSEC(1500));
-    assert_int_equal(kt_parse_duration("42", KT_MSEC(1), &ns), 0);
-    assert_int_equal(ns, KT_MSEC(42));
-    assert_int_equal(kt_parse_duration("100us", 1, &ns), 0);
-    assert_int_equal(ns, KT_USEC(100));
-    assert_int_equal(kt_parse_duration("2m", 1, &ns), 0);
-    assert_int_equal(ns, KT_SEC(120));
-    assert_int_equal(kt_parse_duration("0", 1, &ns), 0);
-    assert_int_equal(ns, 0);
-    assert_int_equal(kt_parse_duration("", 1, &ns), -EINVAL);
-    assert_int_equal(kt_parse_duration("-5ms", 1, &ns), -EINVAL);
-    assert_int_equal(kt_parse_duration("5 parsecs", 1, &ns), -EINVAL);
-    assert_int_equal(kt_parse_duration("ms", 1, &ns), -EINVAL);
-    assert_int_equal(kt_parse_duration("nan", 1, &ns), -EINVAL);
-    assert_int_equal(kt_parse_duration("1e30s", 1, &ns), -ERANGE);
-    assert_int_equal(kt_parse_duration("18446744073709551616", 1, &ns), -ERANGE); /* 2^64 */
-    assert_int_equal(kt_parse_duration("18446744073ms", KT_MSEC(1), &ns), 0);
-    assert_true(ns == 18446744073000000ull);
-    /* a failure leaves the output alone */
-    ns = 7;
-    assert_int_equal(kt_parse_duration("5 parsecs", 1, &ns), -EINVAL);
-    assert_int_equal(kt_parse_duration("1e30s", 1, &ns), -ERANGE);
-    assert_int_equal(ns, 7);
+    check_parses(DURATION, durations, sizeof durations / sizeof durations[0]);
 }
 
 static void test_sizes(void **state)
 {
     (void)state;
-    uint64_t v;
-    assert_int_equal(kt_parse_size("512", &v), 0);
-    assert_int_equal(v, 512);
-    assert_int_equal(kt_parse_size("64k", &v), 0);
-    assert_int_equal(v, 65536);
-    assert_int_equal(kt_parse_size("1MB", &v), 0);
-    assert_int_equal(v, 1048576);
-    assert_int_equal(kt_parse_size("2gb", &v), 0);
-    assert_int_equal(v, 2147483648ull);
-    assert_int_equal(kt_parse_size("1tb", &v), -EINVAL);
-    assert_int_equal(kt_parse_size("x", &v), -EINVAL);
-    v = 7;
-    assert_int_equal(kt_parse_size("1e30gb", &v), -ERANGE);
-    assert_int_equal(kt_parse_size("16777216tb", &v), -EINVAL);
-    assert_int_equal(v, 7);
+    check_parses(SIZE, sizes, sizeof sizes / sizeof sizes[0]);
 }
 
 static void test_i64(void **state)
 {
     (void)state;
-    int64_t v;
-    assert_int_equal(kt_parse_i64("0", 1, &v), 0);
-    assert_int_equal(v, 0);
-    assert_int_equal(kt_parse_i64("-42", 3, &v), 0);
-    assert_int_equal(v, -42);
-    assert_int_equal(kt_parse_i64("9223372036854775807", 19, &v), 0);
-    assert_true(v == INT64_MAX);
-    assert_int_equal(kt_parse_i64("-9223372036854775808", 20, &v), 0);
-    assert_true(v == INT64_MIN);
-    assert_int_equal(kt_parse_i64("9223372036854775808", 19, &v), -ERANGE);
-    assert_int_equal(kt_parse_i64("99999999999999999999", 20, &v), -ERANGE);
-    assert_int_equal(kt_parse_i64("", 0, &v), -EINVAL);
-    assert_int_equal(kt_parse_i64("-", 1, &v), -EINVAL);
-    assert_int_equal(kt_parse_i64("+1", 2, &v), -EINVAL);
-    assert_int_equal(kt_parse_i64("1a", 2, &v), -EINVAL);
-    assert_int_equal(kt_parse_i64(" 1", 2, &v), -EINVAL);
+    check_parses(I64, i64s, sizeof i64s / sizeof i64s[0]);
 }
 
 static int fail_after = -1;
