@@ -26,45 +26,28 @@ struct parse_case {
 };
 
 static const struct parse_case durations[] = {
-    { "250ms", KT_MSEC(1), 0, KT_MSEC(250) },
-    { "1.5s", KT_MSEC(1), 0, KT_MSEC(1500) },
-    { "42", KT_MSEC(1), 0, KT_MSEC(42) },
-    { "100us", 1, 0, KT_USEC(100) },
-    { "2m", 1, 0, KT_SEC(120) },
-    { "0", 1, 0, 0 },
-    { "", 1, -EINVAL, 0 },
-    { "-5ms", 1, -EINVAL, 0 },
-    { "5 parsecs", 1, -EINVAL, 0 },
-    { "ms", 1, -EINVAL, 0 },
-    { "nan", 1, -EINVAL, 0 },
-    { "1e30s", 1, -ERANGE, 0 },
+    { "250ms", KT_MSEC(1), 0, KT_MSEC(250) }, { "1.5s", KT_MSEC(1), 0, KT_MSEC(1500) },
+    { "42", KT_MSEC(1), 0, KT_MSEC(42) }, { "100us", 1, 0, KT_USEC(100) },
+    { "2m", 1, 0, KT_SEC(120) }, { "0", 1, 0, 0 },
+    { "", 1, -EINVAL, 0 }, { "-5ms", 1, -EINVAL, 0 }, { "5 parsecs", 1, -EINVAL, 0 },
+    { "ms", 1, -EINVAL, 0 }, { "nan", 1, -EINVAL, 0 }, { "1e30s", 1, -ERANGE, 0 },
     { "18446744073709551616", 1, -ERANGE, 0 }, /* 2^64 */
     { "18446744073ms", KT_MSEC(1), 0, 18446744073000000ull },
 };
 
 static const struct parse_case sizes[] = {
-    { "512", 0, 0, 512 },
-    { "64k", 0, 0, 65536 },
-    { "1MB", 0, 0, 1048576 },
-    { "2gb", 0, 0, 2147483648ull },
-    { "1tb", 0, -EINVAL, 0 },
-    { "x", 0, -EINVAL, 0 },
-    { "1e30gb", 0, -ERANGE, 0 },
-    { "16777216tb", 0, -EINVAL, 0 },
+    { "512", 0, 0, 512 }, { "64k", 0, 0, 65536 }, { "1MB", 0, 0, 1048576 },
+    { "2gb", 0, 0, 2147483648ull }, { "1tb", 0, -EINVAL, 0 }, { "x", 0, -EINVAL, 0 },
+    { "1e30gb", 0, -ERANGE, 0 }, { "16777216tb", 0, -EINVAL, 0 },
 };
 
 static const struct parse_case i64s[] = {
-    { "0", 1, 0, 0 },
-    { "-42", 3, 0, (uint64_t)-42 },
+    { "0", 1, 0, 0 }, { "-42", 3, 0, (uint64_t)-42 },
     { "9223372036854775807", 19, 0, (uint64_t)INT64_MAX },
     { "-9223372036854775808", 20, 0, (uint64_t)INT64_MIN },
-    { "9223372036854775808", 19, -ERANGE, 0 },
-    { "99999999999999999999", 20, -ERANGE, 0 },
-    { "", 0, -EINVAL, 0 },
-    { "-", 1, -EINVAL, 0 },
-    { "+1", 2, -EINVAL, 0 },
-    { "1a", 2, -EINVAL, 0 },
-    { " 1", 2, -EINVAL, 0 },
+    { "9223372036854775808", 19, -ERANGE, 0 }, { "99999999999999999999", 20, -ERANGE, 0 },
+    { "", 0, -EINVAL, 0 }, { "-", 1, -EINVAL, 0 }, { "+1", 2, -EINVAL, 0 },
+    { "1a", 2, -EINVAL, 0 }, { " 1", 2, -EINVAL, 0 },
 };
 
 enum parser { DURATION, SIZE, I64 };
