@@ -468,8 +468,15 @@ static void pump(fixture *f, reader *r)
         }                                                                         \
     } while (0)
 
-/* Send req (and FIN when shut), read the answer to EOF. */
-static void exchange(fixture *f, const char *req, size_t len, bool shut, reader *r)
+static int status_of(const reader *r);
+
+static void send_str(int fd, const char *s)
+{
+    assert_int_equal(send(fd, s, strlen(s), 0), (ssize_t)strlen(s));
+}
+
+/* Send req (and FIN when shut), read the answer to EOF; its status. */
+static int exchange(fixture *f, const char *req, size_t len, bool shut, reader *r)
 {
     memset(r, 0, sizeof(*r));
     r->fd = client(f);
@@ -479,6 +486,7 @@ static void exchange(fixture *f, const char *req, size_t len, bool shut, reader 
     WAIT(f, r, r->eof);
     close(r->fd);
     WAIT(f, NULL, stats(f).clients == 0);
+    return status_of(r);
 }
 
 static int status_of(const reader *r)
@@ -500,8 +508,7 @@ static void test_http_get_head(void **state)
     start(&f, NULL);
     reader r;
     const char *get = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
-    exchange(&f, get, strlen(get), false, &r);
-    assert_int_equal(status_of(&r), 200);
+    assert_int_equal(exchange(&f, get, strlen(get), false, &r), 200);
     assert_non_null(strstr(r.buf, "\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"));
     assert_non_null(strstr(r.buf, "\r\nConnection: close\r\n"));
     assert_non_null(strstr(r.buf, "\r\nDate: "));
@@ -515,8 +522,7 @@ static void test_http_get_head(void **state)
     assert_non_null(strstr(r.buf, cl));
 
     const char *head = "HEAD /metrics HTTP/1.1\r\n\r\n";
-    exchange(&f, head, strlen(head), true, &r);
-    assert_int_equal(status_of(&r), 200);
+    assert_int_equal(exchange(&f, head, strlen(head), true, &r), 200);
     assert_non_null(strstr(r.buf, cl));
     assert_string_equal(body_of(&r), "");
     assert_int_equal(render_calls, 2);
@@ -543,8 +549,7 @@ static void test_http_errors(void **state)
     };
     reader r;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        exchange(&f, cases[i].req, strlen(cases[i].req), true, &r);
-        if (status_of(&r) != cases[i].status)
+        if (exchange(&f, cases[i].req, strlen(cases[i].req), true, &r) != cases[i].status)
             fail_msg("%s: got %s", cases[i].req, r.buf);
         assert_non_null(strstr(r.buf, "\r\nConnection: close\r\n"));
         if (cases[i].status == 405)
@@ -556,15 +561,13 @@ static void test_http_errors(void **state)
     char big[10000];
     memset(big, 'a', sizeof(big));
     memcpy(big, "GET /metrics HTTP/1.1\r\nX: ", 26);
-    exchange(&f, big, sizeof(big), false, &r);
-    assert_int_equal(status_of(&r), 431);
+    assert_int_equal(exchange(&f, big, sizeof(big), false, &r), 431);
     assert_false(r.reset);
 
     /* the renderer fails: 500 */
     render_result = -EIO;
     const char *get = "GET /metrics HTTP/1.1\r\n\r\n";
-    exchange(&f, get, strlen(get), false, &r);
-    assert_int_equal(status_of(&r), 500);
+    assert_int_equal(exchange(&f, get, strlen(get), false, &r), 500);
     render_result = 0;
     kt_metrics_stats st = stats(&f);
     assert_int_equal(st.errors, 7);
@@ -594,11 +597,10 @@ static void test_http_timeouts(void **state)
     int small = 4096;
     setsockopt(slow, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
     const char *get = "GET /metrics HTTP/1.1\r\n\r\n";
-    assert_int_equal(send(slow, get, strlen(get), 0), (ssize_t)strlen(get));
+    send_str(slow, get);
     WAIT(&f, NULL, stats(&f).scrapes == 1);
     render_size = 0;
-    exchange(&f, get, strlen(get), false, &r);
-    assert_int_equal(status_of(&r), 200);
+    assert_int_equal(exchange(&f, get, strlen(get), false, &r), 200);
     WAIT(&f, NULL, stats(&f).timeouts == 2);
     close(slow);
     WAIT(&f, NULL, stats(&f).clients == 0);
@@ -620,7 +622,7 @@ static void test_http_limit(void **state)
     /* a third waits in the backlog, unanswered, while two are open */
     reader r = { .fd = client(&f) };
     const char *get = "GET /metrics HTTP/1.1\r\n\r\n";
-    assert_int_equal(send(r.fd, get, strlen(get), 0), (ssize_t)strlen(get));
+    send_str(r.fd, get);
     for (int i = 0; i < 50; i++) {
         pump(&f, &r);
         assert_true(stats(&f).clients <= 2);

@@ -120,13 +120,9 @@ static void down_cb(kt_pconn *pc, int err, const char *why, void *arg)
     x->downs++;
 }
 
-static const kt_pconn_cbs cbs = {
-    .on_connect = connect_cb,
-    .on_reply = reply_cb,
-    .on_overdue = overdue_cb,
-    .on_abandon = abandon_cb,
-    .on_down = down_cb,
-};
+static const kt_pconn_cbs cbs = { .on_connect = connect_cb, .on_reply = reply_cb,
+                                  .on_overdue = overdue_cb, .on_abandon = abandon_cb,
+                                  .on_down = down_cb };
 
 static void setup(t *x)
 {

@@ -127,16 +127,9 @@ static void t_drained(ks_server *srv)
 
 /* Not const: a test switches its auth policy. */
 static ks_daemon tdaemon = {
-    .name = "testd",
-    .cmds = tcmds,
-    .auth = KS_AUTH_ALL,
-    .options = topts,
-    .cfg_size = sizeof(tcfg),
-    .pause_divisor = 4,
-    .emit = t_emit,
-    .drop = t_drop,
-    .config_apply = t_apply,
-    .drained = t_drained,
+    .name = "testd", .cmds = tcmds, .auth = KS_AUTH_ALL, .options = topts,
+    .cfg_size = sizeof(tcfg), .pause_divisor = 4,
+    .emit = t_emit, .drop = t_drop, .config_apply = t_apply, .drained = t_drained,
 };
 
 /* ---- driving it ------------------------------------------------------------------ */

@@ -1619,9 +1619,8 @@ static void test_listen_reuseport(void **state)
 static void test_epipe_no_signal(void **state)
 {
     (void)state;
-    struct sigaction dfl = { .sa_handler = SIG_DFL }, old, now;
-    sigemptyset(&dfl.sa_mask);
-    assert_int_equal(sigaction(SIGPIPE, &dfl, &old), 0);
+    struct sigaction old;
+    unit_sigpipe_default(&old);
     kt_loop *loop = unit_loop_new();
     static char big[100000];
     const size_t sizes[] = { 1, sizeof(big) }; /* one block; a chain of them */
@@ -1637,10 +1636,9 @@ static void test_epipe_no_signal(void **state)
         assert_int_equal(e.errors, 1);
         assert_int_equal(e.err, -EPIPE);
     }
-    assert_int_equal(sigaction(SIGPIPE, NULL, &now), 0);
-    assert_true(now.sa_handler == SIG_DFL);
+    assert_true(unit_sigpipe_is_default());
     loop_done(loop);
-    assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
+    unit_sigpipe_restore(&old);
 }
 
 /* ---- a request before reading starts ------------------------------------------------ */

@@ -336,6 +336,19 @@ static void self_cb(kt_timer *t, void *arg)
     }
 }
 
+/* t runs self_cb in c's mode, due at once, repeating every repeat ns. */
+static void start_self(kt_loop *loop, kt_timer *t, struct cb_ctx *c, uint64_t repeat)
+{
+    kt_timer_init(loop, t, self_cb, c);
+    assert_int_equal(kt_timer_start(t, 0, repeat), 0);
+}
+
+static void run_nowait(kt_loop *loop, int passes)
+{
+    for (int i = 0; i < passes; i++)
+        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+}
+
 /* A repeating timer that stops itself fires once. */
 static void test_stop_self(void **state)
 {
@@ -343,11 +356,9 @@ static void test_stop_self(void **state)
     kt_loop *loop = unit_loop_new();
     struct cb_ctx c = { .mode = STOP_SELF };
     kt_timer t;
-    kt_timer_init(loop, &t, self_cb, &c);
-    assert_int_equal(kt_timer_start(&t, 0, KT_MSEC(1)), 0);
+    start_self(loop, &t, &c, KT_MSEC(1));
     assert_true(kt_timer_active(&t));
-    for (int i = 0; i < 5; i++)
-        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+    run_nowait(loop, 5);
     assert_int_equal(c.fired_self, 1);
     assert_false(kt_timer_active(&t));
     kt_loop_free(loop);
@@ -369,8 +380,7 @@ static void test_stop_other_same_pass(void **state)
         kt_timer_init(loop, b, other_cb, &c);
         assert_int_equal(kt_timer_start(&a, 0, 0), 0);
         assert_int_equal(kt_timer_start(b, 0, 0), 0); /* same deadline, after a */
-        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
-        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+        run_nowait(loop, 2);
         assert_int_equal(c.fired_self, 1);
         assert_int_equal(c.fired_other, 0);
         if (c.other) {
@@ -390,10 +400,8 @@ static void test_free_self(void **state)
     struct cb_ctx c = { .mode = FREE_SELF };
     kt_timer *t = kt_malloc(sizeof(*t));
     assert_non_null(t);
-    kt_timer_init(loop, t, self_cb, &c);
-    assert_int_equal(kt_timer_start(t, 0, 1), 0);
-    for (int i = 0; i < 3; i++)
-        assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
+    start_self(loop, t, &c, 1);
+    run_nowait(loop, 3);
     assert_int_equal(c.fired_self, 1);
     assert_int_equal(loop->timers.len, 0);
     kt_loop_free(loop);
@@ -408,8 +416,7 @@ static void test_zero_restart_next_iteration(void **state)
     kt_loop *loop = unit_loop_new();
     struct cb_ctx c = { .mode = RESTART_ZERO };
     kt_timer t;
-    kt_timer_init(loop, &t, self_cb, &c);
-    assert_int_equal(kt_timer_start(&t, 0, 0), 0);
+    start_self(loop, &t, &c, 0);
     for (int i = 1; i <= 10; i++) {
         assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
         assert_int_equal(c.fired_self, i);
@@ -485,10 +492,7 @@ static void test_restart_moves(void **state)
     assert_int_equal(kt_timer_start(&timers[1], 0, 0), 0); /* re-armed: after 0 */
     assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
     assert_int_equal(c.n, 4);
-    assert_int_equal(c.order[0], 2);
-    assert_int_equal(c.order[1], 3);
-    assert_int_equal(c.order[2], 0);
-    assert_int_equal(c.order[3], 1);
+    UNIT_ASSERT_SEQ(c.order, 2, 3, 0, 1);
     assert_int_equal(loop->timers.len, 0);
     kt_loop_free(loop);
 }

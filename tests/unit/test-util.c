@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <cmocka.h>
 #include <kettle/kettle.h>
+#include "unit.h"
 
 /* One parser call: the input, its length or unit, the return wanted and,
  * when that is 0, the value wanted; a failure must leave the output alone. */
@@ -220,9 +221,8 @@ static void test_log_default_writer(void **state)
 static void test_log_broken_socket(void **state)
 {
     (void)state;
-    struct sigaction dfl = { .sa_handler = SIG_DFL }, old;
-    sigemptyset(&dfl.sa_mask);
-    assert_int_equal(sigaction(SIGPIPE, &dfl, &old), 0);
+    struct sigaction old;
+    unit_sigpipe_default(&old);
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     close(sv[1]);
@@ -234,7 +234,7 @@ static void test_log_broken_socket(void **state)
     close(saved);
     close(sv[0]);
     kt_log_set_callback(NULL, NULL);
-    assert_int_equal(sigaction(SIGPIPE, &old, NULL), 0);
+    unit_sigpipe_restore(&old);
 }
 
 int main(void)

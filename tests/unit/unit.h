@@ -9,6 +9,7 @@
 #define KETTLE_TESTS_UNIT_H
 
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,6 +46,14 @@ static inline int unit_backend_check(void)
 #define unit_run_backend_tests(tests, setup, teardown)                                \
     (unit_backend_check() ?: unit_run_tests(tests, setup, teardown))
 
+/* got[i] == each of the values listed, in order (cmocka assertions). */
+#define UNIT_ASSERT_SEQ(got, ...)                                                     \
+    do {                                                                              \
+        const long long want_[] = { __VA_ARGS__ };                                    \
+        for (size_t i_ = 0; i_ < sizeof want_ / sizeof want_[0]; i_++)                \
+            assert_int_equal((got)[i_], want_[i_]);                                   \
+    } while (0)
+
 static inline kt_loop *unit_loop_new(void)
 {
     kt_loop *loop = NULL;
@@ -79,6 +88,29 @@ static inline void unit_run_until(kt_loop *loop, const bool *flag, uint64_t limi
     if (!unit_wait(loop, flag, limit_ns))
         fail_msg("%s: not reached within %llu ms", what,
                  (unsigned long long)(limit_ns / KT_MSEC(1)));
+}
+
+/* Give SIGPIPE its default action (which ends the process) for a test of
+ * what a library that changes no process-wide state does; the old action
+ * is kept in *old for unit_sigpipe_restore(). */
+static inline void unit_sigpipe_default(struct sigaction *old)
+{
+    struct sigaction dfl = { .sa_handler = SIG_DFL };
+    sigemptyset(&dfl.sa_mask);
+    assert_int_equal(sigaction(SIGPIPE, &dfl, old), 0);
+}
+
+/* Whether SIGPIPE still has its default action. */
+static inline bool unit_sigpipe_is_default(void)
+{
+    struct sigaction now;
+    assert_int_equal(sigaction(SIGPIPE, NULL, &now), 0);
+    return now.sa_handler == SIG_DFL;
+}
+
+static inline void unit_sigpipe_restore(const struct sigaction *old)
+{
+    assert_int_equal(sigaction(SIGPIPE, old, NULL), 0);
 }
 
 /* xorshift64: the same "random" sequence from the same seed, every run. */
