@@ -6,8 +6,8 @@
  * at start-up with a clear error.
  *
  * The server is kettle-db from the build tree when it is there, otherwise
- * this binary itself in --serve mode (a tiny RESP server on libkettle that
- * answers PING and INFO). Either way the test asks INFO for io_backend.
+ * this binary itself in --serve mode (the tiny RESP server of
+ * ping-server.h, which answers PING and INFO). Either way the test asks INFO for io_backend.
  * A control run without the filter checks that auto picks io_uring when
  * the kernel allows it (reported, not required: io_uring may be off here).
  *
@@ -33,136 +33,11 @@
 #include <seccomp.h>
 #endif
 #include <kettle/kettle.h>
+#include "ping-server.h"
 
 #define TF_DEADLINE_MS 20000 /* per step; generous for ASan on 2 busy cores */
 
 /* ==== the tiny server ===================================================== */
-
-struct tf_server {
-    kt_loop *loop;
-    kt_listener *l;
-    int nstreams;
-};
-
-/* One command per call: inline "PING\r\n" or "*N\r\n$len\r\narg..." with
- * only the first argument looked at. Returns bytes consumed (0: need more,
- * -1: protocol error). */
-static long tf_command(const char *p, size_t len, char *name, size_t namecap)
-{
-    const char *end = memchr(p, '\n', len);
-    if (end == NULL)
-        return len > 4096 ? -1 : 0;
-    if (p[0] != '*') {
-        size_t n = (size_t)(end - p);
-        if (n > 0 && p[n - 1] == '\r')
-            n--;
-        size_t w = 0;
-        while (w < n && p[w] != ' ' && w + 1 < namecap) {
-            name[w] = p[w];
-            w++;
-        }
-        name[w] = 0;
-        return end - p + 1;
-    }
-    long argc = strtol(p + 1, NULL, 10);
-    if (argc < 1 || argc > 64)
-        return -1;
-    const char *q = end + 1;
-    name[0] = 0;
-    for (long i = 0; i < argc; i++) {
-        size_t left = len - (size_t)(q - p);
-        const char *e = memchr(q, '\n', left);
-        if (e == NULL)
-            return 0;
-        if (*q != '$')
-            return -1;
-        long blen = strtol(q + 1, NULL, 10);
-        if (blen < 0 || blen > 1 << 20)
-            return -1;
-        q = e + 1;
-        left = len - (size_t)(q - p);
-        if (left < (size_t)blen + 2)
-            return 0;
-        if (i == 0) {
-            size_t w = (size_t)blen < namecap - 1 ? (size_t)blen : namecap - 1;
-            memcpy(name, q, w);
-            name[w] = 0;
-        }
-        q += blen + 2;
-    }
-    return q - p;
-}
-
-static size_t tf_read_cb(kt_stream *s, const char *data, size_t len, void *arg)
-{
-    struct tf_server *srv = arg;
-    size_t used = 0;
-    while (used < len) {
-        char name[32];
-        long n = tf_command(data + used, len - used, name, sizeof(name));
-        if (n == 0)
-            break;
-        if (n < 0) {
-            static const char err[] = "-ERR Protocol error\r\n";
-            kt_stream_write(s, err, sizeof(err) - 1);
-            kt_stream_close(s, KT_CLOSE_FLUSH);
-            return len;
-        }
-        used += (size_t)n;
-        char out[256];
-        int olen;
-        if (strcasecmp(name, "PING") == 0) {
-            olen = snprintf(out, sizeof(out), "+PONG\r\n");
-        } else if (strcasecmp(name, "INFO") == 0) {
-            char body[128];
-            int blen = snprintf(body, sizeof(body), "# Server\r\nio_backend:%s\r\n",
-                                kt_loop_backend(srv->loop));
-            olen = snprintf(out, sizeof(out), "$%d\r\n%s\r\n", blen, body);
-        } else {
-            olen = snprintf(out, sizeof(out), "-ERR unknown command '%s'\r\n", name);
-        }
-        kt_stream_write(s, out, (size_t)olen);
-    }
-    return used;
-}
-
-static void tf_eof_cb(kt_stream *s, void *arg)
-{
-    (void)arg;
-    kt_stream_close(s, KT_CLOSE_FLUSH);
-}
-
-static void tf_error_cb(kt_stream *s, int err, void *arg)
-{
-    (void)err;
-    (void)arg;
-    kt_stream_close(s, KT_CLOSE_NOW);
-}
-
-static void tf_close_cb(kt_stream *s, void *arg)
-{
-    (void)s;
-    ((struct tf_server *)arg)->nstreams--;
-}
-
-static void tf_accept_cb(kt_listener *l, kt_stream *s, void *arg)
-{
-    (void)l;
-    struct tf_server *srv = arg;
-    kt_stream_cbs cbs = { .on_read = tf_read_cb, .on_eof = tf_eof_cb, .on_error = tf_error_cb,
-                          .on_close = tf_close_cb };
-    kt_stream_set_cbs(s, &cbs, srv);
-    srv->nstreams++;
-    if (kt_stream_read_start(s) < 0)
-        kt_stream_close(s, KT_CLOSE_NOW);
-}
-
-static void tf_signal_cb(kt_loop *loop, int signo, void *arg)
-{
-    (void)signo;
-    (void)arg;
-    kt_loop_stop(loop);
-}
 
 static int tf_serve(int argc, char **argv)
 {
@@ -173,37 +48,8 @@ static int tf_serve(int argc, char **argv)
         else if (strcmp(argv[i], "--io") == 0)
             io = argv[i + 1];
     }
-    kt_log_set_ident("test-fallback");
     kt_loop_options opts = { 0 };
-    if (kt_io_parse(io, &opts.io) < 0) {
-        kt_log_error("--io %s: unknown I/O backend", io);
-        return 2;
-    }
-    struct tf_server srv = { 0 };
-    int rc = kt_loop_new(&srv.loop, &opts);
-    if (rc < 0) {
-        kt_log_error("cannot start the %s I/O backend: %s", io, strerror(-rc));
-        return 1;
-    }
-    kt_addr addr;
-    char buf[128];
-    if ((rc = kt_addr_parse(listen, &addr)) < 0 ||
-        (rc = kt_listen(srv.loop, &addr, 0, tf_accept_cb, &srv, &srv.l)) < 0 ||
-        (rc = kt_listener_addr(srv.l, &addr)) < 0) {
-        kt_log_error("listen %s: %s", listen, strerror(-rc));
-        if (srv.l)
-            kt_listener_close(srv.l);
-        kt_loop_free(srv.loop);
-        return 1;
-    }
-    kt_loop_signal(srv.loop, SIGTERM, tf_signal_cb, NULL);
-    kt_loop_signal(srv.loop, SIGINT, tf_signal_cb, NULL);
-    kt_log_notice("listening on %s (io %s)", kt_addr_format(&addr, buf, sizeof(buf)),
-                  kt_loop_backend(srv.loop));
-    rc = kt_loop_run(srv.loop, KT_RUN_DEFAULT);
-    kt_listener_close(srv.l);
-    kt_loop_free(srv.loop);
-    return rc < 0 ? 1 : 0;
+    return ping_serve("test-fallback", listen, io, &opts);
 }
 
 /* ==== the test driver ======================================================= */
