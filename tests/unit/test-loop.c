@@ -38,6 +38,14 @@ static void deadline(kt_loop *loop, kt_timer *t, uint64_t ns, const char *what)
     assert_int_equal(kt_timer_start(t, ns, 0), 0);
 }
 
+/* A new loop with a deadline armed. */
+static kt_loop *loop_with_deadline(kt_timer *t, uint64_t ns, const char *what)
+{
+    kt_loop *loop = unit_loop_new();
+    deadline(loop, t, ns, what);
+    return loop;
+}
+
 /* Run env changes under a saved KETTLE_IO, restored afterwards. */
 static char *saved_env;
 
@@ -184,6 +192,7 @@ struct stamp {
     int fired;
     uint64_t at;
     kt_loop *loop;
+    kt_timer t;
 };
 
 static void stamp_cb(kt_timer *t, void *arg)
@@ -194,13 +203,13 @@ static void stamp_cb(kt_timer *t, void *arg)
     x->at = kt_loop_now(x->loop);
 }
 
-/* Arm t to stamp x after delay; the loop's time when armed. */
-static uint64_t stamp_arm(kt_loop *loop, kt_timer *t, struct stamp *x, uint64_t delay)
+/* Arm x's timer to stamp it after delay; the loop's time when armed. */
+static uint64_t stamp_arm(kt_loop *loop, struct stamp *x, uint64_t delay)
 {
     *x = (struct stamp){ .loop = loop };
-    kt_timer_init(loop, t, stamp_cb, x);
+    kt_timer_init(loop, &x->t, stamp_cb, x);
     uint64_t armed = kt_loop_now(loop);
-    assert_int_equal(kt_timer_start(t, delay, 0), 0);
+    assert_int_equal(kt_timer_start(&x->t, delay, 0), 0);
     return armed;
 }
 
@@ -211,9 +220,8 @@ static void test_run_once_waits(void **state)
 {
     (void)state;
     kt_loop *loop = unit_loop_new();
-    kt_timer t;
     struct stamp x;
-    uint64_t armed = stamp_arm(loop, &t, &x, KT_MSEC(20));
+    uint64_t armed = stamp_arm(loop, &x, KT_MSEC(20));
     int calls = 0;
     while (!x.fired && calls < 5) {
         assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
@@ -330,10 +338,9 @@ static void order_cb(kt_timer *t, void *arg)
 static void test_timers_and_futures(void **state)
 {
     (void)state;
-    kt_loop *loop = unit_loop_new();
-    struct order o = { .loop = loop };
     kt_timer dl;
-    deadline(loop, &dl, KT_SEC(10), "timers");
+    kt_loop *loop = loop_with_deadline(&dl, KT_SEC(10), "timers");
+    struct order o = { .loop = loop };
     for (int i = 0; i < 4; i++)
         kt_timer_init(loop, &o.t[i], order_cb, &o);
     o.f = kt_future_new(loop);
@@ -366,9 +373,8 @@ static void test_stats_exclude_wait(void **state)
 {
     (void)state;
     kt_loop *loop = unit_loop_new();
-    kt_timer t;
     struct stamp x;
-    uint64_t armed = stamp_arm(loop, &t, &x, KT_MSEC(300));
+    uint64_t armed = stamp_arm(loop, &x, KT_MSEC(300));
     while (!x.fired)
         assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
     kt_loop_stats st;
@@ -914,10 +920,9 @@ static bool blocked(int signo)
 static void test_signals(void **state)
 {
     (void)state;
-    kt_loop *loop = unit_loop_new();
-    struct sigs s = { .loop = loop };
     kt_timer dl;
-    deadline(loop, &dl, KT_SEC(10), "signals");
+    kt_loop *loop = loop_with_deadline(&dl, KT_SEC(10), "signals");
+    struct sigs s = { .loop = loop };
     assert_false(blocked(SIGUSR1));
     assert_int_equal(kt_loop_signal(loop, SIGUSR1, sig_cb, &s), 0);
     assert_int_equal(kt_loop_signal(loop, SIGUSR2, sig_cb, &s), 0);

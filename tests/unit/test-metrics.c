@@ -45,6 +45,13 @@ static const char *text(kt_metrics *m)
     return buf;
 }
 
+/* The exposition m holds is want to the byte; m is freed. */
+static void expect_text(kt_metrics *m, const char *want)
+{
+    assert_string_equal(text(m), want);
+    kt_metrics_free(m);
+}
+
 static void test_counter_gauge(void **state)
 {
     (void)state;
@@ -52,14 +59,12 @@ static void test_counter_gauge(void **state)
     kt_metrics_init(&m, 0);
     assert_int_equal(kt_metrics_counter(&m, "kettled_", "fetches_total", "Fetches sent.", 42), 0);
     assert_int_equal(kt_metrics_gauge(&m, NULL, "kettled_clients", "Connected clients.", 3), 0);
-    assert_string_equal(text(&m),
-                        "# HELP kettled_fetches_total Fetches sent.\n"
-                        "# TYPE kettled_fetches_total counter\n"
-                        "kettled_fetches_total 42\n"
-                        "# HELP kettled_clients Connected clients.\n"
-                        "# TYPE kettled_clients gauge\n"
-                        "kettled_clients 3\n");
-    kt_metrics_free(&m);
+    expect_text(&m, "# HELP kettled_fetches_total Fetches sent.\n"
+                    "# TYPE kettled_fetches_total counter\n"
+                    "kettled_fetches_total 42\n"
+                    "# HELP kettled_clients Connected clients.\n"
+                    "# TYPE kettled_clients gauge\n"
+                    "kettled_clients 3\n");
 }
 
 static void test_labels_escaped(void **state)
@@ -73,13 +78,11 @@ static void test_labels_escaped(void **state)
     assert_int_equal(kt_metrics_sample_u64(&m, l, 2, 7), 0);
     kt_label e[1] = { { "cmd", "" } };
     assert_int_equal(kt_metrics_sample_u64(&m, e, 1, 0), 0);
-    assert_string_equal(text(&m),
-                        "# HELP x_total Help with \\\\ and\\nnewline \"quoted\".\n"
-                        "# TYPE x_total counter\n"
-                        "x_total{cmd=\"a\\\"b\\\\c\\nd\",who=\"caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd "
-                        "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd!\"} 7\n"
-                        "x_total{cmd=\"\"} 0\n");
-    kt_metrics_free(&m);
+    expect_text(&m, "# HELP x_total Help with \\\\ and\\nnewline \"quoted\".\n"
+                    "# TYPE x_total counter\n"
+                    "x_total{cmd=\"a\\\"b\\\\c\\nd\",who=\"caf\xc3\xa9 \xef\xbf\xbd\xef\xbf\xbd "
+                    "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd!\"} 7\n"
+                    "x_total{cmd=\"\"} 0\n");
 }
 
 static void test_numbers(void **state)
@@ -475,6 +478,17 @@ static void send_str(int fd, const char *s)
     assert_int_equal(send(fd, s, strlen(s), 0), (ssize_t)strlen(s));
 }
 
+/* The server counted requests, scrapes and errors (-1: any); then finish. */
+static void finish_counted(fixture *f, int requests, int scrapes, int errors)
+{
+    kt_metrics_stats st = stats(f);
+    if (requests >= 0)
+        assert_int_equal(st.requests, requests);
+    assert_int_equal(st.scrapes, scrapes);
+    assert_int_equal(st.errors, errors);
+    finish(f);
+}
+
 /* Send req (and FIN when shut), read the answer to EOF; its status. */
 static int exchange(fixture *f, const char *req, size_t len, bool shut, reader *r)
 {
@@ -526,10 +540,7 @@ static void test_http_get_head(void **state)
     assert_non_null(strstr(r.buf, cl));
     assert_string_equal(body_of(&r), "");
     assert_int_equal(render_calls, 2);
-    kt_metrics_stats st = stats(&f);
-    assert_int_equal(st.requests, 2);
-    assert_int_equal(st.scrapes, 2);
-    finish(&f);
+    finish_counted(&f, 2, 2, 0);
 }
 
 static void test_http_errors(void **state)
@@ -569,10 +580,7 @@ static void test_http_errors(void **state)
     const char *get = "GET /metrics HTTP/1.1\r\n\r\n";
     assert_int_equal(exchange(&f, get, strlen(get), false, &r), 500);
     render_result = 0;
-    kt_metrics_stats st = stats(&f);
-    assert_int_equal(st.errors, 7);
-    assert_int_equal(st.scrapes, 0);
-    finish(&f);
+    finish_counted(&f, -1, 0, 7);
 }
 
 static void test_http_timeouts(void **state)

@@ -64,6 +64,13 @@ static uint64_t rng(void)
 /* Run iterations until *done, or fail the test after limit_ns. */
 #define run_until(loop, done, limit_ns) unit_run_until(loop, done, limit_ns, #done)
 
+/* The end of a test: no timer left in the heap, the loop freed. */
+static void end_loop(kt_loop *loop)
+{
+    assert_int_equal(loop->timers.len, 0);
+    kt_loop_free(loop);
+}
+
 /* ---- order ------------------------------------------------------------------- */
 
 struct order_ctx {
@@ -90,6 +97,25 @@ static void order_cb(kt_timer *t, void *arg)
         c->done = true;
 }
 
+/* c for n timers, zeroed. */
+static void order_alloc(struct order_ctx *c, size_t n)
+{
+    *c = (struct order_ctx){ .n = n };
+    c->timeout = calloc(n, sizeof(*c->timeout));
+    c->fired = calloc(n, 1);
+    c->timers = calloc(n, sizeof(*c->timers));
+    assert_non_null(c->timeout);
+    assert_non_null(c->fired);
+    assert_non_null(c->timers);
+}
+
+static void order_free(struct order_ctx *c)
+{
+    free(c->timeout);
+    free(c->fired);
+    free(c->timers);
+}
+
 /* A million timers (fewer under sanitizers) over 100 ms, half of them on
  * whole milliseconds so that ties are common: they fire in (deadline, start
  * order), each exactly once. */
@@ -97,13 +123,8 @@ static void test_order_many(void **state)
 {
     (void)state;
     kt_loop *loop = unit_loop_new();
-    struct order_ctx c = { .n = big_n() };
-    c.timeout = calloc(c.n, sizeof(*c.timeout));
-    c.fired = calloc(c.n, 1);
-    c.timers = calloc(c.n, sizeof(*c.timers));
-    assert_non_null(c.timeout);
-    assert_non_null(c.fired);
-    assert_non_null(c.timers);
+    struct order_ctx c;
+    order_alloc(&c, big_n());
 
     kt_loop_update_time(loop);
     for (size_t i = 0; i < c.n; i++) {
@@ -118,11 +139,8 @@ static void test_order_many(void **state)
         assert_int_equal(c.fired[i], 1);
         assert_false(kt_timer_active(&c.timers[i]));
     }
-    assert_int_equal(loop->timers.len, 0);
-    kt_loop_free(loop);
-    free(c.timeout);
-    free(c.fired);
-    free(c.timers);
+    end_loop(loop);
+    order_free(&c);
 }
 
 /* Sets the bool its argument points to. */
@@ -180,11 +198,8 @@ static void test_cancel_half(void **state)
     assert_int_equal(c.count, total - nstopped);
     for (size_t i = 0; i < total; i++)
         assert_int_equal(c.fired[i], stopped[i] ? 0 : 1);
-    assert_int_equal(loop->timers.len, 0);
-    kt_loop_free(loop);
-    free(c.timeout);
-    free(c.fired);
-    free(c.timers);
+    end_loop(loop);
+    order_free(&c);
     free(stopped);
 }
 
@@ -388,23 +403,21 @@ static void test_stop_other_same_pass(void **state)
             kt_free(b);
         }
     }
-    assert_int_equal(loop->timers.len, 0);
-    kt_loop_free(loop);
+    end_loop(loop);
 }
 
 /* A repeating timer stops and frees itself in its callback. */
 static void test_free_self(void **state)
 {
     (void)state;
-    kt_loop *loop = unit_loop_new();
     struct cb_ctx c = { .mode = FREE_SELF };
+    kt_loop *loop = unit_loop_new();
     kt_timer *t = kt_malloc(sizeof(*t));
     assert_non_null(t);
     start_self(loop, t, &c, 1);
     run_nowait(loop, 3);
     assert_int_equal(c.fired_self, 1);
-    assert_int_equal(loop->timers.len, 0);
-    kt_loop_free(loop);
+    end_loop(loop);
 }
 
 /* A timer restarted with a zero timeout from its own callback fires once
@@ -493,8 +506,7 @@ static void test_restart_moves(void **state)
     assert_int_equal(kt_loop_run(loop, KT_RUN_NOWAIT), 0);
     assert_int_equal(c.n, 4);
     UNIT_ASSERT_SEQ(c.order, 2, 3, 0, 1);
-    assert_int_equal(loop->timers.len, 0);
-    kt_loop_free(loop);
+    end_loop(loop);
 }
 
 /* ---- random operations against a model ---------------------------------------------- */
