@@ -308,9 +308,20 @@ static void test_request_valid(void **state)
     }
 }
 
+/* all fed in a first piece of first bytes, then pieces of step bytes:
+ * no error, and the canonical forms of want. */
+static void feeds_give(one_fn fn, const kt_buf *all, size_t first, size_t step, const kt_buf *want)
+{
+    kt_buf got = { 0 };
+    assert_null(feed(fn, NULL, all->data, all->len, first, step, &got));
+    assert_int_equal(got.len, want->len);
+    assert_memory_equal(got.data, want->data, want->len);
+    kt_buf_free(&got);
+}
+
 static void test_request_pipelined(void **state)
 {
-    kt_buf all = { 0 }, want = { 0 }, got = { 0 };
+    kt_buf all = { 0 }, want = { 0 };
     size_t n = sizeof(req_cases) / sizeof(req_cases[0]);
     (void)state;
 
@@ -321,26 +332,21 @@ static void test_request_pipelined(void **state)
             expected_request(&req_cases[i], &want);
         }
     }
-    assert_null(feed(one_request, NULL, all.data, all.len, all.len, 1, &got));
-    assert_int_equal(got.len, want.len);
-    assert_memory_equal(got.data, want.data, want.len);
-    for (size_t step = 1; step < 40; step += 3) {
-        got.len = 0;
-        assert_null(feed(one_request, NULL, all.data, all.len, step, step, &got));
-        assert_int_equal(got.len, want.len);
-        assert_memory_equal(got.data, want.data, want.len);
-    }
+    feeds_give(one_request, &all, all.len, 1, &want);
+    for (size_t step = 1; step < 40; step += 3)
+        feeds_give(one_request, &all, step, step, &want);
     kt_buf_free(&all);
     kt_buf_free(&want);
-    kt_buf_free(&got);
 }
 
-struct err_case {
+/* Bytes, and what a parser must make of them: an error, or a reply tree
+ * as text. */
+struct io_case {
     bytes in;
-    const char *err;
+    const char *want;
 };
 
-static const struct err_case req_errors[] = {
+static const struct io_case req_errors[] = {
     /* tests/unit/protocol.tcl */
     { B("*3000000000\r\n"), "invalid multibulk length" },
     { B("*20000000\r\n"), "invalid multibulk length" },
@@ -394,7 +400,7 @@ static void test_request_errors(void **state)
     (void)state;
 
     for (size_t i = 0; i < sizeof(req_errors) / sizeof(req_errors[0]); i++)
-        check_error(one_request, NULL, req_errors[i].in.p, req_errors[i].in.len, req_errors[i].err);
+        check_error(one_request, NULL, req_errors[i].in.p, req_errors[i].in.len, req_errors[i].want);
 
     /* protocol.tcl's "protocol desync" cases: a first byte, then endless
      * data without a newline. */
@@ -463,12 +469,7 @@ static void test_request_limits(void **state)
 
 /* ---- replies -------------------------------------------------------------- */
 
-struct rep_case {
-    bytes in;
-    const char *tree;
-};
-
-static const struct rep_case rep_cases[] = {
+static const struct io_case rep_cases[] = {
     { B("+OK\r\n"), "+OK" },
     { B("+\r\n"), "+" },
     { B("+hello world\r\n"), "+hello\\x20world" },
@@ -496,12 +497,12 @@ static const struct rep_case rep_cases[] = {
 
 static void test_reply_valid(void **state)
 {
-    kt_buf all = { 0 }, want = { 0 }, got = { 0 };
+    kt_buf all = { 0 }, want = { 0 };
     (void)state;
 
     for (size_t i = 0; i < sizeof(rep_cases) / sizeof(rep_cases[0]); i++) {
         kt_buf w = { 0 };
-        put_str(&w, rep_cases[i].tree);
+        put_str(&w, rep_cases[i].want);
         put_str(&w, "\n");
         check_valid(one_reply, NULL, rep_cases[i].in.p, rep_cases[i].in.len, w.data, w.len);
         assert_int_equal(kt_buf_append(&all, rep_cases[i].in.p, rep_cases[i].in.len), 0);
@@ -509,18 +510,13 @@ static void test_reply_valid(void **state)
         kt_buf_free(&w);
     }
     /* Pipelined. */
-    for (size_t step = 1; step < 30; step += 4) {
-        got.len = 0;
-        assert_null(feed(one_reply, NULL, all.data, all.len, step, step, &got));
-        assert_int_equal(got.len, want.len);
-        assert_memory_equal(got.data, want.data, want.len);
-    }
+    for (size_t step = 1; step < 30; step += 4)
+        feeds_give(one_reply, &all, step, step, &want);
     kt_buf_free(&all);
     kt_buf_free(&want);
-    kt_buf_free(&got);
 }
 
-static const struct err_case rep_errors[] = {
+static const struct io_case rep_errors[] = {
     { B("?x\r\n"), "invalid reply type byte" },
     { B("\r\n"), "invalid reply type byte" },
     { B("*1\r\n?\r\n"), "invalid reply type byte" },
@@ -562,7 +558,7 @@ static void test_reply_errors(void **state)
     (void)state;
 
     for (size_t i = 0; i < sizeof(rep_errors) / sizeof(rep_errors[0]); i++)
-        check_error(one_reply, NULL, rep_errors[i].in.p, rep_errors[i].in.len, rep_errors[i].err);
+        check_error(one_reply, NULL, rep_errors[i].in.p, rep_errors[i].in.len, rep_errors[i].want);
 
     big = malloc(70000);
     assert_non_null(big);
@@ -750,6 +746,27 @@ static bool take_budget(void)
 static void *failing_malloc(size_t n) { return take_budget() ? malloc(n) : NULL; }
 static void *failing_realloc(void *p, size_t n) { return take_budget() ? realloc(p, n) : NULL; }
 
+/* A request and a reply of n elements each: "*n" then n times their item. */
+static void build_n(kt_buf *req, kt_buf *rep, int n, const char *req_item, const char *rep_item)
+{
+    char head[24];
+    int hl = snprintf(head, sizeof(head), "*%d\r\n", n);
+    assert_int_equal(kt_buf_append(req, head, (size_t)hl) | kt_buf_append(rep, head, (size_t)hl), 0);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(kt_buf_append(req, req_item, strlen(req_item)), 0);
+        assert_int_equal(kt_buf_append(rep, rep_item, strlen(rep_item)), 0);
+    }
+}
+
+/* A parse under a failing allocator: "out of memory", or want bytes. */
+static void oom_or(ssize_t n, const char *err, ssize_t want)
+{
+    if (n == KT_RESP_ERROR)
+        assert_string_equal(err, "out of memory");
+    else
+        assert_int_equal(n, want);
+}
+
 static void test_alloc_failure(void **state)
 {
     const kt_allocator failing = { failing_malloc, failing_realloc, NULL };
@@ -759,11 +776,7 @@ static void test_alloc_failure(void **state)
     (void)state;
 
     /* 100 arguments need several argv growths; a reply of 100 nodes too. */
-    assert_int_equal(kt_buf_append(&req, "*100\r\n", 6) | kt_buf_append(&rep, "*100\r\n", 6), 0);
-    for (int i = 0; i < 100; i++) {
-        assert_int_equal(kt_buf_append(&req, "$1\r\nx\r\n", 7), 0);
-        assert_int_equal(kt_buf_append(&rep, ":1\r\n", 4), 0);
-    }
+    build_n(&req, &rep, 100, "$1\r\nx\r\n", ":1\r\n");
 
     kt_set_allocator(&failing);
     for (long budget = 0; budget < 10; budget++) {
@@ -962,6 +975,17 @@ static void gen_reply(kt_buf *b, int depth)
     kt_buf_free(&data);
 }
 
+/* Now and then (by iter) a malformed message after in, or its end cut off. */
+static void spoil(kt_buf *in, int iter, const struct io_case *errs, size_t n)
+{
+    if (iter % 3 == 1) {
+        const struct io_case *e = &errs[rnd() % n];
+        assert_int_equal(kt_buf_append(in, e->in.p, e->in.len), 0);
+    } else if (iter % 3 == 2) {
+        in->len -= 1 + rnd() % (in->len < 20 ? in->len : 20);
+    }
+}
+
 static void test_feeds_agree(void **state)
 {
     kt_buf in = { 0 };
@@ -972,12 +996,7 @@ static void test_feeds_agree(void **state)
         /* Requests, then now and then a malformed one or a cut-off end. */
         in.len = 0;
         gen_requests(&in, 1 + (int)(rnd() % 20));
-        if (iter % 3 == 1) {
-            const struct err_case *e = &req_errors[rnd() % (sizeof(req_errors) / sizeof(req_errors[0]))];
-            assert_int_equal(kt_buf_append(&in, e->in.p, e->in.len), 0);
-        } else if (iter % 3 == 2) {
-            in.len -= 1 + rnd() % (in.len < 20 ? in.len : 20);
-        }
+        spoil(&in, iter, req_errors, sizeof(req_errors) / sizeof(req_errors[0]));
         check_feeds(one_request, NULL, in.data, in.len);
         check_feeds(one_request, &tight, in.data, in.len);
 
@@ -985,12 +1004,7 @@ static void test_feeds_agree(void **state)
         in.len = 0;
         for (int i = 0, n = 1 + (int)(rnd() % 10); i < n; i++)
             gen_reply(&in, 4);
-        if (iter % 3 == 1) {
-            const struct err_case *e = &rep_errors[rnd() % (sizeof(rep_errors) / sizeof(rep_errors[0]))];
-            assert_int_equal(kt_buf_append(&in, e->in.p, e->in.len), 0);
-        } else if (iter % 3 == 2) {
-            in.len -= 1 + rnd() % (in.len < 20 ? in.len : 20);
-        }
+        spoil(&in, iter, rep_errors, sizeof(rep_errors) / sizeof(rep_errors[0]));
         check_feeds(one_reply, NULL, in.data, in.len);
         check_feeds(one_reply, &tight, in.data, in.len);
     }
@@ -1212,11 +1226,7 @@ static void test_alloc_failure_resumed(void **state)
     kt_buf req = { 0 }, rep = { 0 };
     (void)state;
 
-    assert_int_equal(kt_buf_append(&req, "*40\r\n", 5) | kt_buf_append(&rep, "*40\r\n", 5), 0);
-    for (int i = 0; i < 40; i++) {
-        assert_int_equal(kt_buf_append(&req, "$2\r\nab\r\n", 8), 0);
-        assert_int_equal(kt_buf_append(&rep, "$2\r\nab\r\n", 8), 0);
-    }
+    build_n(&req, &rep, 40, "$2\r\nab\r\n", "$2\r\nab\r\n");
     kt_set_allocator(&failing);
     for (long budget = 0; budget < 5; budget++) {
         kt_resp_req r = { 0 };
@@ -1227,17 +1237,11 @@ static void test_alloc_failure_resumed(void **state)
         alloc_budget = budget;
         for (size_t len = 0; len <= req.len && n == KT_RESP_INCOMPLETE; len++)
             n = kt_resp_parse_request(req.data, len, NULL, &r, &err);
-        if (n == KT_RESP_ERROR)
-            assert_string_equal(err, "out of memory");
-        else
-            assert_int_equal(n, (ssize_t)req.len);
+        oom_or(n, err, (ssize_t)req.len);
         n = KT_RESP_INCOMPLETE;
         for (size_t len = 0; len <= rep.len && n == KT_RESP_INCOMPLETE; len++)
             n = kt_resp_parse_reply(rep.data, len, NULL, &p, &err);
-        if (n == KT_RESP_ERROR)
-            assert_string_equal(err, "out of memory");
-        else
-            assert_int_equal(n, (ssize_t)rep.len);
+        oom_or(n, err, (ssize_t)rep.len);
         alloc_budget = -1;
         /* Ready for the next message either way. */
         assert_int_equal(kt_resp_parse_request("PING\r\n", 6, NULL, &r, &err), 6);
