@@ -212,6 +212,13 @@ static void configure(env *e, const char *const *lines)
     run_until(e, conns_up_pred, e->pool);
 }
 
+/* The same with the one database of e. */
+static void configure_one(env *e)
+{
+    const char *lines[] = { e->addr[0], NULL };
+    configure(e, lines);
+}
+
 static void env_free(env *e)
 {
     kd_pool_free(e->pool);
@@ -242,6 +249,22 @@ static kt_future *fetch(env *e, const char *key)
     return f;
 }
 
+/* fs[i] = a fetch of key base + i, for i in [0, n). */
+static void fetch_n(env *e, kt_future **fs, int n, int base)
+{
+    char k[16];
+    for (int i = 0; i < n; i++) {
+        snprintf(k, sizeof k, "%d", base + i);
+        fs[i] = fetch(e, k);
+    }
+}
+
+static void await_n(env *e, kt_future **fs, int n)
+{
+    for (int i = 0; i < n; i++)
+        await(e, fs[i]);
+}
+
 static void assert_value(kt_future *f, int64_t v)
 {
     assert_int_equal(kt_future_state_of(f), KT_FUTURE_RESOLVED);
@@ -254,17 +277,11 @@ static void test_batch_one_mget(void **state)
 {
     (void)state;
     env *e = env_new(1, "fixed 2ms");
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     long long cmds0 = db_info(e, 0, "total_commands_processed");
     kt_future *fs[10];
-    char k[16];
-    for (int i = 0; i < 10; i++) {
-        snprintf(k, sizeof k, "%d", 100 + i);
-        fs[i] = fetch(e, k);
-    }
-    for (int i = 0; i < 10; i++)
-        await(e, fs[i]);
+    fetch_n(e, fs, 10, 100);
+    await_n(e, fs, 10);
     for (int i = 0; i < 10; i++) {
         assert_value(fs[i], 100 + i);
         kt_future_unref(fs[i]);
@@ -290,14 +307,9 @@ static void test_batch_limit(void **state)
     env *e = env_new(1, "fixed 1ms");
     e->prm.batch = 4;
     e->prm.connections = 1;
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     kt_future *fs[10];
-    char k[16];
-    for (int i = 0; i < 10; i++) {
-        snprintf(k, sizeof k, "%d", i);
-        fs[i] = fetch(e, k);
-    }
+    fetch_n(e, fs, 10, 0);
     for (int i = 0; i < 10; i++) {
         await(e, fs[i]);
         assert_value(fs[i], i);
@@ -323,8 +335,7 @@ static void test_batch_error_reply(void **state)
     (void)state;
     env *e = env_new(1, "fixed 30ms");
     e->prm.connections = 1;
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     assert_string_equal(db_cmd(e, 0, "FAULT SET error 1"), "+OK");
     kt_future *a[3] = { fetch(e, "1"), fetch(e, "2"), fetch(e, "3") };
     /* the MGET is read (and its fault rolled) before the fault is cleared */
@@ -360,8 +371,7 @@ static void test_cancel_in_batch(void **state)
 {
     (void)state;
     env *e = env_new(1, "fixed 20ms");
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     kt_future *fs[3] = { fetch(e, "11"), fetch(e, "12"), fetch(e, "13") };
     assert_int_equal(kt_loop_run(e->loop, KT_RUN_NOWAIT), 0); /* the MGET leaves */
     kd_replica *r = rep(e, 0, 0);
@@ -388,8 +398,7 @@ static void test_cancel_in_pipeline(void **state)
     env *e = env_new(1, "fixed 20ms");
     e->prm.batch = 1;
     e->prm.connections = 1;
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     kt_future *fs[4] = { fetch(e, "1"), fetch(e, "2"), fetch(e, "3"), fetch(e, "4") };
     assert_int_equal(kt_loop_run(e->loop, KT_RUN_NOWAIT), 0);
     kd_replica *r = rep(e, 0, 0);
@@ -426,14 +435,9 @@ static void test_queue_limit(void **state)
     e->prm.connections = 1;
     e->prm.pipeline = 1;
     e->prm.queue_limit = 2;
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     kt_future *fs[5];
-    char k[16];
-    for (int i = 0; i < 5; i++) {
-        snprintf(k, sizeof k, "%d", i);
-        fs[i] = fetch(e, k);
-    }
+    fetch_n(e, fs, 5, 0);
     /* room for one on the connection, two in the queue: the last two fail at once */
     for (int i = 3; i < 5; i++) {
         assert_int_equal(kt_future_error(fs[i]), -EAGAIN);
@@ -455,8 +459,7 @@ static void test_queue_bytes(void **state)
     (void)state;
     env *e = env_new(1, "fixed 5ms");
     e->prm.queue_bytes = 2000;
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     char key[601];
     memset(key, '7', 600);
     key[600] = '\0';
@@ -504,8 +507,7 @@ static void test_output_limit(void **state)
     e->prm.output_limit = 64 << 10;
     e->prm.queue_bytes = 64u << 20;
     e->prm.queue_limit = 1 << 20;
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     kd_replica *r = rep(e, 0, 0);
     g_conn = &r->conns[0];
     assert_string_equal(db_cmd(e, 0, "FAULT SET stop-reading 1 all"), "+OK");
@@ -588,8 +590,7 @@ static void test_singleflight_cancel(void **state)
 {
     (void)state;
     env *e = env_new(1, "fixed 40ms");
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     kd_group *g = e->pool->groups[0];
     kt_future *a = fetch(e, "5");
     kt_future *b = fetch(e, "5");
@@ -618,8 +619,7 @@ static void test_singleflight_failure(void **state)
 {
     (void)state;
     env *e = env_new(1, "fixed 20ms");
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     assert_string_equal(db_cmd(e, 0, "FAULT SET reset 1"), "+OK");
     kt_future *fs[3] = { fetch(e, "8"), fetch(e, "8"), fetch(e, "8") };
     for (int i = 0; i < 3; i++) {
@@ -642,8 +642,7 @@ static void test_stall_fails_early(void **state)
     env *e = env_new(1, "fixed 1ms");
     e->prm.stall_floor = KT_MSEC(30);
     e->prm.eject_after = 0;
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     /* enough replies for the window to know the server's latency */
     for (int i = 0; i < 40; i++) {
         kt_future *f = fetch(e, "3");
@@ -700,8 +699,7 @@ static void test_refused_retries(void **state)
     env *e = env_new(1, "none");
     e->prm.connections = 1;
     e->prm.eject_after = 0;
-    const char *lines[] = { e->addr[0], NULL };
-    configure(e, lines);
+    configure_one(e);
     kd_replica *r = rep(e, 0, 0);
     assert_string_equal(db_cmd(e, 0, "FAULT SET refuse 1"), "+OK");
     assert_string_equal(db_cmd(e, 0, "FAULT SET reset 1"), "+OK");
@@ -928,11 +926,7 @@ static void test_hedge_budget(void **state)
     configure(e, lines);
     kd_group *g = e->pool->groups[0];
     kt_future *fs[8];
-    char k[16];
-    for (int i = 0; i < 8; i++) {
-        snprintf(k, sizeof k, "%d", 60 + i);
-        fs[i] = fetch(e, k);
-    }
+    fetch_n(e, fs, 8, 60);
     for (int i = 0; i < 8; i++) {
         await(e, fs[i]);
         assert_value(fs[i], 60 + i);
