@@ -225,6 +225,27 @@ def test_metrics_listen_moves():
     db.stop()
 
 
+def test_loop_lag_seen():
+    """A process stopped for a second ran its 100 ms tick at least 0.8 s late:
+    INFO loop_lag_max_us and the gauges of both daemons show it."""
+    import time
+    db, kd, dbm, kdm = start_pair()
+    with h.Client(kd.port) as c, h.Client(db.port) as adm:
+        for proc, cl, port, pre in ((kd, c, kdm, "kettled"), (db, adm, dbm, "kettle_db")):
+            assert int(h.info(cl, "loop")["loop_lag_max_us"]) < 800000
+            os.kill(proc.pid, signal.SIGSTOP)
+            time.sleep(1.0)
+            os.kill(proc.pid, signal.SIGCONT)
+            # the tick after the stop is late by the stop, less at most one period
+            h.wait_for(lambda: int(h.info(cl, "loop")["loop_lag_max_us"]) >= 800000, 30,
+                       "%s's loop lag to show the stop" % pre)
+            s = samples(scrape(port))
+            assert s[pre + "_loop_lag_max_seconds"] >= 0.8
+            assert s[pre + "_loop_lag_seconds"] > 0
+    kd.stop()
+    db.stop()
+
+
 def rule_series():
     with open(os.path.join(CONF, "prometheus-kettle-rules.yml")) as f:
         text = f.read()
