@@ -8,8 +8,8 @@ libseccomp-dev libedit-dev clang valgrind python3 redis-server redis-tools
 systemd"
 # operations: the scale-out test (haproxy), Prometheus and promtool (the
 # metrics tests start a real prometheus), the Debian package build and its
-# checks, groff for rendering the manual pages
-PKGS="$PKGS haproxy prometheus dpkg-dev debhelper lintian git groff-base"
+# checks, groff for rendering the manual pages, curl for the README's scrape
+PKGS="$PKGS haproxy prometheus dpkg-dev debhelper lintian git groff-base curl"
 # the clients: kettle-bench reads saved runs (jansson); the tests render its
 # SVG (rsvg-convert) and drive kettle-cli in tmux
 PKGS="$PKGS libjansson-dev librsvg2-bin tmux"
