@@ -1,11 +1,12 @@
 """kettle-bench's open loop (--rate) against kettle-db with a fixed, known
-delay: at low load every request is answered after the delay and before
-its connection's next one is due (no queueing shows); past the
+delay: at low load every request is answered after the delay; past the
 database's capacity (one request in service at a time) requests queue and
 the latency, counted from each request's intended send time, rises with
 the queue instead of hiding it (coordinated omission corrected). Also the
 rate is kept over threads, warm-up is left out, and SIGINT ends a run with
-a report."""
+a report. Latencies are bounded from below (a reply cannot beat the
+delay) and compared as ratios between runs of one session, never bounded
+from above on the wall clock."""
 import json
 import os
 import signal
@@ -57,11 +58,11 @@ def test_low_load_median_is_the_delay():
             assert rc == 0, err
             lat = j["latency_ms"]
             assert j["parameters"]["mode"] == "open" and j["parameters"]["rate"] == 50
-            # a reply cannot come before the delay; and at 10 requests/s a
-            # connection, a request is done before the next is due (100 ms
-            # later), so nothing queues: a bound a loaded machine keeps
+            # a reply cannot come before the delay (how far above it the
+            # median lies depends on the machine's load: see the overload
+            # test for the ratio that shows queueing)
             assert lat["min"] >= DELAY_MS - 0.1, lat
-            assert DELAY_MS <= lat["p50"] < 100, lat
+            assert lat["p50"] >= DELAY_MS, lat
             assert 95 <= j["requests"] <= 101, j["requests"]
             assert j["unsent"] == 0 and j["errors_total"] == 0
             return j
@@ -83,6 +84,7 @@ def test_overload_latency_rises_with_the_queue():
         # latency grows by 10 ms per request; the median is far above the
         # delay, and the tail far above the unloaded one
         assert lat["p50"] > 10 * DELAY_MS, lat
+        assert lat["p50"] > 5 * low["latency_ms"]["p50"], (lat, low["latency_ms"])
         assert lat["p99"] > 10 * low["latency_ms"]["p99"], (lat, low["latency_ms"])
         assert lat["max"] > 1000, lat
         # what the full pipelines kept from being sent is reported, not dropped
@@ -101,7 +103,7 @@ def test_rate_kept_over_threads_and_warmup_left_out():
             assert j["parameters"]["threads"] == 2
             assert 190 <= j["requests"] <= 202, j["requests"]
             assert 90 <= j["warmup_requests"] <= 102, j["warmup_requests"]
-            assert abs(j["latency_ms"]["p50"] - DELAY_MS) <= 2, j["latency_ms"]
+            assert j["latency_ms"]["min"] >= DELAY_MS - 0.1, j["latency_ms"]
         attempt(run)
     finally:
         s.stop()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """kettled in front of a faulty kettle-db: each fault (error, stall, close,
 reset, garbage, cut, trickle, refuse, stop-reading, slow-accept) under
-load. Every request gets its value or a clear error by its deadline, the
+load. Every request gets its value or a clear error (none hangs), the
 daemon stays up, its descriptors come back to the baseline, and service
 resumes once the fault is cleared."""
 import harness as h

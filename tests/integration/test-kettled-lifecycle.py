@@ -29,10 +29,11 @@ def test_db_down_at_start():
     db = None
     try:
         c = h.Client(kd.port)
-        t0 = time.monotonic()
         r = c.call("GET", "1")
         assert isinstance(r, E) and addr in str(r), r
-        assert time.monotonic() - t0 < 1.5
+        # the refused connection answered it, not the request's deadline
+        inf = h.info(c, "stats")
+        assert inf["request_timeouts"] == "0" and int(inf["backend_connection_failures"]) >= 1, inf
         r = c.call("MGET", "1", "2")
         assert all(isinstance(x, E) for x in r), r
         db = kettle_db("--latency", "none", listen=addr)
@@ -159,10 +160,9 @@ def test_second_signal_exits_at_once():
         kd.signal(signal.SIGTERM)
         time.sleep(0.2)  # let the drain begin; the fetch takes 20 s
         assert kd.alive()
-        t0 = time.monotonic()
         kd.signal(signal.SIGINT)
-        assert kd.wait(5) == UNANSWERED  # the GET sent before the signal got no reply
-        assert time.monotonic() - t0 < 3
+        # at once: not after the fetch's 20 s
+        assert kd.wait(15) == UNANSWERED  # the GET sent before the signal got no reply
         kd.check_clean()
         assert "second signal" in kd.log()
         assert "1 requests unanswered" in kd.log()
@@ -181,8 +181,8 @@ def test_shutdown_timeout():
         mon.close()
         t0 = time.monotonic()
         kd.signal(signal.SIGTERM)
-        assert kd.wait(5) == UNANSWERED
-        assert time.monotonic() - t0 < 3
+        assert kd.wait(15) == UNANSWERED  # after shutdown-timeout, not the fetches' 20 s
+        assert time.monotonic() - t0 >= 0.3
         kd.check_clean()
         assert "shutdown-timeout" in kd.log()
         assert "1 requests unanswered" in kd.log()
