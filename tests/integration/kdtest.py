@@ -1,12 +1,12 @@
 """kdtest.py - what kettled's integration tests share beyond harness.py:
 starting kettled and kettle-db, a threaded load whose every request must
-end (a value or an error) by a deadline, and raw-socket helpers."""
-import select
-import socket
+end (a value or an error), the raw-socket helpers (from harness.py), and
+fields of INFO's key=value lines."""
 import threading
 import time
 
 import harness as h
+from harness import raw, read_n, read_until_closed, still_open  # noqa: F401 (for the tests)
 
 E = h.RespError
 
@@ -20,54 +20,15 @@ def kettle_db(*args, **kw):
     return h.Server("kettle-db", "--seed", "7", *args, **kw)
 
 
-def raw(port, timeout=10):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
-
-
-def read_until_closed(s, timeout=5):
-    """(bytes received, "eof" | "reset") once the server ends the connection."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([s], [], [], max(0, deadline - time.monotonic()))
-        if not r:
-            break
-        try:
-            chunk = s.recv(65536)
-        except ConnectionResetError:
-            return data, "reset"
-        if not chunk:
-            return data, "eof"
-        data += chunk
-    raise AssertionError("connection still open after %ss; got %r" % (timeout, data[-300:]))
-
-
-def read_n(s, n, timeout=5):
-    data = b""
-    deadline = time.monotonic() + timeout
-    while len(data) < n:
-        r, _, _ = select.select([s], [], [], max(0, deadline - time.monotonic()))
-        assert r, "only %r of %d bytes within %ss" % (data[-200:], n, timeout)
-        chunk = s.recv(n - len(data))
-        assert chunk, "closed after %r" % data[-200:]
-        data += chunk
-    return data
-
-
-def still_open(s, t=0.3):
-    """Nothing but silence for t seconds (not closed)."""
-    r, _, _ = select.select([s], [], [], t)
-    if r:
-        got = s.recv(65536, socket.MSG_PEEK)
-        raise AssertionError("expected silence, got %r" % got[:200])
+def field(line, key):
+    """The value of key in an INFO line of key=value pairs ("state=up,...")."""
+    return line.split(key + "=")[1].split(",")[0]
 
 
 HANG = 30.0  # beyond its deadline, how long a request may go unanswered before it counts as hung
 
 
-class Load:
+class Load(h.Stops):
     """n client threads, each sending requests one after another until
     stop(); every reply must be the right value or an error reply, and
     must come at all: a request still unanswered HANG seconds past

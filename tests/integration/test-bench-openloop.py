@@ -51,8 +51,7 @@ def attempt(fn, tries=2):
 
 
 def test_low_load_median_is_the_delay():
-    s = db()
-    try:
+    with db() as s:
         def run():
             rc, j, err = bench(s.port, "--rate", 50, "-c", 5, "-d", 2)
             assert rc == 0, err
@@ -67,14 +66,11 @@ def test_low_load_median_is_the_delay():
             assert j["unsent"] == 0 and j["errors_total"] == 0
             return j
         attempt(run)
-    finally:
-        s.stop()
 
 
 def test_overload_latency_rises_with_the_queue():
     # one request in service at a time: capacity 1000/DELAY_MS = 50 requests/s
-    s = db("--workers", 1)
-    try:
+    with db("--workers", 1) as s:
         rc, low, err = bench(s.port, "--rate", 20, "-c", 4, "-d", 1)
         assert rc == 0, err
         rc, j, err = bench(s.port, "--rate", 100, "-c", 4, "-P", 16, "-d", 2, timeout=90)
@@ -90,13 +86,10 @@ def test_overload_latency_rises_with_the_queue():
         # what the full pipelines kept from being sent is reported, not dropped
         assert j["unsent"] > 0, j
         assert j["errors_total"] == 0
-    finally:
-        s.stop()
 
 
 def test_rate_kept_over_threads_and_warmup_left_out():
-    s = db()
-    try:
+    with db() as s:
         def run():
             rc, j, err = bench(s.port, "--rate", 200, "-c", 8, "-t", 2, "-d", 1, "--warmup", 0.5)
             assert rc == 0, err
@@ -105,25 +98,19 @@ def test_rate_kept_over_threads_and_warmup_left_out():
             assert 90 <= j["warmup_requests"] <= 102, j["warmup_requests"]
             assert j["latency_ms"]["min"] >= DELAY_MS - 0.1, j["latency_ms"]
         attempt(run)
-    finally:
-        s.stop()
 
 
 def test_closed_loop_count_and_validation():
-    s = db()
-    try:
+    with db() as s:
         rc, j, err = bench(s.port, "-c", 20, "-P", 4, "-n", 2000, "-t", 2,
                            "--mix", "GET __rand_int__:3,MGET __rand_int__ __rand_int__ __rand_int__:1")
         assert rc == 0, err
         assert j["requests"] == 2000 and j["errors_total"] == 0, j
         assert j["parameters"]["mode"] == "closed"
-    finally:
-        s.stop()
 
 
 def test_sigint_ends_the_run_with_a_report():
-    s = db()
-    try:
+    with db() as s:
         exe = h.program("kettle-bench")
         fd, path = tempfile.mkstemp(suffix=".json")
         os.close(fd)
@@ -142,22 +129,17 @@ def test_sigint_ends_the_run_with_a_report():
             assert "throughput:" in p.log()
         finally:
             os.unlink(path)
-    finally:
-        s.stop()
 
 
 def test_kettled_validated():
     if not os.access(os.path.join(h.BUILDDIR, "kettled"), os.X_OK):
         print("kettled not built: part skipped")
         return
-    kd = h.Server("kettled")
-    try:
+    with h.Server("kettled") as kd:
         rc, j, err = bench(kd.port, "-c", 20, "-P", 2, "-n", 3000,
                            "--mix", "GET __rand_int__:2,MGET __rand_int__ __seq_int__ __rand_int__:1")
         assert rc == 0, err
         assert j["requests"] == 3000 and j["errors_total"] == 0, j
-    finally:
-        kd.stop()
 
 
 h.main(globals())

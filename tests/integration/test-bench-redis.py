@@ -36,8 +36,7 @@ def redis_with_numbers(n, *extra):
 
 
 def test_get_validated_against_redis():
-    r = redis_with_numbers(1000)
-    try:
+    with redis_with_numbers(1000) as r:
         rc, j, err = bench("-p", r.port, "-c", 10, "-n", 5000, "-P", 4, "-t", 2, "-r", 1000)
         assert rc == 0, err
         assert j["requests"] == 5000 and j["errors_total"] == 0, j
@@ -49,15 +48,12 @@ def test_get_validated_against_redis():
         assert rc == 1
         assert 300 < j["errors"]["mismatch"] < 700, j["errors"]
         assert "wrong reply: GET" in err and "(nil)" in err, err
-    finally:
-        r.stop()
 
 
 def test_other_commands_without_validation():
     with tempfile.TemporaryDirectory() as tmp:
         sock = os.path.join(tmp, "redis.sock")
-        r = h.start_redis("--unixsocket", sock)
-        try:
+        with h.start_redis("--unixsocket", sock) as r:
             rc, j, err = bench("-s", sock, "-c", 5, "-n", 2000, "--no-validate",
                                "--mix", "SET k:__rand_int__ v:2,INCR counter:1,PING:1")
             assert rc == 0, err
@@ -71,8 +67,6 @@ def test_other_commands_without_validation():
             assert rc == 1 and j["errors"]["error_replies"], j["errors"]
             assert list(j["errors"]["error_replies"]) == [
                 "WRONGTYPE Operation against a key holding the wrong kind of value"]
-        finally:
-            r.stop()
 
 
 h.main(globals())

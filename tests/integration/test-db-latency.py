@@ -99,8 +99,7 @@ def check_scheduled(inf, ds):
 def run_model(spec, n=600, max_delay="400ms"):
     """The scheduled delays ds of n requests and what a client saw, xs."""
     ds = drawn(spec, n, max_delay=max_delay)
-    db = h.Server("kettle-db", "--latency", spec, "--seed", "1234", "--max-delay", max_delay)
-    try:
+    with h.Server("kettle-db", "--latency", spec, "--seed", "1234", "--max-delay", max_delay) as db:
         xs = observe(db.port, n)
         inf = h.info(h.Client(db.port))
         check_scheduled(inf, ds)
@@ -109,8 +108,6 @@ def run_model(spec, n=600, max_delay="400ms"):
         for k, (x, d) in enumerate(zip(sorted(xs), sorted(ds))):
             assert x >= d - CLOCK, "reply %d after %.3f ms, scheduled %.3f ms" % (k, x / MS, d / MS)
         return ds, xs
-    finally:
-        db.stop()
 
 
 def test_fixed():
@@ -216,8 +213,7 @@ def arrival_order(clients, timeout=60):
 def test_proportional_and_mget():
     """The explanation's get_numbers: wait_n(n) = n x unit; fetched
     concurrently (MGET), the whole takes the longest, not the sum."""
-    db = h.Server("kettle-db", "--latency", "proportional 40ms")
-    try:
+    with h.Server("kettle-db", "--latency", "proportional 40ms") as db:
         adm = h.Client(db.port)
         # four connections: each waits its own n x unit, all at once
         cs = [h.Client(db.port) for _ in range(4)]
@@ -275,8 +271,6 @@ def test_proportional_and_mget():
         assert c.read_reply() == b"1"
         assert c.read_reply() == "PONG"
         assert time.monotonic() - t0 >= 120 * MS - CLOCK
-    finally:
-        db.stop()
 
 
 def owed(c):
@@ -285,8 +279,7 @@ def owed(c):
 
 
 def test_workers_fifo():
-    db = h.Server("kettle-db", "--latency", "fixed 150ms", "--workers", "2")
-    try:
+    with h.Server("kettle-db", "--latency", "fixed 150ms", "--workers", "2") as db:
         adm = h.Client(db.port)
         cs = [h.Client(db.port) for _ in range(5)]
         t0 = time.monotonic()
@@ -316,16 +309,13 @@ def test_workers_fifo():
         assert inf["requests_queued"] == "0" and inf["requests_in_service"] == "5", inf
         for c in cs:
             assert c.read_reply() == b"1"
-    finally:
-        db.stop()
 
 
 def test_seed_reproducible():
     """A seed fixes the sequence of delays: the same seed draws the same
     one (which is what --print-delays shows), another seed another."""
     def run(seed):
-        db = h.Server("kettle-db", "--latency", "exponential 1ms", "--seed", str(seed))
-        try:
+        with h.Server("kettle-db", "--latency", "exponential 1ms", "--seed", str(seed)) as db:
             c = h.Client(db.port)
             for i in range(150):
                 assert c.call("GET", i) == str(i).encode()
@@ -333,8 +323,6 @@ def test_seed_reproducible():
             check_scheduled(inf, drawn("exponential 1ms", 150, seed=seed, max_delay="60s"))
             return tuple(inf[k] for k in ("delay_scheduled_p50_us", "delay_scheduled_p99_us",
                                           "delay_scheduled_max_us"))
-        finally:
-            db.stop()
     a, b, c = run(7), run(7), run(8)
     assert a == b, (a, b)
     assert a != c, (a, c)
@@ -343,8 +331,7 @@ def test_seed_reproducible():
 
 
 def test_ten_thousand_in_flight():
-    db = h.Server("kettle-db", "--latency", "fixed 300ms")
-    try:
+    with h.Server("kettle-db", "--latency", "fixed 300ms") as db:
         cs = [h.Client(db.port) for _ in range(20)]
         adm = h.Client(db.port)
         for j, c in enumerate(cs):
@@ -360,8 +347,6 @@ def test_ten_thousand_in_flight():
         assert int(inf["requests_served"]) == 10000
         assert float(inf["delay_scheduled_p50_us"]) == 300000.0 or \
             abs(float(inf["delay_scheduled_p50_us"]) - 300000) < 300000 * 0.005
-    finally:
-        db.stop()
 
 
 if __name__ == "__main__":

@@ -30,8 +30,7 @@ def cli(port, *args, timeout=10):
 
 
 def test_redis_cli_every_command():
-    k = kettled("--embedded-latency", "fixed 1ms")
-    try:
+    with kettled("--embedded-latency", "fixed 1ms") as k:
         p = k.port
         assert cli(p, "PING") == "PONG\n"
         assert cli(p, "PING", "hello") == "hello\n"
@@ -66,8 +65,6 @@ def test_redis_cli_every_command():
         out = subprocess.run([h.need("redis-cli"), "-p", str(p), "--no-raw", "MGET", "1", "x"],
                              capture_output=True, timeout=10).stdout.decode()
         assert out.startswith('1) "1"\n2) (error) ERR'), out
-    finally:
-        k.stop()
 
 
 class Pty:
@@ -134,16 +131,13 @@ def test_redis_cli_interactive():
 def test_pipeline_in_order():
     """Replies leave in request order even when later fetches finish first
     (proportional delay: GET 30 takes 30 units, GET 1 one)."""
-    k = kettled("--embedded-latency", "proportional 5ms")
-    try:
+    with kettled("--embedded-latency", "proportional 5ms") as k:
         c = h.Client(k.port)
         cmds = [("GET", "30"), ("PING",), ("GET", "1"), ("MGET", "20", "2"), ("ECHO", "e"),
                 ("GET", "nope"), ("GET", "3")]
         got = c.pipeline(cmds)
         assert got[:5] == [b"30", "PONG", b"1", [b"20", b"2"], b"e"], got
         assert isinstance(got[5], E) and got[6] == b"3", got
-    finally:
-        k.stop()
 
 
 def timed(c, *args):
@@ -168,8 +162,7 @@ def test_three_shapes():
     Elapsed times are checked from below only (a loaded machine adds to
     them); MGET's concurrency is seen in INFO: all its fetches outstanding
     at once."""
-    k = kettled("--embedded-latency", "proportional 40ms", "--backend-batch", "1")
-    try:
+    with kettled("--embedded-latency", "proportional 40ms", "--backend-batch", "1") as k:
         c = h.Client(k.port)
         t0 = time.monotonic()
         r, inf = with_info(c, "MGET", "1", "2", "3")
@@ -188,8 +181,6 @@ def test_three_shapes():
         assert int(inf["fetches"]) == fetches + 6, inf
         h.wait_for(lambda: h.info(c, "stats")["fetches_outstanding"] == "0", 10, "losers' replies read")
         assert c.call("GET", "2") == b"2"
-    finally:
-        k.stop()
 
 
 def test_request_timeout_partial():
@@ -228,8 +219,7 @@ def test_request_timeout_partial():
 
 
 def test_auth_hello():
-    k = kettled("--requirepass", "s3cret")
-    try:
+    with kettled("--requirepass", "s3cret") as k:
         c = h.Client(k.port)
         assert c.call("GET", "1") == E("NOAUTH Authentication required.")
         assert c.call("PING") == E("NOAUTH Authentication required.")
@@ -254,13 +244,10 @@ def test_auth_hello():
         assert subprocess.run([h.need("redis-cli"), "-p", str(k.port), "-a", "s3cret",
                                "--no-auth-warning", "GET", "5"],
                               capture_output=True, timeout=10).stdout == b"5\n"
-    finally:
-        k.stop()
 
 
 def test_config_set_and_info():
-    k = kettled()
-    try:
+    with kettled() as k:
         c = h.Client(k.port)
         assert c.call("CONFIG", "SET", "request-timeout", "250ms", "max-keys", "3") == "OK"
         assert c.call("CONFIG", "GET", "max-keys") == [b"max-keys", b"3"]
@@ -283,21 +270,16 @@ def test_config_set_and_info():
         assert inf["io_backend"] in ("epoll", "io_uring", "libevent")
         assert h.info(c, "nosuch") == {}
         assert set(h.info(c, "clients")) >= {"connected_clients", "maxclients"}
-    finally:
-        k.stop()
 
 
 def test_unix_socket_and_two_listeners():
     d = tempfile.mkdtemp()
     path = os.path.join(d, "kettled.sock")
-    k = kettled("--listen", "unix:" + path)
-    try:
+    with kettled("--listen", "unix:" + path) as k:
         c = h.Client(k.port)
         assert c.call("GET", "3") == b"3"
         u = h.Client(0, unix=path)
         assert u.call("MGET", "4", "5") == [b"4", b"5"]
-    finally:
-        k.stop()
     assert not os.path.exists(path)
 
 

@@ -11,7 +11,7 @@ TIMEOUT = 0.6  # request-timeout
 SLACK = 0.9    # scheduling under ASan on a shared machine
 
 
-class Rig:
+class Rig(h.Stops):
     def __init__(self, *kd_args):
         self.db = kettle_db("--latency", "fixed 2ms")
         self.kd = kettled("--backend", self.db.addr, "--request-timeout", "%dms" % (TIMEOUT * 1000),
@@ -20,7 +20,8 @@ class Rig:
                           "--backend-connections", "2", "--stall-floor", "300ms", *kd_args)
         self.adm = h.Client(self.db.port)
         self.c = h.Client(self.kd.port)
-        assert self.c.call("GET", "1") == b"1"
+        # (the first fetches may meet the short backend timeouts on a busy machine)
+        h.wait_for(lambda: self.c.call("GET", "1") == b"1", 30, "a first value")
         h.wait_for(lambda: "connections=2/2" in h.info(self.c, "backend")["backend0"], 5,
                    "both backend connections up")
         self.base = h.fd_count(self.kd.pid)
@@ -58,11 +59,8 @@ class Rig:
 
 def rig_test(fn):
     def run():
-        r = Rig()
-        try:
+        with Rig() as r:
             fn(r)
-        finally:
-            r.stop()
     run.__name__ = fn.__name__
     return run
 

@@ -56,16 +56,13 @@ def test_db_restarted_mid_load():
         h.wait_for(lambda: re.search(r"connections=(\d+)/\1,", h.info(c, "backend")["backend0"]), 5,
                    "pool up")
         base = h.fd_count(kd.pid)
-        load = Load(kd.port, n=4, deadline=0.8 + 1.0)
-        try:
+        with Load(kd.port, n=4, deadline=0.8 + 1.0) as load:
             load.wait_ok(20, 10)
             db.kill()
             load.wait_errors(10, 10, "errors while the database is gone")
             assert kd.alive()
             db = kettle_db("--latency", "fixed 2ms", listen=addr)
             load.wait_ok(50, 15, "service after the restart")
-        finally:
-            load.stop()
         assert c.call("MGET", "7", "8") == [b"7", b"8"]
         h.wait_for(lambda: h.fd_count(kd.pid) <= base, 10, "descriptors back to the baseline")
     finally:

@@ -11,11 +11,7 @@ import threading
 import time
 
 import harness as h
-from kdtest import E, kettle_db, kettled, raw
-
-
-def field(line, key):
-    return line.split(key + "=")[1].split(",")[0]
+from kdtest import E, field, kettle_db, kettled, raw
 
 
 def db_stat(c, key):

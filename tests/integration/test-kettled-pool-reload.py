@@ -7,7 +7,7 @@ import signal
 import tempfile
 
 import harness as h
-from kdtest import Load, kettle_db, kettled
+from kdtest import Load, field, kettle_db, kettled
 
 # option -> (a new value for CONFIG SET, what CONFIG GET answers then)
 CHANGES = [
@@ -40,10 +40,6 @@ def get(c, name):
     r = c.call("CONFIG", "GET", name)
     assert isinstance(r, list) and len(r) == 2, (name, r)
     return r[1].decode()
-
-
-def field(line, key):
-    return line.split(key + "=")[1].split(",")[0]
 
 
 def test_every_pool_option_under_load():

@@ -8,11 +8,7 @@ import threading
 import time
 
 import harness as h
-from kdtest import E, Load, kettle_db, kettled
-
-
-def field(line, key):
-    return line.split(key + "=")[1].split(",")[0]
+from kdtest import E, Load, field, kettle_db, kettled
 
 
 def test_replica_killed_and_restarted():
