@@ -15,6 +15,7 @@ Programs come from $KETTLE_BUILDDIR (set by make check). Each test file is
 bounded by an alarm (KETTLE_TEST_TIMEOUT, default 150 s).
 """
 import atexit
+import json
 import os
 import re
 import select
@@ -187,6 +188,23 @@ class Server(Proc):
         m = self.wait_log(r"listening on (\S+):(\d+)", timeout)
         self.host, self.port = m.group(1).strip("[]"), int(m.group(2))
         self.addr = "%s:%d" % (self.host, self.port)
+
+
+def run_bench(args, timeout=60):
+    """Run kettle-bench --quiet --json with args; (exit status, the JSON
+    report or None, stderr), after checking stderr for sanitizer reports."""
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    argv = [program("kettle-bench"), "--quiet", "--json", path] + [str(a) for a in args]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        for mark in SANITIZER_MARKS:
+            assert mark not in r.stderr, r.stderr[-4000:]
+        with open(path) as f:
+            text = f.read()
+        return r.returncode, (json.loads(text) if text else None), r.stderr
+    finally:
+        os.unlink(path)
 
 
 def start_redis(*extra):

@@ -25,6 +25,13 @@ def field(line, key):
     return line.split(key + "=")[1].split(",")[0]
 
 
+def replicas_up(port, n=2, group="group0", timeout=30):
+    """A client of kettled at port, once n replicas of group are live."""
+    c = h.Client(port)
+    h.wait_for(lambda: "live=%d," % n in h.info(c, "backend")[group], timeout, "%d replicas up" % n)
+    return c
+
+
 HANG = 30.0  # beyond its deadline, how long a request may go unanswered before it counts as hung
 
 

@@ -10,7 +10,6 @@ from above on the wall clock."""
 import json
 import os
 import signal
-import subprocess
 import tempfile
 
 import harness as h
@@ -19,19 +18,7 @@ DELAY_MS = 20
 
 
 def bench(port, *args, timeout=60):
-    exe = h.program("kettle-bench")
-    fd, path = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    argv = [exe, "-p", str(port), "--quiet", "--json", path] + [str(a) for a in args]
-    try:
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-        for mark in h.SANITIZER_MARKS:
-            assert mark not in r.stderr, r.stderr[-4000:]
-        with open(path) as f:
-            text = f.read()
-        return r.returncode, (json.loads(text) if text else None), r.stderr
-    finally:
-        os.unlink(path)
+    return h.run_bench(["-p", port] + list(args), timeout=timeout)
 
 
 def db(*extra):

@@ -2,28 +2,14 @@
 holds n, a missing key caught as a wrong reply, other commands with
 --no-validate, a unix socket, several threads and pipelining. Skipped
 without redis-server."""
-import json
 import os
-import subprocess
 import tempfile
 
 import harness as h
 
 
 def bench(*args, timeout=60):
-    exe = h.program("kettle-bench")
-    fd, path = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    try:
-        r = subprocess.run([exe, "--quiet", "--json", path] + [str(a) for a in args],
-                           capture_output=True, text=True, timeout=timeout)
-        for mark in h.SANITIZER_MARKS:
-            assert mark not in r.stderr, r.stderr[-4000:]
-        with open(path) as f:
-            text = f.read()
-        return r.returncode, (json.loads(text) if text else None), r.stderr
-    finally:
-        os.unlink(path)
+    return h.run_bench(args, timeout=timeout)
 
 
 def redis_with_numbers(n, *extra):

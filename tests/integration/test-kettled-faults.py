@@ -57,73 +57,46 @@ class Rig(h.Stops):
         self.db.stop()
 
 
-def rig_test(fn):
+def rig_test(specs, texts=(), then=None, **round_kw):
+    """A test: kettled under load meets the faults specs (Rig.round); one
+    of its error replies holds one of texts, when given; then(r, load)
+    checks more."""
     def run():
         with Rig() as r:
-            fn(r)
-    run.__name__ = fn.__name__
+            load = r.round(specs, **round_kw)
+            if texts:
+                assert any(x in t for t in load.error_texts for x in texts), load.error_texts
+            if then:
+                then(r, load)
     return run
 
 
-@rig_test
-def test_error(r):
-    load = r.round([("error", "0.5")], server_named=False)
+def _injected(r, load):
     assert any(t.startswith("ERR injected fault") for t in load.error_texts), load.error_texts
     assert int(h.info(r.c, "stats")["errors_backend"]) > 0
 
 
-@rig_test
-def test_stall(r):
-    r.round([("stall", "0.2")])
+def _stalls_counted(r, load):
     inf = h.info(r.c, "backend")["backend0"]
     assert "stalls=0," not in inf, inf
 
 
-@rig_test
-def test_close(r):
-    load = r.round([("close", "0.3")])
-    assert any("connection closed by the server" in t for t in load.error_texts), load.error_texts
-
-
-@rig_test
-def test_reset(r):
-    r.round([("reset", "0.3")])
-
-
-@rig_test
-def test_garbage(r):
-    load = r.round([("garbage", "0.3")])
-    assert any("malformed reply" in t for t in load.error_texts), load.error_texts
-
-
-@rig_test
-def test_cut(r):
-    load = r.round([("cut", "0.3", "3")])
-    assert any("no reply within 300 ms" in t for t in load.error_texts), load.error_texts
-
-
-@rig_test
-def test_trickle(r):
-    # slow replies, well inside the deadlines: everything still succeeds
-    r.round([("trickle", "1", "2", "5ms")], errors=False)
+def _no_timeouts(r, load):
     assert h.info(r.c, "stats")["request_timeouts"] == "0"
 
 
-@rig_test
-def test_refuse(r):
-    # connections die and cannot come back while the server refuses
-    load = r.round([("refuse", "1"), ("close", "1")])
-    assert any("Connection refused" in t or "is down" in t for t in load.error_texts), load.error_texts
-
-
-@rig_test
-def test_stop_reading(r):
-    r.round([("stop-reading", "1", "all")])
-
-
-@rig_test
-def test_slow_accept(r):
-    r.round([("slow-accept", "1", "200ms"), ("reset", "0.3")])
+test_error = rig_test([("error", "0.5")], server_named=False, then=_injected)
+test_stall = rig_test([("stall", "0.2")], then=_stalls_counted)
+test_close = rig_test([("close", "0.3")], ["connection closed by the server"])
+test_reset = rig_test([("reset", "0.3")])
+test_garbage = rig_test([("garbage", "0.3")], ["malformed reply"])
+test_cut = rig_test([("cut", "0.3", "3")], ["no reply within 300 ms"])
+# slow replies, well inside the deadlines: everything still succeeds
+test_trickle = rig_test([("trickle", "1", "2", "5ms")], errors=False, then=_no_timeouts)
+# connections die and cannot come back while the server refuses
+test_refuse = rig_test([("refuse", "1"), ("close", "1")], ["Connection refused", "is down"])
+test_stop_reading = rig_test([("stop-reading", "1", "all")])
+test_slow_accept = rig_test([("slow-accept", "1", "200ms"), ("reset", "0.3")])
 
 
 def test_ejection_and_return():

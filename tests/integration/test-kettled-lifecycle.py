@@ -149,16 +149,23 @@ def _refused(port):
     return False
 
 
+def in_flight(kd, *cmd):
+    """A raw connection to kd that sent cmd, once kd's fetches for it are
+    out (each takes 20 s in the tests below)."""
+    s = raw(kd.port)
+    s.sendall(h.encode(*cmd))
+    with h.Client(kd.port) as mon:
+        h.wait_for(lambda: h.info(mon, "stats")["fetches_outstanding"] == str(len(cmd) - 1), 30,
+                   "fetches in flight")
+    return s
+
+
 def test_second_signal_exits_at_once():
     kd = kettled("--embedded-latency", "fixed 20s", "--request-timeout", "0")
     try:
-        s = raw(kd.port)
-        s.sendall(h.encode("GET", "1"))
-        mon = h.Client(kd.port)
-        h.wait_for(lambda: h.info(mon, "stats")["fetches_outstanding"] == "1", 5, "a fetch in flight")
-        mon.close()
+        s = in_flight(kd, "GET", "1")
         kd.signal(signal.SIGTERM)
-        time.sleep(0.2)  # let the drain begin; the fetch takes 20 s
+        kd.wait_log("shutting down")  # the drain began; the fetch takes 20 s
         assert kd.alive()
         kd.signal(signal.SIGINT)
         # at once: not after the fetch's 20 s
@@ -174,11 +181,7 @@ def test_second_signal_exits_at_once():
 def test_shutdown_timeout():
     kd = kettled("--embedded-latency", "fixed 20s", "--request-timeout", "0", "--shutdown-timeout", "300ms")
     try:
-        s = raw(kd.port)
-        s.sendall(h.encode("MGET", "1", "2"))
-        mon = h.Client(kd.port)
-        h.wait_for(lambda: h.info(mon, "stats")["fetches_outstanding"] == "2", 5, "fetches in flight")
-        mon.close()
+        s = in_flight(kd, "MGET", "1", "2")
         t0 = time.monotonic()
         kd.signal(signal.SIGTERM)
         assert kd.wait(15) == UNANSWERED  # after shutdown-timeout, not the fetches' 20 s

@@ -7,7 +7,7 @@ import signal
 import tempfile
 
 import harness as h
-from kdtest import Load, field, kettle_db, kettled
+from kdtest import Load, field, kettle_db, kettled, replicas_up
 
 # option -> (a new value for CONFIG SET, what CONFIG GET answers then)
 CHANGES = [
@@ -50,8 +50,7 @@ def test_every_pool_option_under_load():
         f.write(lines)
     kd = kettled("-c", conf)
     try:
-        c = h.Client(kd.port)
-        h.wait_for(lambda: "live=2," in h.info(c, "backend")["group0"], 5, "replicas up")
+        c = replicas_up(kd.port)
         load = Load(kd.port, n=4, deadline=3.0)
         try:
             load.wait_ok(50, 20, "service before the changes")
