@@ -45,8 +45,8 @@ def test_low_load_median_is_the_delay():
             lat = j["latency_ms"]
             assert j["parameters"]["mode"] == "open" and j["parameters"]["rate"] == 50
             # a reply cannot come before the delay (how far above it the
-            # median lies depends on the machine's load: see the overload
-            # test for the ratio that shows queueing)
+            # median lies depends on the machine's load: the overload test
+            # shows queueing)
             assert lat["min"] >= DELAY_MS - 0.1, lat
             assert lat["p50"] >= DELAY_MS, lat
             assert 95 <= j["requests"] <= 101, j["requests"]
@@ -66,9 +66,10 @@ def test_overload_latency_rises_with_the_queue():
         # request k (intended at k*10 ms) is answered at (k+1)*20 ms: the
         # latency grows by 10 ms per request; the median is far above the
         # delay, and the tail far above the unloaded one
+        # (bounded from below: a loaded machine only adds to them; the tail
+        # is compared with the unloaded run's best, which load barely moves)
         assert lat["p50"] > 10 * DELAY_MS, lat
-        assert lat["p50"] > 5 * low["latency_ms"]["p50"], (lat, low["latency_ms"])
-        assert lat["p99"] > 10 * low["latency_ms"]["p99"], (lat, low["latency_ms"])
+        assert lat["p99"] > 25 * low["latency_ms"]["min"], (lat, low["latency_ms"])
         assert lat["max"] > 1000, lat
         # what the full pipelines kept from being sent is reported, not dropped
         assert j["unsent"] > 0, j

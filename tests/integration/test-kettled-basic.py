@@ -22,7 +22,7 @@ def kettled(*args, **kw):
     return h.Server("kettled", *args, **kw)
 
 
-def cli(port, *args, timeout=10):
+def cli(port, *args, timeout=60):
     exe = h.need("redis-cli")
     p = subprocess.run([exe, "-p", str(port)] + [str(a) for a in args], capture_output=True,
                        timeout=timeout)
@@ -63,7 +63,7 @@ def test_redis_cli_every_command():
         assert cli(p, "CLIENT", "FOO").startswith("ERR unknown subcommand 'FOO'. Try CLIENT HELP.")
         # redis-cli's --no-raw formatting of an array with an error element
         out = subprocess.run([h.need("redis-cli"), "-p", str(p), "--no-raw", "MGET", "1", "x"],
-                             capture_output=True, timeout=10).stdout.decode()
+                             capture_output=True, timeout=60).stdout.decode()
         assert out.startswith('1) "1"\n2) (error) ERR'), out
 
 
@@ -80,7 +80,7 @@ class Pty:
     def send(self, line):
         os.write(self.fd, line.encode() + b"\n")
 
-    def expect(self, text, timeout=10):
+    def expect(self, text, timeout=60):
         want = text.encode()
         deadline = time.monotonic() + timeout
         while want not in self.out:
@@ -243,7 +243,7 @@ def test_auth_hello():
         # redis-cli -a
         assert subprocess.run([h.need("redis-cli"), "-p", str(k.port), "-a", "s3cret",
                                "--no-auth-warning", "GET", "5"],
-                              capture_output=True, timeout=10).stdout == b"5\n"
+                              capture_output=True, timeout=60).stdout == b"5\n"
 
 
 def test_config_set_and_info():
@@ -322,23 +322,23 @@ def test_io_backends():
 def test_check_config_and_conf_file():
     exe = h.program("kettled")
     conf = os.path.join(h.SRCDIR, "conf", "kettled.conf")
-    out = subprocess.run([exe, "--write-conf"], capture_output=True, timeout=10).stdout.decode()
+    out = subprocess.run([exe, "--write-conf"], capture_output=True, timeout=60).stdout.decode()
     with open(conf) as f:
         assert f.read() == out, "conf/kettled.conf is stale: regenerate with kettled --write-conf"
-    r = subprocess.run([exe, "-c", conf, "--check-config"], capture_output=True, timeout=10)
+    r = subprocess.run([exe, "-c", conf, "--check-config"], capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stdout == b"configuration OK\n", r
     with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
         f.write("maxclients = many\n")
-    r = subprocess.run([exe, "-c", f.name, "--check-config"], capture_output=True, timeout=10)
+    r = subprocess.run([exe, "-c", f.name, "--check-config"], capture_output=True, timeout=60)
     assert r.returncode == 1 and b"maxclients" in r.stderr, r
-    r = subprocess.run([exe, "--max-keys", "70000", "--check-config"], capture_output=True, timeout=10)
+    r = subprocess.run([exe, "--max-keys", "70000", "--check-config"], capture_output=True, timeout=60)
     assert r.returncode == 1 and b"max-keys" in r.stdout, r
     os.unlink(f.name)
     # --help lists the commands and every option; --version
-    r = subprocess.run([exe, "--help"], capture_output=True, timeout=10).stdout.decode()
+    r = subprocess.run([exe, "--help"], capture_output=True, timeout=60).stdout.decode()
     for word in ("MGETSEQ", "MGETANY", "--request-timeout", "--backend-pipeline", "--embedded-latency"):
         assert word in r, word
-    assert subprocess.run([exe, "--version"], capture_output=True, timeout=10).stdout.startswith(b"kettled ")
+    assert subprocess.run([exe, "--version"], capture_output=True, timeout=60).stdout.startswith(b"kettled ")
 
 
 h.main(globals())
