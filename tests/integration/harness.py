@@ -396,6 +396,28 @@ def still_open(s, t=0.3):
         raise AssertionError("expected silence, got %r" % (got[:200],))
 
 
+def pump(fd, deadline, each=None):
+    """What a pseudo-terminal's program prints until it closes it (None
+    past the deadline); each(chunk_so_far, chunk) is called as it comes."""
+    out = b""
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if not r:
+            if each:
+                each(out, b"")
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return out
+        out += chunk
+        if each:
+            each(out, chunk)
+    return None
+
+
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 

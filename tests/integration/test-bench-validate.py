@@ -14,6 +14,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 import harness as h
 
@@ -375,7 +376,6 @@ def test_refused_connection():
 
 def test_progress_line_only_on_a_terminal():
     import pty
-    import select
     srv = FakeServer(lambda cmd, n: "ok")
     try:
         argv = [h.program("kettle-bench"), "-p", str(srv.port), "-c", "2", "-d", "1.5",
@@ -390,18 +390,8 @@ def test_progress_line_only_on_a_terminal():
                 os.execv(argv[0], argv)
             finally:
                 os._exit(127)
-        text = b""
-        while True:
-            r, _, _ = select.select([fd], [], [], 20)
-            if not r:
-                break
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            text += chunk
+        text = h.pump(fd, time.monotonic() + 60)
+        assert text is not None, "kettle-bench still running after 60 s"
         _, status = os.waitpid(pid, 0)
         os.close(fd)
         assert os.waitstatus_to_exitcode(status) == 0, text
