@@ -288,14 +288,14 @@ def test_no_switch_to_the_embedded_database():
 def test_backends_changed_at_run_time():
     """CONFIG SET backend: requests already sent to a removed server are
     answered; new ones go to the new list; the old server is released."""
-    db1 = kettle_db("--latency", "fixed 300ms")
+    db1 = kettle_db("--latency", "fixed 3s")  # GET 11 is still out when the list changes
     db2 = kettle_db("--latency", "none")
-    kd = kettled("--backend", db1.addr)
+    kd = kettled("--backend", db1.addr, "--request-timeout", "30s", "--backend-timeout", "30s")
     try:
         c = h.Client(kd.port)
         s = raw(kd.port)
         s.sendall(h.encode("GET", "11"))
-        h.wait_for(lambda: h.info(c, "stats")["fetches_outstanding"] == "1", 5, "a fetch in flight")
+        h.wait_for(lambda: h.info(c, "stats")["fetches_outstanding"] == "1", 30, "a fetch in flight")
         assert c.call("CONFIG", "SET", "backend", db2.addr) == "OK"
         assert c.call("GET", "12") == b"12"
         c2 = h.Client.__new__(h.Client)
