@@ -6,9 +6,10 @@ PKGS="build-essential autoconf automake libtool pkg-config
 liburing-dev libevent-dev libinih-dev libsystemd-dev libcmocka-dev
 libseccomp-dev libedit-dev clang valgrind python3 redis-server redis-tools
 systemd"
-# operations: the scale-out test (haproxy), Prometheus and promtool, the
-# Debian package build and its checks
-PKGS="$PKGS haproxy prometheus dpkg-dev debhelper lintian git"
+# operations: the scale-out test (haproxy), Prometheus and promtool (the
+# metrics tests start a real prometheus), the Debian package build and its
+# checks, groff for rendering the manual pages, curl for the README's scrape
+PKGS="$PKGS haproxy prometheus dpkg-dev debhelper lintian git groff-base curl"
 # the clients: kettle-bench reads saved runs (jansson); the tests render its
 # SVG (rsvg-convert) and drive kettle-cli in tmux
 PKGS="$PKGS libjansson-dev librsvg2-bin tmux"

@@ -35,6 +35,15 @@ void ks__conn_gone(ks_server *srv);
  * what it would lose when closed now into lost. */
 bool ks__conn_idle_for_drain(ks_conn *c);
 void ks__conn_count_lost(ks_conn *c, ks_lost *lost);
+/* The cron tick (server-lag.c): arm it; at each tick, measure how late it
+ * ran and re-arm it. ks__lag_tick is true once every KS_CRON_TICKS ticks
+ * (the idle sweep and the memory trim run then). */
+#define KS_LAG_TICK KT_MSEC(100)
+#define KS_CRON_TICKS 5
+void ks__lag_start(ks_server *srv);
+bool ks__lag_tick(ks_server *srv);
+/* Close the metrics endpoint (ks_server_free). */
+void ks__metrics_free(ks_server *srv);
 /* Free the byte slots kept for reuse. */
 void ks__bslots_free(ks_server *srv);
 

@@ -23,7 +23,6 @@
 #endif
 #include "server-int.h"
 
-#define KS_CRON_PERIOD KT_MSEC(500)
 #define KS_DRAIN_TICK KT_MSEC(10)
 /* A client is closed by the drain after this many ticks in a row with
  * nothing owed and nothing to read: bytes a completion backend already
@@ -61,7 +60,7 @@ int ks_server_init(ks_server *srv, kt_loop *loop, const ks_daemon *d, void *data
     srv->started = time(NULL);
     srv->rss_base = ks_rss_bytes();
     ks_server_apply(srv);
-    (void)kt_timer_start(&srv->cron, KS_CRON_PERIOD, KS_CRON_PERIOD);
+    ks__lag_start(srv);
     return 0;
 }
 
@@ -289,6 +288,8 @@ static void cron_cb(kt_timer *t, void *arg)
 {
     ks_server *srv = arg;
     (void)t;
+    if (!ks__lag_tick(srv))
+        return;
     sweep_idle(srv);
     (void)ks_server_trim(srv);
 }
@@ -405,6 +406,7 @@ void ks_server_free(ks_server *srv)
         c->srv = NULL;
     srv->closing = NULL;
     ks__bslots_free(srv);
+    ks__metrics_free(srv);
     kt_free(srv->calls);
     srv->calls = NULL;
     kt_free(srv->ls);

@@ -48,6 +48,8 @@
 typedef struct ks_server ks_server;
 typedef struct ks_conn ks_conn;
 typedef struct ks_slot ks_slot;
+struct kt_metrics;         /* metrics.h */
+struct kt_metrics_server;
 
 /* Exit status of a daemon whose drain ended (shutdown-timeout, second
  * signal) with requests that were sent and not answered. */
@@ -76,6 +78,7 @@ typedef struct ks_config {
     uint64_t shutdown_timeout;   /* drain bound (0: none) */
     char *password;              /* requirepass (kettled), admin-password (kettle-db) */
     bool admin;                  /* KS_AUTH_ADMIN: admin commands allowed at all */
+    char *metrics_listen;        /* Prometheus endpoint ADDR:PORT (NULL or "": off) */
 } ks_config;
 
 #define KS_OFF(T, m, f) (offsetof(T, m) + offsetof(ks_config, f))
@@ -99,6 +102,12 @@ typedef struct ks_config {
     { "reuseport", KT_OPT_BOOL, KS_OFF(T, m, reuseport), "no",                                 \
       "set SO_REUSEPORT on the listening TCP sockets, so that several instances can share "   \
       "a port (the kernel spreads connections over them)", 0, 0, 0, NULL, 0 }
+#define KS_OPT_METRICS_LISTEN(T, m, example)                                                   \
+    { "metrics-listen", KT_OPT_STR, KS_OFF(T, m, metrics_listen), NULL,                        \
+      "serve Prometheus metrics (GET /metrics, HTTP) on this ADDR:PORT, e.g. " example ", "    \
+      "on the daemon's own loop: at most 16 scrapers at once, 5 s to send the request and "    \
+      "10 s to take the answer; a change moves the endpoint (the old one stays when the new "  \
+      "address cannot be bound); empty: off", 0, 0, 0, ks_check_metrics_addr, KT_OPT_RUNTIME }
 /* maxclients through max-pending, in this order, with the daemon's defaults. */
 #define KS_OPT_LIMITS(T, m, clients_def, output_def, pending_def)                                       \
     { "maxclients", KT_OPT_INT, KS_OFF(T, m, maxclients), clients_def,                          \
@@ -213,6 +222,9 @@ typedef struct ks_daemon {
     void (*resetstat)(ks_server *srv);
     /* The drain is over: no client is left. NULL: stop the loop. */
     void (*drained)(ks_server *srv);
+    /* metrics-listen: add the daemon's own families to m after the core's,
+     * their names starting with prefix ("kettled_"). */
+    void (*metrics)(ks_server *srv, struct kt_metrics *m, const char *prefix);
 } ks_daemon;
 
 /* ---- counters (INFO, and the metrics built from the same struct) --------------- */
@@ -252,6 +264,16 @@ typedef struct ks_listener {
 /* A byte slot: an immediate reply waiting behind earlier ones. */
 typedef struct ks_bslot ks_bslot;
 
+/* Loop lag: how late the server's cron tick runs (server-lag.c). */
+typedef struct ks_lag {
+    uint64_t due;              /* loop time the armed tick is due */
+    uint64_t last_ns;          /* the last tick's lateness */
+    uint64_t avg_ns;           /* smoothed (exponential, about 1 s) */
+    uint64_t max_ns[2];        /* the largest in this window and the last one */
+    uint64_t window_start;     /* loop time the current window began */
+    uint64_t ticks;            /* ticks so far */
+} ks_lag;
+
 /* One server. Fields are for reading by the daemon (INFO, metrics). */
 struct ks_server {
     kt_loop *loop;
@@ -279,7 +301,7 @@ struct ks_server {
     size_t nfree_bslots;
     kt_out out;                /* the sink ks_reply() hands out */
 
-    kt_timer cron;             /* idle sweep, memory trim */
+    kt_timer cron;             /* loop lag; idle sweep, memory trim */
     kt_timer drain_tick;       /* drain: closes clients that are done */
     kt_timer drain_timer;      /* shutdown-timeout */
     enum ks_state state;
@@ -289,6 +311,9 @@ struct ks_server {
     uint64_t started_ns;       /* loop time at start */
     time_t started;
     ks_stats st;
+    ks_lag lag;                /* loop lag (server-lag.c) */
+    struct kt_metrics_server *metrics; /* metrics-listen endpoint, or NULL */
+    char *metrics_addr;        /* the address it listens on (as configured) */
 };
 
 /* Connection flags (c->flags). */
@@ -378,6 +403,31 @@ void ks_server_client_bytes(const ks_server *srv, uint64_t *query, uint64_t *out
  * next to nothing for two cron ticks (run by the cron every 500 ms). True
  * if it did. */
 bool ks_server_trim(ks_server *srv);
+
+/* ---- loop lag and metrics (server-lag.c, server-metrics.c) --------------------------- */
+
+/* Loop lag in ns: smoothed, and the largest over the last 10 to 20 s. */
+uint64_t ks_lag_avg(const ks_server *srv);
+uint64_t ks_lag_max(const ks_server *srv);
+/* kt_opt check of metrics-listen: empty or ADDR:PORT. */
+int ks_check_metrics_addr(const char *v, const char **why);
+/*
+ * metrics-listen, in two steps so that a daemon can apply a new config
+ * all or nothing: ks_metrics_prepare opens the endpoint at addr when it
+ * differs from the one in force (NULL or "": none) into *next, logging and
+ * setting *why on failure (then nothing changed); ks_metrics_commit puts
+ * it in force (closing the old one), ks_metrics_abort drops it. At start,
+ * prepare then commit. ks_server_free closes the endpoint.
+ */
+typedef struct ks_metrics_change {
+    bool change;               /* addr differs from the one in force */
+    struct kt_metrics_server *ms; /* the new endpoint (NULL: off) */
+    char *addr;
+} ks_metrics_change;
+int ks_metrics_prepare(ks_server *srv, const char *addr, ks_metrics_change *next,
+                       const char **why);
+void ks_metrics_commit(ks_server *srv, ks_metrics_change *next);
+void ks_metrics_abort(ks_metrics_change *next);
 
 /* ---- a connection (server-conn.c) ------------------------------------------------- */
 

@@ -63,6 +63,7 @@ const kt_opt kdb_options[] = {
     KS_OPT_LIMITS(kdb_cfg, srv, "10000", "64mb", "100000"),
     KS_OPT_BACKLOG(kdb_cfg, srv),
     KS_OPT_REUSEPORT(kdb_cfg, srv),
+    KS_OPT_METRICS_LISTEN(kdb_cfg, srv, "127.0.0.1:9380"),
     KS_OPT_SHUTDOWN_TIMEOUT(kdb_cfg, srv, "10s"),
     KT_OPT_END
 };

@@ -207,7 +207,10 @@ static int config_apply(ks_server *core, void *next_cfg, const char **why)
 {
     kdb_server *srv = core->data;
     kdb_cfg *next = next_cfg;
-    (void)why;
+    ks_metrics_change mc;
+    int r = ks_metrics_prepare(core, next->srv.metrics_listen, &mc, why);
+    if (r < 0)
+        return r;
     /* the log level is the process's (kettled's, when embedded): only an
      * explicit change touches it */
     const char *was = srv->cfg.srv.log_level ? srv->cfg.srv.log_level : "";
@@ -217,6 +220,7 @@ static int config_apply(ks_server *core, void *next_cfg, const char **why)
         kt_log_set_level(lvl);
     kt_opt_free(kdb_options, &srv->cfg);
     srv->cfg = *next;
+    ks_metrics_commit(core, &mc);
     kdb_server_apply(srv);
     return 0;
 }
@@ -245,6 +249,7 @@ static const ks_daemon kettle_db = {
     .stuck = kdb_stuck,
     .config_apply = config_apply,
     .resetstat = resetstat,
+    .metrics = kdb_metrics,
 };
 
 /* ---- life cycle ------------------------------------------------------------------ */
@@ -303,6 +308,10 @@ static int start(kt_loop *loop, const kdb_cfg *cfg, bool embedded, kdb_server **
     kdb_server_apply(srv);
     if ((r = ks_server_listen(&srv->core, NULL, 0)) < 0)
         goto fail;
+    ks_metrics_change mc;
+    if ((r = ks_metrics_prepare(&srv->core, srv->cfg.srv.metrics_listen, &mc, &why)) < 0)
+        goto fail;
+    ks_metrics_commit(&srv->core, &mc);
     for (int k = 0; k < KDB_F_COUNT; k++) {
         if (have[k]) {
             char d[200];

@@ -176,6 +176,10 @@ void kdb_conn_release(kdb_conn *c);
 /* ---- cmd.c ---- */
 extern const ks_cmd kdb_cmds[]; /* ends with { NULL } */
 
+/* ---- metrics.c ---- */
+/* The core's hook (metrics-listen): kettle-db's families. */
+void kdb_metrics(ks_server *core, struct kt_metrics *m, const char *prefix);
+
 /* ---- info.c ---- */
 extern const ks_info_section kdb_info_sections[];
 

@@ -40,6 +40,7 @@ static kd_req *req_new(ks_conn *c, enum kd_req_kind kind)
     memset(r, 0, sizeof *r);
     r->srv = srv;
     r->kind = (uint8_t)kind;
+    r->started = kt_loop_now(srv->loop);
     return r;
 }
 
@@ -78,6 +79,7 @@ static void req_done_cb(kt_future *f, void *arg)
     r->done = true;
     if (kt_future_error(f) == -ETIMEDOUT)
         r->srv->st.timeouts++;
+    kd_metrics_request_done(r);
     if (r->slot.c == NULL) /* its client has gone */
         req_free(r);
     else

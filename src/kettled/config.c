@@ -41,6 +41,7 @@ const kt_opt kd_options[] = {
     KS_OPT_LOG_LEVEL(kd_config, srv),
     KS_OPT_BACKLOG(kd_config, srv),
     KS_OPT_REUSEPORT(kd_config, srv),
+    KS_OPT_METRICS_LISTEN(kd_config, srv, "127.0.0.1:9379"),
 
     KS_OPT_LIMITS(kd_config, srv, "20000", "32mb", "1024"),
     KS_OPT_MAX_PENDING_BYTES(kd_config, srv, "4mb",

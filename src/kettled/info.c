@@ -57,6 +57,8 @@ static void sec_stats(ks_server *core, kt_buf *out)
     add(out, "request_timeouts:%llu\r\n", (unsigned long long)s->timeouts);
     add(out, "errors_backend:%llu\r\n", (unsigned long long)s->err_backend);
     add(out, "nil_values:%llu\r\n", (unsigned long long)s->nil_values);
+    add(out, "reloads:%llu\r\n", (unsigned long long)s->reloads);
+    add(out, "reload_failures:%llu\r\n", (unsigned long long)s->reload_failures);
 }
 
 static void sec_backend(ks_server *core, kt_buf *out)

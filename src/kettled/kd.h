@@ -36,7 +36,12 @@ typedef struct kd_stats {
     uint64_t err_backend;    /* values answered with a backend error */
     uint64_t nil_values;     /* values answered with nil (no such key) */
     uint64_t timeouts;       /* requests that hit request-timeout */
+    uint64_t reloads;        /* SIGHUP reloads put in force */
+    uint64_t reload_failures; /* SIGHUP reloads refused (running config kept) */
 } kd_stats;
+
+/* Fetch commands (enum kd_req_kind), for their latency histograms. */
+#define KD_REQ_KINDS 4
 
 struct kd_server {
     ks_server core;            /* clients, limits, shared commands, drain */
@@ -54,6 +59,7 @@ struct kd_server {
     kd_req *free_reqs;         /* requests for reuse */
     size_t nfree_reqs;
     kd_stats st;
+    kt_hist req_hist[KD_REQ_KINDS]; /* request latency by kind (metrics.c) */
 };
 
 /* ---- server.c ---------------------------------------------------------------- */
@@ -93,6 +99,7 @@ struct kd_req {
     bool done;           /* f has settled and its continuation has run */
     kt_buf keys;         /* SEQ: the keys, back to back */
     uint32_t *koff;      /* SEQ: n + 1 offsets of the keys in keys */
+    uint64_t started;    /* loop time it was parsed */
 };
 
 /* The command table (ends with { NULL }); the shared commands are the core's. */
@@ -108,6 +115,15 @@ static inline kd_server *kd_of(const ks_conn *c)
 {
     return (kd_server *)c->srv->data;
 }
+
+/* ---- metrics.c (metrics-listen) -------------------------------------------------------- */
+
+/* Empty the request latency histograms (start, CONFIG RESETSTAT). */
+void kd_metrics_init(kd_server *srv);
+/* r's reply is ready: record its latency. */
+void kd_metrics_request_done(kd_req *r);
+/* The core's hook: kettled's families. */
+void kd_metrics(ks_server *core, struct kt_metrics *m, const char *prefix);
 
 /* ---- info.c ----------------------------------------------------------------------- */
 

@@ -172,8 +172,14 @@ int kd_server_apply(kd_server *srv, kd_config *cfg, const char **why)
     }
     kd_pool_params prm;
     pool_params_from(&prm, cfg);
-    if ((r = kd_pool_configure(srv->pool, &prm, addrs, n, why)) < 0)
+    ks_metrics_change mc;
+    if ((r = ks_metrics_prepare(&srv->core, cfg->srv.metrics_listen, &mc, why)) < 0)
         return r;
+    if ((r = kd_pool_configure(srv->pool, &prm, addrs, n, why)) < 0) {
+        ks_metrics_abort(&mc);
+        return r;
+    }
+    ks_metrics_commit(&srv->core, &mc);
 
     kt_log_set_level(level);
     if (!initial)
@@ -194,10 +200,12 @@ void kd_server_reload(kd_server *srv)
     if (kd_config_load(&next, srv->argc, srv->argv) < 0 || kd_config_validate(&next, &why) < 0 ||
         kd_server_apply(srv, &next, &why) < 0) {
         kt_log_error("reload failed, keeping the running configuration: %s", why);
+        srv->st.reload_failures++;
         kd_config_free(&next);
         kd_notify("READY=1\nSTATUS=reload failed: running configuration kept");
         return;
     }
+    srv->st.reloads++;
     kt_log_notice("configuration reloaded");
     kd_notify("READY=1\nSTATUS=configuration reloaded");
 }
@@ -264,6 +272,7 @@ static void resetstat(ks_server *core)
 {
     kd_server *srv = core->data;
     memset(&srv->st, 0, sizeof srv->st);
+    kd_metrics_init(srv);
     kd_pool_reset_stats(srv->pool);
 }
 
@@ -278,6 +287,7 @@ static const ks_daemon kettled = {
     .drop = kd_drop,
     .config_apply = config_apply,
     .resetstat = resetstat,
+    .metrics = kd_metrics,
 };
 
 /* ---- start and stop ------------------------------------------------------------------ */
@@ -295,6 +305,7 @@ int kd_server_start(kd_server *srv)
         return r;
     }
     memset(&srv->cfg, 0, sizeof srv->cfg); /* apply moves cfg back in */
+    kd_metrics_init(srv);
     if ((r = ks_server_init(&srv->core, srv->loop, &kettled, srv, &srv->cfg, &srv->cfg.srv)) < 0 ||
         (r = kd_server_apply(srv, &cfg, &why)) < 0) {
         kt_log_error("%s", why ? why : "out of memory");
