@@ -29,6 +29,10 @@ static int check_fault(const char *v, const char **why)
 const kt_opt kdb_options[] = {
     { "config", KT_OPT_STR, O(config), NULL, "read options from this file first (-c)",
       0, 0, 0, NULL, KT_OPT_NOFILE },
+    { "print-delays", KT_OPT_INT, O(print_delays), "0",
+      "print the first N delays the latency model draws with the seed (the k-th for key k), "
+      "in microseconds, one a line, and exit",
+      0, 100000000, 0, NULL, KT_OPT_NOFILE },
     KS_OPT_LISTEN(kdb_cfg, srv, "127.0.0.1:7380"),
     KS_OPT_IO(kdb_cfg, srv),
     KS_OPT_LOG_LEVEL(kdb_cfg, srv),

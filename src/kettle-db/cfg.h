@@ -14,6 +14,7 @@
 
 typedef struct kdb_cfg {
     char *config;               /* -c FILE (command line only) */
+    int64_t print_delays;       /* N: print N delays of the model and exit (command line only) */
     ks_config srv;              /* listen, io, limits, admin, admin-password, ... */
     char *latency;              /* SPEC, see latency.h */
     int64_t seed;               /* 0: drawn from the clock, shown in INFO */

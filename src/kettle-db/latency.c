@@ -201,3 +201,26 @@ uint64_t kdb_latency_sample(const kdb_latency *m, kt_rng *r, int64_t key, uint64
         return max_ns;
     return (uint64_t)(d + 0.5);
 }
+
+int kdb_latency_print(const char *spec, uint64_t seed, int64_t n, uint64_t max_ns, FILE *out)
+{
+    kdb_latency m;
+    const char *why;
+    kt_rng r;
+    char d[32];
+    if (kdb_latency_parse(spec, &m, &why) < 0) {
+        fprintf(stderr, "kettle-db: latency '%s': %s\n", spec ? spec : "", why);
+        return -EINVAL;
+    }
+    if (seed == 0)
+        seed = kt_rng_seed_random(&r);
+    else
+        kt_rng_seed(&r, seed);
+    fprintf(out, "# latency %s, seed %llu, max-delay %s, delays in us\n", m.text,
+            (unsigned long long)seed, kdb_format_duration(max_ns, d, sizeof d));
+    for (int64_t k = 1; k <= n; k++) {
+        uint64_t ns = kdb_latency_sample(&m, &r, k, max_ns);
+        fprintf(out, "%llu.%03llu\n", (unsigned long long)(ns / 1000), (unsigned long long)(ns % 1000));
+    }
+    return fflush(out) == 0 ? 0 : -EIO;
+}

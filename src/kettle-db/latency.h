@@ -17,6 +17,7 @@
 #define KDB_LATENCY_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include "rng.h"
 
 typedef enum kdb_lat_kind {
@@ -43,6 +44,12 @@ int kdb_latency_parse(const char *spec, kdb_latency *out, const char **why);
 /* Draw one delay in ns for key (used by "proportional"; other models ignore
  * it), capped at max_ns. A negative key counts as 0. */
 uint64_t kdb_latency_sample(const kdb_latency *m, kt_rng *r, int64_t key, uint64_t max_ns);
+
+/* Print the first n delays that spec draws with seed (0: one from the clock),
+ * the k-th for key k, capped at max_ns: a comment line naming the model and
+ * the seed, then one delay a line in microseconds. kettle-db draws the same
+ * sequence, in the order requests start their delay. 0, or -EINVAL. */
+int kdb_latency_print(const char *spec, uint64_t seed, int64_t n, uint64_t max_ns, FILE *out);
 
 /* The model's name ("fixed", "pareto", ...). */
 const char *kdb_latency_kind_name(kdb_lat_kind kind);

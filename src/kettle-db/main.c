@@ -102,6 +102,11 @@ int main(int argc, char **argv)
         kt_opt_free(kdb_options, &cfg);
         return 2;
     }
+    if (cfg.print_delays > 0) {
+        rc = kdb_latency_print(cfg.latency, (uint64_t)cfg.seed, cfg.print_delays, cfg.max_delay,
+                               stdout) < 0 ? 1 : 0;
+        goto out;
+    }
     kt_log_level lvl;
     if (kt_log_parse_level(cfg.srv.log_level, &lvl) == 0)
         kt_log_set_level(lvl);

@@ -15,6 +15,7 @@ Programs come from $KETTLE_BUILDDIR (set by make check). Each test file is
 bounded by an alarm (KETTLE_TEST_TIMEOUT, default 150 s).
 """
 import atexit
+import json
 import os
 import re
 import select
@@ -83,7 +84,18 @@ def free_port():
     return port
 
 
-class Proc:
+class Stops:
+    """What has a stop() ends a `with` block with it: for a program, the
+    checks of Proc.stop (exit status, no sanitizer report)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Proc(Stops):
     """A child process with its stderr (and stdout) captured to a file."""
 
     def __init__(self, argv, env=None, stdin=None, preexec_fn=None):
@@ -176,6 +188,23 @@ class Server(Proc):
         m = self.wait_log(r"listening on (\S+):(\d+)", timeout)
         self.host, self.port = m.group(1).strip("[]"), int(m.group(2))
         self.addr = "%s:%d" % (self.host, self.port)
+
+
+def run_bench(args, timeout=60):
+    """Run kettle-bench --quiet --json with args; (exit status, the JSON
+    report or None, stderr), after checking stderr for sanitizer reports."""
+    fd, path = tempfile.mkstemp(suffix=".json")
+    os.close(fd)
+    argv = [program("kettle-bench"), "--quiet", "--json", path] + [str(a) for a in args]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        for mark in SANITIZER_MARKS:
+            assert mark not in r.stderr, r.stderr[-4000:]
+        with open(path) as f:
+            text = f.read()
+        return r.returncode, (json.loads(text) if text else None), r.stderr
+    finally:
+        os.unlink(path)
 
 
 def start_redis(*extra):
@@ -315,6 +344,78 @@ class Client:
             except ConnectionResetError:
                 return True
         return False
+
+
+# ---- raw sockets, for bytes the Client would not send or read ----
+
+
+def raw(port, timeout=10):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def read_until_closed(s, timeout=5):
+    """(bytes received, "eof" | "reset") once the server ends the connection."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([s], [], [], max(0, deadline - time.monotonic()))
+        if not r:
+            break
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            return data, "reset"
+        if not chunk:
+            return data, "eof"
+        data += chunk
+    raise AssertionError("connection still open after %ss; got %r" % (timeout, data[-300:]))
+
+
+def read_n(s, n, timeout=5):
+    data = b""
+    deadline = time.monotonic() + timeout
+    while len(data) < n:
+        r, _, _ = select.select([s], [], [], max(0, deadline - time.monotonic()))
+        assert r, "only %r of %d bytes within %ss" % (data[-200:], n, timeout)
+        chunk = s.recv(n - len(data))
+        assert chunk, "closed after %r" % data[-200:]
+        data += chunk
+    return data
+
+
+def still_open(s, t=0.3):
+    """Nothing but silence for t seconds (not closed)."""
+    r, _, _ = select.select([s], [], [], t)
+    if r:
+        try:
+            got = s.recv(65536, socket.MSG_PEEK)
+        except ConnectionResetError:
+            got = "RST"
+        raise AssertionError("expected silence, got %r" % (got[:200],))
+
+
+def pump(fd, deadline, each=None):
+    """What a pseudo-terminal's program prints until it closes it (None
+    past the deadline); each(chunk_so_far, chunk) is called as it comes."""
+    out = b""
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([fd], [], [], 0.2)
+        if not r:
+            if each:
+                each(out, b"")
+            continue
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:
+            chunk = b""
+        if not chunk:
+            return out
+        out += chunk
+        if each:
+            each(out, chunk)
+    return None
 
 
 def fd_count(pid):

@@ -1,12 +1,12 @@
 """kdtest.py - what kettled's integration tests share beyond harness.py:
 starting kettled and kettle-db, a threaded load whose every request must
-end (a value or an error) by a deadline, and raw-socket helpers."""
-import select
-import socket
+end (a value or an error), the raw-socket helpers (from harness.py), and
+fields of INFO's key=value lines."""
 import threading
 import time
 
 import harness as h
+from harness import raw, read_n, read_until_closed, still_open  # noqa: F401 (for the tests)
 
 E = h.RespError
 
@@ -20,54 +20,28 @@ def kettle_db(*args, **kw):
     return h.Server("kettle-db", "--seed", "7", *args, **kw)
 
 
-def raw(port, timeout=10):
-    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return s
+def field(line, key):
+    """The value of key in an INFO line of key=value pairs ("state=up,...")."""
+    return line.split(key + "=")[1].split(",")[0]
 
 
-def read_until_closed(s, timeout=5):
-    """(bytes received, "eof" | "reset") once the server ends the connection."""
-    data = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([s], [], [], max(0, deadline - time.monotonic()))
-        if not r:
-            break
-        try:
-            chunk = s.recv(65536)
-        except ConnectionResetError:
-            return data, "reset"
-        if not chunk:
-            return data, "eof"
-        data += chunk
-    raise AssertionError("connection still open after %ss; got %r" % (timeout, data[-300:]))
+def replicas_up(port, n=2, group="group0", timeout=30):
+    """A client of kettled at port, once n replicas of group are live."""
+    c = h.Client(port)
+    h.wait_for(lambda: "live=%d," % n in h.info(c, "backend")[group], timeout, "%d replicas up" % n)
+    return c
 
 
-def read_n(s, n, timeout=5):
-    data = b""
-    deadline = time.monotonic() + timeout
-    while len(data) < n:
-        r, _, _ = select.select([s], [], [], max(0, deadline - time.monotonic()))
-        assert r, "only %r of %d bytes within %ss" % (data[-200:], n, timeout)
-        chunk = s.recv(n - len(data))
-        assert chunk, "closed after %r" % data[-200:]
-        data += chunk
-    return data
+HANG = 30.0  # beyond its deadline, how long a request may go unanswered before it counts as hung
 
 
-def still_open(s, t=0.3):
-    """Nothing but silence for t seconds (not closed)."""
-    r, _, _ = select.select([s], [], [], t)
-    if r:
-        got = s.recv(65536, socket.MSG_PEEK)
-        raise AssertionError("expected silence, got %r" % got[:200])
-
-
-class Load:
+class Load(h.Stops):
     """n client threads, each sending requests one after another until
     stop(); every reply must be the right value or an error reply, and
-    must come within `deadline` seconds. Results are counted."""
+    must come at all: a request still unanswered HANG seconds past
+    `deadline` (the daemon's request-timeout plus its slack) is a
+    problem. Its time is not checked otherwise: on a loaded machine any
+    reply may be late. Results are counted."""
 
     def __init__(self, port, n=4, deadline=3.0, mget=True):
         self.port, self.deadline, self.mget = port, deadline, mget
@@ -86,20 +60,16 @@ class Load:
         while self.running:
             try:
                 if c is None:
-                    c = h.Client(self.port, timeout=self.deadline + 2)
+                    c = h.Client(self.port, timeout=self.deadline + HANG)
                 k += 1
                 keys = [str((i * 1000 + k * 7 + j) % 5000) for j in range(3)]
-                t0 = time.monotonic()
                 if self.mget and k % 2 == 0:
                     r = c.call("MGET", *keys)
                     want = [x.encode() for x in keys]
                 else:
                     r = c.call("GET", keys[0])
                     want = keys[0].encode()
-                took = time.monotonic() - t0
                 with self.lock:
-                    if took > self.deadline:
-                        self.problems.append("reply after %.2fs: %r" % (took, r))
                     if r == want:
                         self.ok += 1
                     elif isinstance(r, E):
@@ -137,6 +107,6 @@ class Load:
     def stop(self):
         self.running = False
         for t in self.threads:
-            t.join(self.deadline + 5)
+            t.join(self.deadline + HANG + 5)
         assert not self.problems, self.problems[:10]
         return self.counts()

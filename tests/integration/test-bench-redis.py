@@ -2,28 +2,14 @@
 holds n, a missing key caught as a wrong reply, other commands with
 --no-validate, a unix socket, several threads and pipelining. Skipped
 without redis-server."""
-import json
 import os
-import subprocess
 import tempfile
 
 import harness as h
 
 
 def bench(*args, timeout=60):
-    exe = h.program("kettle-bench")
-    fd, path = tempfile.mkstemp(suffix=".json")
-    os.close(fd)
-    try:
-        r = subprocess.run([exe, "--quiet", "--json", path] + [str(a) for a in args],
-                           capture_output=True, text=True, timeout=timeout)
-        for mark in h.SANITIZER_MARKS:
-            assert mark not in r.stderr, r.stderr[-4000:]
-        with open(path) as f:
-            text = f.read()
-        return r.returncode, (json.loads(text) if text else None), r.stderr
-    finally:
-        os.unlink(path)
+    return h.run_bench(args, timeout=timeout)
 
 
 def redis_with_numbers(n, *extra):
@@ -36,8 +22,7 @@ def redis_with_numbers(n, *extra):
 
 
 def test_get_validated_against_redis():
-    r = redis_with_numbers(1000)
-    try:
+    with redis_with_numbers(1000) as r:
         rc, j, err = bench("-p", r.port, "-c", 10, "-n", 5000, "-P", 4, "-t", 2, "-r", 1000)
         assert rc == 0, err
         assert j["requests"] == 5000 and j["errors_total"] == 0, j
@@ -49,15 +34,12 @@ def test_get_validated_against_redis():
         assert rc == 1
         assert 300 < j["errors"]["mismatch"] < 700, j["errors"]
         assert "wrong reply: GET" in err and "(nil)" in err, err
-    finally:
-        r.stop()
 
 
 def test_other_commands_without_validation():
     with tempfile.TemporaryDirectory() as tmp:
         sock = os.path.join(tmp, "redis.sock")
-        r = h.start_redis("--unixsocket", sock)
-        try:
+        with h.start_redis("--unixsocket", sock) as r:
             rc, j, err = bench("-s", sock, "-c", 5, "-n", 2000, "--no-validate",
                                "--mix", "SET k:__rand_int__ v:2,INCR counter:1,PING:1")
             assert rc == 0, err
@@ -71,8 +53,6 @@ def test_other_commands_without_validation():
             assert rc == 1 and j["errors"]["error_replies"], j["errors"]
             assert list(j["errors"]["error_replies"]) == [
                 "WRONGTYPE Operation against a key holding the wrong kind of value"]
-        finally:
-            r.stop()
 
 
 h.main(globals())

@@ -14,11 +14,12 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 
 import harness as h
 
 
-class FakeServer:
+class FakeServer(h.Stops):
     """A threaded RESP server answering PING, GET n and MGET. decide(cmd,
     n) picks what to do with key n: "ok", "wrong" (n+1), "error1",
     "error2", "stall" (never answer), "close" (close the connection), "pang"
@@ -229,8 +230,7 @@ def by_key(mod, table):
 
 
 def test_correct_server_passes_and_json_schema():
-    srv = FakeServer(lambda cmd, n: "ok")
-    try:
+    with FakeServer(lambda cmd, n: "ok") as srv:
         rc, j, out, err = bench(srv.port, "-c", 4, "-n", 500, "-P", 2, "-r", 100, "--seed", 7)
         assert rc == 0, err
         check_schema(j)
@@ -241,13 +241,10 @@ def test_correct_server_passes_and_json_schema():
         assert p["commands"] == [{"command": "GET __rand_int__", "weight": 1}]
         assert j["requests_per_sec"] > 0
         assert "throughput:" in out and "p99.99" in out
-    finally:
-        srv.stop()
 
 
 def test_csv_report():
-    srv = FakeServer(lambda cmd, n: "ok")
-    try:
+    with FakeServer(lambda cmd, n: "ok") as srv:
         rc, _, out, err = bench(srv.port, "-c", 2, "-n", 200, "--csv", json_out=False)
         assert rc == 0, err
         rows = list(csv.DictReader(io.StringIO(out)))
@@ -256,13 +253,10 @@ def test_csv_report():
         assert int(row["requests"]) == 200 and int(row["errors"]) == 0
         for k in ("p50_ms", "p90_ms", "p99_ms", "p99.9_ms", "p99.99_ms", "max_ms", "requests_per_sec"):
             assert float(row[k]) >= 0, (k, row)
-    finally:
-        srv.stop()
 
 
 def test_wrong_values_and_error_replies_counted():
-    srv = FakeServer(by_key(10, {3: "wrong", 7: "error1", 9: "error2"}))
-    try:
+    with FakeServer(by_key(10, {3: "wrong", 7: "error1", 9: "error2"})) as srv:
         rc, j, out, err = bench(srv.port, "-c", 4, "-n", 600, "-r", 100, "--seed", 1)
         assert rc == 1, "exit status %d despite wrong replies" % rc
         check_schema(j)
@@ -274,26 +268,20 @@ def test_wrong_values_and_error_replies_counted():
         assert e["timeouts"] == 0 and e["connection"] == 0
         assert j["requests"] == 600
         assert "wrong reply: GET" in err, err
-    finally:
-        srv.stop()
 
 
 def test_mget_array_checked():
-    srv = FakeServer(by_key(10, {3: "wrong"}))
-    try:
+    with FakeServer(by_key(10, {3: "wrong"})) as srv:
         rc, j, _, err = bench(srv.port, "-c", 3, "-n", 300, "-r", 100, "--seed", 2,
                               "--", "MGET", "__rand_int__", "__rand_int__", "__rand_int__")
         assert rc == 1
         assert srv.counts["wrong"] > 0
         assert j["errors"]["mismatch"] == srv.counts["wrong"], (j["errors"], srv.counts)
-    finally:
-        srv.stop()
 
 
 def test_mget_error_elements_are_errors_not_mismatches():
     # keys ending in 7 fail (an error element), keys ending in 3 are wrong
-    srv = FakeServer(by_key(10, {3: "wrong", 7: "error1"}))
-    try:
+    with FakeServer(by_key(10, {3: "wrong", 7: "error1"})) as srv:
         rc, j, out, err = bench(srv.port, "-c", 3, "-n", 400, "-r", 100, "--seed", 5,
                                 "--", "MGET", "__rand_int__", "__rand_int__", "__rand_int__")
         assert rc == 1
@@ -307,8 +295,6 @@ def test_mget_error_elements_are_errors_not_mismatches():
         assert elements == {"ERR boom": srv.counts["element ERR boom"]}, (e, srv.counts)
         assert e["error_replies"] == {}
         assert "partial replies %d" % srv.counts["partial"] in out, out
-    finally:
-        srv.stop()
 
 
 def test_partial_mget_through_kettled_from_faulty_kettle_db():
@@ -335,47 +321,37 @@ def test_partial_mget_through_kettled_from_faulty_kettle_db():
 
 
 def test_no_validate_still_counts_errors_and_pong():
-    srv = FakeServer(by_key(10, {3: "wrong", 7: "error1"}))
-    try:
+    with FakeServer(by_key(10, {3: "wrong", 7: "error1"})) as srv:
         rc, j, _, _ = bench(srv.port, "-c", 2, "-n", 300, "-r", 100, "--no-validate",
                             "--max-errors", 1000000)
         assert rc == 0
         assert j["parameters"]["validate"] is False
         assert j["errors"]["mismatch"] == 0
         assert j["errors"]["error_replies"] == {"ERR boom": srv.counts["ERR boom"]}
-    finally:
-        srv.stop()
     state = {"n": 0}
 
     def pang(cmd, n):
         state["n"] += 1
         return "pang" if cmd == "PING" and state["n"] % 5 == 0 else "ok"
-    srv = FakeServer(pang)
-    try:
+    with FakeServer(pang) as srv:
         rc, j, _, _ = bench(srv.port, "-c", 1, "-n", 100, "--no-validate", "--", "PING")
         assert rc == 1
         assert srv.counts["pang"] == 20
         assert j["errors"]["mismatch"] == 20, j["errors"]
-    finally:
-        srv.stop()
 
 
 def test_max_errors_sets_exit_status():
-    srv = FakeServer(by_key(10, {3: "error1"}))
-    try:
+    with FakeServer(by_key(10, {3: "error1"})) as srv:
         rc, j, _, _ = bench(srv.port, "-c", 2, "-n", 300, "-r", 100, "--seed", 3)
         k = j["errors_total"]
         assert rc == 1 and k > 0
         rc, j2, _, _ = bench(srv.port, "-c", 2, "-n", 300, "-r", 100, "--seed", 3,
                              "--max-errors", k + 1000)
         assert rc == 0 and j2["errors_total"] > 0
-    finally:
-        srv.stop()
 
 
 def test_timeouts_and_connection_failures_counted_apart():
-    srv = FakeServer(by_key(50, {5: "stall", 25: "close"}))
-    try:
+    with FakeServer(by_key(50, {5: "stall", 25: "close"})) as srv:
         rc, j, _, err = bench(srv.port, "-c", 2, "-n", 300, "-r", 50, "--seed", 4,
                               "--timeout", "300ms")
         assert rc == 1
@@ -388,8 +364,6 @@ def test_timeouts_and_connection_failures_counted_apart():
         # each failure reconnects, unless it was the run's last request
         failures = srv.counts["stall"] + srv.counts["close"]
         assert 2 + failures - 2 <= j["connections_opened"] <= 2 + failures, j
-    finally:
-        srv.stop()
 
 
 def test_refused_connection():
@@ -402,7 +376,6 @@ def test_refused_connection():
 
 def test_progress_line_only_on_a_terminal():
     import pty
-    import select
     srv = FakeServer(lambda cmd, n: "ok")
     try:
         argv = [h.program("kettle-bench"), "-p", str(srv.port), "-c", "2", "-d", "1.5",
@@ -417,18 +390,8 @@ def test_progress_line_only_on_a_terminal():
                 os.execv(argv[0], argv)
             finally:
                 os._exit(127)
-        text = b""
-        while True:
-            r, _, _ = select.select([fd], [], [], 20)
-            if not r:
-                break
-            try:
-                chunk = os.read(fd, 65536)
-            except OSError:
-                chunk = b""
-            if not chunk:
-                break
-            text += chunk
+        text = h.pump(fd, time.monotonic() + 60)
+        assert text is not None, "kettle-bench still running after 60 s"
         _, status = os.waitpid(pid, 0)
         os.close(fd)
         assert os.waitstatus_to_exitcode(status) == 0, text
@@ -460,8 +423,7 @@ def test_mix_weights_and_seq_keys():
             if cmd == "GET":
                 keys.append(n)
         return "ok"
-    srv = FakeServer(record)
-    try:
+    with FakeServer(record) as srv:
         rc, j, _, err = bench(srv.port, "-c", 1, "-n", 1000, "-r", 1000000,
                               "--mix", "GET __seq_int__:3, PING:1")
         assert rc == 0, err
@@ -469,8 +431,6 @@ def test_mix_weights_and_seq_keys():
         # 3:1 within a generous margin (1000 draws)
         assert 650 <= seen["GET"] <= 850, seen
         assert keys == sorted(keys) and len(set(keys)) == len(keys), "__seq_int__ not a sequence"
-    finally:
-        srv.stop()
 
 
 h.main(globals())

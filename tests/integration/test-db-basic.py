@@ -14,8 +14,7 @@ E = h.RespError
 
 
 def test_commands():
-    db = h.Server("kettle-db", "--latency", "none")
-    try:
+    with h.Server("kettle-db", "--latency", "none") as db:
         c = h.Client(db.port)
         assert c.call("PING") == "PONG"
         assert c.call("PING", "hi") == b"hi"
@@ -56,25 +55,19 @@ def test_commands():
         assert c.call("QUIT") == "OK"
         assert c.closed_by_peer(5)
         c.close()
-    finally:
-        db.stop()
 
 
 def test_keyspace_option():
-    db = h.Server("kettle-db", "--latency", "none", "--keyspace", "100")
-    try:
+    with h.Server("kettle-db", "--latency", "none", "--keyspace", "100") as db:
         c = h.Client(db.port)
         assert c.call("DBSIZE") == 100
         assert c.call("GET", "99") == b"99"
         assert c.call("GET", "100") is None
         assert c.call("MGET", "0", "100") == [b"0", None]
-    finally:
-        db.stop()
 
 
 def test_info():
-    db = h.Server("kettle-db", "--latency", "fixed 2ms", "--seed", "42")
-    try:
+    with h.Server("kettle-db", "--latency", "fixed 2ms", "--seed", "42") as db:
         c = h.Client(db.port)
         for i in range(20):
             assert c.call("GET", i) == str(i).encode()
@@ -94,14 +87,11 @@ def test_info():
         raw = c.call("INFO", "server").decode()
         assert raw.startswith("# Server\r\n") and "io_backend:" in raw and "# Stats" not in raw
         assert c.call("INFO", "nosuchsection") == b""
-    finally:
-        db.stop()
 
 
 def test_redis_cli():
     cli = h.need("redis-cli")
-    db = h.Server("kettle-db", "--latency", "fixed 1ms")
-    try:
+    with h.Server("kettle-db", "--latency", "fixed 1ms") as db:
         def run(*args):
             return subprocess.run([cli, "-h", "127.0.0.1", "-p", str(db.port)] + list(args),
                                   capture_output=True, text=True, timeout=20).stdout
@@ -118,8 +108,6 @@ def test_redis_cli():
         out = subprocess.run([cli, "-p", str(db.port)], input="GET 8\nPING\n", capture_output=True,
                              text=True, timeout=20).stdout
         assert "8" in out and "PONG" in out, out
-    finally:
-        db.stop()
 
 
 def test_help_version_conf():
@@ -150,21 +138,15 @@ def test_config_file():
         f.write("# test\nlatency = fixed 7ms\nseed = 99\nkeyspace = 1000\nfault = error 0.25\n")
         path = f.name
     try:
-        db = h.Server("kettle-db", "-c", path)
-        try:
+        with h.Server("kettle-db", "-c", path) as db:
             c = h.Client(db.port)
             inf = h.info(c)
             assert inf["latency_model"] == "fixed 7ms" and inf["seed"] == "99"
             assert inf["keyspace"] == "1000"
             assert c.call("FAULT", "LIST") == [b"error 0.25 ERR injected fault"]
-        finally:
-            db.stop()
         # the command line wins over the file
-        db = h.Server("kettle-db", "-c", path, "--latency", "none")
-        try:
+        with h.Server("kettle-db", "-c", path, "--latency", "none") as db:
             assert h.info(h.Client(db.port))["latency_model"] == "none"
-        finally:
-            db.stop()
     finally:
         os.unlink(path)
 

@@ -22,7 +22,7 @@ def kettled(*args, **kw):
     return h.Server("kettled", *args, **kw)
 
 
-def cli(port, *args, timeout=10):
+def cli(port, *args, timeout=60):
     exe = h.need("redis-cli")
     p = subprocess.run([exe, "-p", str(port)] + [str(a) for a in args], capture_output=True,
                        timeout=timeout)
@@ -30,8 +30,7 @@ def cli(port, *args, timeout=10):
 
 
 def test_redis_cli_every_command():
-    k = kettled("--embedded-latency", "fixed 1ms")
-    try:
+    with kettled("--embedded-latency", "fixed 1ms") as k:
         p = k.port
         assert cli(p, "PING") == "PONG\n"
         assert cli(p, "PING", "hello") == "hello\n"
@@ -64,10 +63,8 @@ def test_redis_cli_every_command():
         assert cli(p, "CLIENT", "FOO").startswith("ERR unknown subcommand 'FOO'. Try CLIENT HELP.")
         # redis-cli's --no-raw formatting of an array with an error element
         out = subprocess.run([h.need("redis-cli"), "-p", str(p), "--no-raw", "MGET", "1", "x"],
-                             capture_output=True, timeout=10).stdout.decode()
+                             capture_output=True, timeout=60).stdout.decode()
         assert out.startswith('1) "1"\n2) (error) ERR'), out
-    finally:
-        k.stop()
 
 
 class Pty:
@@ -83,7 +80,7 @@ class Pty:
     def send(self, line):
         os.write(self.fd, line.encode() + b"\n")
 
-    def expect(self, text, timeout=10):
+    def expect(self, text, timeout=60):
         want = text.encode()
         deadline = time.monotonic() + timeout
         while want not in self.out:
@@ -134,16 +131,13 @@ def test_redis_cli_interactive():
 def test_pipeline_in_order():
     """Replies leave in request order even when later fetches finish first
     (proportional delay: GET 30 takes 30 units, GET 1 one)."""
-    k = kettled("--embedded-latency", "proportional 5ms")
-    try:
+    with kettled("--embedded-latency", "proportional 5ms") as k:
         c = h.Client(k.port)
         cmds = [("GET", "30"), ("PING",), ("GET", "1"), ("MGET", "20", "2"), ("ECHO", "e"),
                 ("GET", "nope"), ("GET", "3")]
         got = c.pipeline(cmds)
         assert got[:5] == [b"30", "PONG", b"1", [b"20", b"2"], b"e"], got
         assert isinstance(got[5], E) and got[6] == b"3", got
-    finally:
-        k.stop()
 
 
 def timed(c, *args):
@@ -152,60 +146,80 @@ def timed(c, *args):
     return r, time.monotonic() - t0
 
 
+def with_info(c, *cmd):
+    """(reply to cmd, INFO stats) for cmd and INFO sent in one write: the
+    INFO runs as soon as it is read, right after cmd has started its fetches."""
+    c.send(h.encode(*cmd) + h.encode("INFO", "stats"))
+    r = c.read_reply()
+    raw = c.read_reply()
+    assert isinstance(raw, bytes), raw
+    return r, dict(line.split(":", 1) for line in raw.decode().splitlines() if ":" in line)
+
+
 def test_three_shapes():
     """MGET waits for the slowest, MGETSEQ for the sum, MGETANY for the fastest
-    (each key its own GET: a batch would answer with its slowest key)."""
-    k = kettled("--embedded-latency", "proportional 40ms", "--backend-batch", "1")
-    try:
+    (each key its own GET: a batch would answer with its slowest key).
+    Elapsed times are checked from below only (a loaded machine adds to
+    them); MGET's concurrency is seen in INFO: all its fetches outstanding
+    at once."""
+    with kettled("--embedded-latency", "proportional 40ms", "--backend-batch", "1") as k:
         c = h.Client(k.port)
-        r, t = timed(c, "MGET", "1", "2", "3")
-        assert r == [b"1", b"2", b"3"] and 0.11 <= t < 0.22, (r, t)
-        r, t = timed(c, "MGETSEQ", "1", "2", "3")
-        assert r == [b"1", b"2", b"3"] and 0.23 <= t < 0.40, (r, t)
+        t0 = time.monotonic()
+        r, inf = with_info(c, "MGET", "1", "2", "3")
+        assert r == [b"1", b"2", b"3"] and time.monotonic() - t0 >= 0.12, (r, time.monotonic() - t0)
+        assert inf["fetches_outstanding"] == "3", inf
+        fetches = int(inf["fetches"])
+        t0 = time.monotonic()
+        r, inf = with_info(c, "MGETSEQ", "1", "2", "3")
+        assert r == [b"1", b"2", b"3"] and time.monotonic() - t0 >= 0.24, (r, time.monotonic() - t0)
+        assert int(inf["fetches_outstanding"]) <= 1, inf  # one after another
         r, t = timed(c, "MGETANY", "3", "1", "2")
-        assert r == b"1" and 0.035 <= t < 0.10, (r, t)
+        assert r == b"1" and t >= 0.04, (r, t)  # the fastest key won
         # the losers were cancelled: their replies are read and dropped
         inf = h.info(c, "stats")
         assert int(inf["fetch_cancellations"]) == 2, inf
-        h.wait_for(lambda: h.info(c, "stats")["fetches_outstanding"] == "0", 5, "losers' replies read")
+        assert int(inf["fetches"]) == fetches + 6, inf
+        h.wait_for(lambda: h.info(c, "stats")["fetches_outstanding"] == "0", 10, "losers' replies read")
         assert c.call("GET", "2") == b"2"
-    finally:
-        k.stop()
 
 
 def test_request_timeout_partial():
     """At the deadline the outstanding fetches are cancelled; MGET answers
-    with the parts that arrived and an error for the rest."""
-    k = kettled("--embedded-latency", "proportional 50ms", "--request-timeout", "200ms",
+    with the parts that arrived and an error for the rest. Fast keys take
+    20 ms, slow ones 2 s: far on either side of the 1 s deadline, so that
+    which part arrives in time does not hang on the machine's load."""
+    k = kettled("--embedded-latency", "proportional 10ms", "--request-timeout", "1s",
                 "--backend-batch", "1")
     try:
         c = h.Client(k.port)
-        r, t = timed(c, "MGET", "1", "10", "2")
+        late = E("ERR request timed out after 1000 ms (request-timeout)")
+        r, t = timed(c, "MGET", "1", "200", "2")
         assert r[0] == b"1" and r[2] == b"2", r
-        assert r[1] == E("ERR request timed out after 200 ms (request-timeout)"), r
-        assert 0.19 <= t < 0.4, t
+        assert r[1] == late, r
+        assert t >= 1.0, t  # the deadline is not early
         # (each time, the cancelled fetches' replies are awaited so that no
         # later request waits behind one on its connection)
         settled = lambda: h.info(c, "stats")["fetches_outstanding"] == "0"
-        h.wait_for(settled, 5, "late replies read")
-        r = c.call("GET", "9")
-        assert r == E("ERR request timed out after 200 ms (request-timeout)"), r
-        h.wait_for(settled, 5, "late replies read")
-        r = c.call("MGETSEQ", "2", "3", "1")  # 100 + 150 > 200: the third never starts
-        assert r[0] == b"2" and isinstance(r[1], E) and isinstance(r[2], E), r
-        assert c.call("MGETANY", "8", "9") == E("ERR request timed out after 200 ms (request-timeout)")
+        h.wait_for(settled, 10, "late replies read")
+        r = c.call("GET", "190")
+        assert r == late, r
+        h.wait_for(settled, 10, "late replies read")
+        fetches = int(h.info(c, "stats")["fetches"])
+        r = c.call("MGETSEQ", "2", "200", "1")  # 20 ms, then 2 s > 1 s: the third never starts
+        assert r[0] == b"2" and r[1] == late and isinstance(r[2], E), r
+        assert int(h.info(c, "stats")["fetches"]) == fetches + 2
+        assert c.call("MGETANY", "200", "190") == late
         inf = h.info(c, "stats")
         assert int(inf["request_timeouts"]) == 4, inf
         # the cancelled fetches' replies arrive later and are dropped
-        h.wait_for(lambda: h.info(c, "stats")["fetches_outstanding"] == "0", 5, "late replies read")
+        h.wait_for(settled, 10, "late replies read")
         assert c.call("GET", "1") == b"1"
     finally:
         k.stop()
 
 
 def test_auth_hello():
-    k = kettled("--requirepass", "s3cret")
-    try:
+    with kettled("--requirepass", "s3cret") as k:
         c = h.Client(k.port)
         assert c.call("GET", "1") == E("NOAUTH Authentication required.")
         assert c.call("PING") == E("NOAUTH Authentication required.")
@@ -229,14 +243,11 @@ def test_auth_hello():
         # redis-cli -a
         assert subprocess.run([h.need("redis-cli"), "-p", str(k.port), "-a", "s3cret",
                                "--no-auth-warning", "GET", "5"],
-                              capture_output=True, timeout=10).stdout == b"5\n"
-    finally:
-        k.stop()
+                              capture_output=True, timeout=60).stdout == b"5\n"
 
 
 def test_config_set_and_info():
-    k = kettled()
-    try:
+    with kettled() as k:
         c = h.Client(k.port)
         assert c.call("CONFIG", "SET", "request-timeout", "250ms", "max-keys", "3") == "OK"
         assert c.call("CONFIG", "GET", "max-keys") == [b"max-keys", b"3"]
@@ -259,21 +270,16 @@ def test_config_set_and_info():
         assert inf["io_backend"] in ("epoll", "io_uring", "libevent")
         assert h.info(c, "nosuch") == {}
         assert set(h.info(c, "clients")) >= {"connected_clients", "maxclients"}
-    finally:
-        k.stop()
 
 
 def test_unix_socket_and_two_listeners():
     d = tempfile.mkdtemp()
     path = os.path.join(d, "kettled.sock")
-    k = kettled("--listen", "unix:" + path)
-    try:
+    with kettled("--listen", "unix:" + path) as k:
         c = h.Client(k.port)
         assert c.call("GET", "3") == b"3"
         u = h.Client(0, unix=path)
         assert u.call("MGET", "4", "5") == [b"4", b"5"]
-    finally:
-        k.stop()
     assert not os.path.exists(path)
 
 
@@ -316,23 +322,23 @@ def test_io_backends():
 def test_check_config_and_conf_file():
     exe = h.program("kettled")
     conf = os.path.join(h.SRCDIR, "conf", "kettled.conf")
-    out = subprocess.run([exe, "--write-conf"], capture_output=True, timeout=10).stdout.decode()
+    out = subprocess.run([exe, "--write-conf"], capture_output=True, timeout=60).stdout.decode()
     with open(conf) as f:
         assert f.read() == out, "conf/kettled.conf is stale: regenerate with kettled --write-conf"
-    r = subprocess.run([exe, "-c", conf, "--check-config"], capture_output=True, timeout=10)
+    r = subprocess.run([exe, "-c", conf, "--check-config"], capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stdout == b"configuration OK\n", r
     with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as f:
         f.write("maxclients = many\n")
-    r = subprocess.run([exe, "-c", f.name, "--check-config"], capture_output=True, timeout=10)
+    r = subprocess.run([exe, "-c", f.name, "--check-config"], capture_output=True, timeout=60)
     assert r.returncode == 1 and b"maxclients" in r.stderr, r
-    r = subprocess.run([exe, "--max-keys", "70000", "--check-config"], capture_output=True, timeout=10)
+    r = subprocess.run([exe, "--max-keys", "70000", "--check-config"], capture_output=True, timeout=60)
     assert r.returncode == 1 and b"max-keys" in r.stdout, r
     os.unlink(f.name)
     # --help lists the commands and every option; --version
-    r = subprocess.run([exe, "--help"], capture_output=True, timeout=10).stdout.decode()
+    r = subprocess.run([exe, "--help"], capture_output=True, timeout=60).stdout.decode()
     for word in ("MGETSEQ", "MGETANY", "--request-timeout", "--backend-pipeline", "--embedded-latency"):
         assert word in r, word
-    assert subprocess.run([exe, "--version"], capture_output=True, timeout=10).stdout.startswith(b"kettled ")
+    assert subprocess.run([exe, "--version"], capture_output=True, timeout=60).stdout.startswith(b"kettled ")
 
 
 h.main(globals())

@@ -29,10 +29,11 @@ def test_db_down_at_start():
     db = None
     try:
         c = h.Client(kd.port)
-        t0 = time.monotonic()
         r = c.call("GET", "1")
         assert isinstance(r, E) and addr in str(r), r
-        assert time.monotonic() - t0 < 1.5
+        # the refused connection answered it, not the request's deadline
+        inf = h.info(c, "stats")
+        assert inf["request_timeouts"] == "0" and int(inf["backend_connection_failures"]) >= 1, inf
         r = c.call("MGET", "1", "2")
         assert all(isinstance(x, E) for x in r), r
         db = kettle_db("--latency", "none", listen=addr)
@@ -55,16 +56,13 @@ def test_db_restarted_mid_load():
         h.wait_for(lambda: re.search(r"connections=(\d+)/\1,", h.info(c, "backend")["backend0"]), 5,
                    "pool up")
         base = h.fd_count(kd.pid)
-        load = Load(kd.port, n=4, deadline=0.8 + 1.0)
-        try:
+        with Load(kd.port, n=4, deadline=0.8 + 1.0) as load:
             load.wait_ok(20, 10)
             db.kill()
             load.wait_errors(10, 10, "errors while the database is gone")
             assert kd.alive()
             db = kettle_db("--latency", "fixed 2ms", listen=addr)
             load.wait_ok(50, 15, "service after the restart")
-        finally:
-            load.stop()
         assert c.call("MGET", "7", "8") == [b"7", b"8"]
         h.wait_for(lambda: h.fd_count(kd.pid) <= base, 10, "descriptors back to the baseline")
     finally:
@@ -108,8 +106,10 @@ def test_sigterm_answers_what_was_sent():
     at the signal part of each client's requests are still unread in its
     socket. Every request sent before the signal is answered, in order;
     then each client is closed and kettled exits 0."""
-    kd = kettled("--embedded-latency", "fixed 200ms", "--request-timeout", "20s",
-                 "--shutdown-timeout", "60s")
+    # no deadline of kettled's may cut a request short on a loaded machine:
+    # this is about the drain alone
+    kd = kettled("--embedded-latency", "fixed 200ms", "--request-timeout", "0",
+                 "--backend-timeout", "0", "--shutdown-timeout", "0")
     socks = []
     n, per = 50, 1500
     try:
@@ -128,7 +128,8 @@ def test_sigterm_answers_what_was_sent():
             c.sock, c.buf = s, b""
             s.settimeout(60)
             for j in range(per):
-                assert c.read_reply() == str(i * per + j).encode(), (i, j)
+                r = c.read_reply()
+                assert r == str(i * per + j).encode(), (i, j, r)
             assert c.closed_by_peer(10), i
         assert kd.wait(30) == 0
         kd.check_clean()
@@ -148,24 +149,35 @@ def _refused(port):
     return False
 
 
+def in_flight(kd, *cmd):
+    """A raw connection to kd that sent cmd, once kd's fetches for it are
+    out (each takes 20 s in the tests below)."""
+    s = raw(kd.port)
+    s.sendall(h.encode(*cmd))
+    with h.Client(kd.port) as mon:
+        h.wait_for(lambda: h.info(mon, "stats")["fetches_outstanding"] == str(len(cmd) - 1), 30,
+                   "fetches in flight")
+    return s
+
+
+def exits_unanswered(kd, why):
+    """kd exits with the status of a drain that left requests unanswered,
+    before its 20 s fetches could end, with no sanitizer report, logging
+    why and the one client's unanswered request."""
+    assert kd.wait(15) == UNANSWERED
+    kd.check_clean()
+    assert why in kd.log() and "1 requests unanswered" in kd.log(), kd.log()[-2000:]
+
+
 def test_second_signal_exits_at_once():
     kd = kettled("--embedded-latency", "fixed 20s", "--request-timeout", "0")
     try:
-        s = raw(kd.port)
-        s.sendall(h.encode("GET", "1"))
-        mon = h.Client(kd.port)
-        h.wait_for(lambda: h.info(mon, "stats")["fetches_outstanding"] == "1", 5, "a fetch in flight")
-        mon.close()
+        s = in_flight(kd, "GET", "1")
         kd.signal(signal.SIGTERM)
-        time.sleep(0.2)  # let the drain begin; the fetch takes 20 s
+        kd.wait_log("shutting down")  # the drain began; the fetch takes 20 s
         assert kd.alive()
-        t0 = time.monotonic()
         kd.signal(signal.SIGINT)
-        assert kd.wait(5) == UNANSWERED  # the GET sent before the signal got no reply
-        assert time.monotonic() - t0 < 3
-        kd.check_clean()
-        assert "second signal" in kd.log()
-        assert "1 requests unanswered" in kd.log()
+        exits_unanswered(kd, "second signal")  # at once; the GET sent before got no reply
         s.close()
     finally:
         kd.kill()
@@ -174,18 +186,11 @@ def test_second_signal_exits_at_once():
 def test_shutdown_timeout():
     kd = kettled("--embedded-latency", "fixed 20s", "--request-timeout", "0", "--shutdown-timeout", "300ms")
     try:
-        s = raw(kd.port)
-        s.sendall(h.encode("MGET", "1", "2"))
-        mon = h.Client(kd.port)
-        h.wait_for(lambda: h.info(mon, "stats")["fetches_outstanding"] == "2", 5, "fetches in flight")
-        mon.close()
+        s = in_flight(kd, "MGET", "1", "2")
         t0 = time.monotonic()
         kd.signal(signal.SIGTERM)
-        assert kd.wait(5) == UNANSWERED
-        assert time.monotonic() - t0 < 3
-        kd.check_clean()
-        assert "shutdown-timeout" in kd.log()
-        assert "1 requests unanswered" in kd.log()
+        exits_unanswered(kd, "shutdown-timeout")
+        assert time.monotonic() - t0 >= 0.3
         s.close()
     finally:
         kd.kill()
@@ -283,14 +288,14 @@ def test_no_switch_to_the_embedded_database():
 def test_backends_changed_at_run_time():
     """CONFIG SET backend: requests already sent to a removed server are
     answered; new ones go to the new list; the old server is released."""
-    db1 = kettle_db("--latency", "fixed 300ms")
+    db1 = kettle_db("--latency", "fixed 3s")  # GET 11 is still out when the list changes
     db2 = kettle_db("--latency", "none")
-    kd = kettled("--backend", db1.addr)
+    kd = kettled("--backend", db1.addr, "--request-timeout", "30s", "--backend-timeout", "30s")
     try:
         c = h.Client(kd.port)
         s = raw(kd.port)
         s.sendall(h.encode("GET", "11"))
-        h.wait_for(lambda: h.info(c, "stats")["fetches_outstanding"] == "1", 5, "a fetch in flight")
+        h.wait_for(lambda: h.info(c, "stats")["fetches_outstanding"] == "1", 30, "a fetch in flight")
         assert c.call("CONFIG", "SET", "backend", db2.addr) == "OK"
         assert c.call("GET", "12") == b"12"
         c2 = h.Client.__new__(h.Client)

@@ -7,43 +7,32 @@ import signal
 import tempfile
 
 import harness as h
-from kdtest import Load, kettle_db, kettled
+from kdtest import Load, field, kettle_db, kettled, replicas_up
 
-# option -> (a new value for CONFIG SET, what CONFIG GET answers then)
-CHANGES = [
-    ("backend-batch", "4", "4"),
-    ("singleflight", "no", "no"),
-    ("hedge-after", "30ms", "30ms"),
-    ("hedge-max-extra", "10%", "10%"),
-    ("backend-queue-bytes", "8mb", "8388608"),
-    ("backend-output-limit", "256kb", "262144"),
-    ("stall-factor", "20", "20"),
-    ("stall-floor", "300ms", "300ms"),
-    ("eject-failure-rate", "10%", "10%"),
-    ("eject-min-requests", "200", "200"),
-    ("eject-time-max", "30s", "30000ms"),
-    ("health-window", "2s", "2000ms"),
-]
-
-# option -> (its line in the reloaded file, what CONFIG GET answers then)
-FILE = [
-    ("backend-batch", "16", "16"), ("singleflight", "yes", "yes"), ("hedge-after", "p90", "p90"),
-    ("hedge-max-extra", "2%", "2%"), ("backend-queue-bytes", "16mb", str(16 << 20)),
-    ("backend-output-limit", "512kb", str(512 << 10)), ("stall-factor", "8", "8"),
-    ("stall-floor", "250ms", "250ms"), ("eject-failure-rate", "20%", "20%"),
-    ("eject-min-requests", "30", "30"), ("eject-time-max", "20s", "20000ms"),
-    ("health-window", "500ms", "500ms"),
-]
+# option: (a value for CONFIG SET, CONFIG GET's answer then),
+#         (its line in the reloaded file, CONFIG GET's answer then)
+OPTIONS = {
+    "backend-batch": (("4", "4"), ("16", "16")),
+    "singleflight": (("no", "no"), ("yes", "yes")),
+    "hedge-after": (("30ms", "30ms"), ("p90", "p90")),
+    "hedge-max-extra": (("10%", "10%"), ("2%", "2%")),
+    "backend-queue-bytes": (("8mb", "8388608"), ("16mb", str(16 << 20))),
+    "backend-output-limit": (("256kb", "262144"), ("512kb", str(512 << 10))),
+    "stall-factor": (("20", "20"), ("8", "8")),
+    "stall-floor": (("300ms", "300ms"), ("250ms", "250ms")),
+    "eject-failure-rate": (("10%", "10%"), ("20%", "20%")),
+    "eject-min-requests": (("200", "200"), ("30", "30")),
+    "eject-time-max": (("30s", "30000ms"), ("20s", "20000ms")),
+    "health-window": (("2s", "2000ms"), ("500ms", "500ms")),
+}
+CHANGES = [(n, v, shown) for n, ((v, shown), _) in OPTIONS.items()]
+FILE = [(n, v, shown) for n, (_, (v, shown)) in OPTIONS.items()]
 
 
 def get(c, name):
     r = c.call("CONFIG", "GET", name)
     assert isinstance(r, list) and len(r) == 2, (name, r)
     return r[1].decode()
-
-
-def field(line, key):
-    return line.split(key + "=")[1].split(",")[0]
 
 
 def test_every_pool_option_under_load():
@@ -54,8 +43,7 @@ def test_every_pool_option_under_load():
         f.write(lines)
     kd = kettled("-c", conf)
     try:
-        c = h.Client(kd.port)
-        h.wait_for(lambda: "live=2," in h.info(c, "backend")["group0"], 5, "replicas up")
+        c = replicas_up(kd.port)
         load = Load(kd.port, n=4, deadline=3.0)
         try:
             load.wait_ok(50, 20, "service before the changes")

@@ -34,7 +34,6 @@ import json
 import os
 import pty
 import re
-import select
 import shlex
 import signal
 import socket
@@ -224,28 +223,6 @@ def clean(text):
     return "\n".join(l.rsplit("\r", 1)[-1] for l in text.split("\n"))
 
 
-def pump(fd, deadline, each=None):
-    """What a pseudo-terminal's program prints until it closes it (None
-    past the deadline); each(chunk_so_far, chunk) is called as it comes."""
-    out = b""
-    while time.monotonic() < deadline:
-        r, _, _ = select.select([fd], [], [], 0.2)
-        if not r:
-            if each:
-                each(out, b"")
-            continue
-        try:
-            chunk = os.read(fd, 65536)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            return out
-        out += chunk
-        if each:
-            each(out, chunk)
-    return None
-
-
 class Result:
     def __init__(self, cmd):
         self.cmd, self.status, self.out = cmd, None, ""
@@ -279,7 +256,7 @@ def run_block(block):
         except BaseException as e:
             os.write(2, ("cannot run the block: %s\n" % e).encode())
         os._exit(127)
-    raw = pump(fd, time.monotonic() + BLOCK_TIMEOUT)
+    raw = h.pump(fd, time.monotonic() + BLOCK_TIMEOUT)
     if raw is None:
         os.kill(pid, signal.SIGKILL)
         raise AssertionError("README block at line %d ran past %ds" % (block.line, BLOCK_TIMEOUT))
@@ -535,7 +512,7 @@ def helper(argv):
             if not sent and out.count(b"\n") + out.count(b"\r") >= 8:
                 os.write(fd, b"\x03")
                 sent.append(True)
-        if pump(fd, time.monotonic() + 120, each) is None:
+        if h.pump(fd, time.monotonic() + 120, each) is None:
             os.kill(pid, signal.SIGKILL)
         _, st = os.waitpid(pid, 0)
         return os.waitstatus_to_exitcode(st)
