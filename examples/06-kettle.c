@@ -114,14 +114,7 @@ int main(int argc, char **argv)
             kt_future_unref(fs[i]);
         }
     }
-    kt_loop_stats left;
-    for (int spins = 0; spins < 100; spins++) {
-        kt_loop_get_stats(loop, &left);
-        if (left.streams == 0 && left.futures_live == 0)
-            break;
-        kt_loop_run(loop, KT_RUN_NOWAIT);
-    }
-    kt_loop_free(loop);
+    loop_finish(loop);
     free(fs);
     free(conns);
 

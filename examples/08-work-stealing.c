@@ -490,15 +490,8 @@ int main(int argc, char **argv)
             kt_future_unref(fs[i]);
         }
     }
-    pool_stop(&a->pool);
-    kt_loop_stats st;
-    for (int spins = 0; spins < 100; spins++) {
-        kt_loop_get_stats(a->loop, &st);
-        if (a->jobs_running == 0 && st.streams == 0 && st.futures_live == 0)
-            break;
-        kt_loop_run(a->loop, KT_RUN_NOWAIT);
-    }
-    kt_loop_free(a->loop);
+    pool_stop(&a->pool); /* every result is posted by now */
+    loop_finish(a->loop);
     free(fs);
     free(conns);
 

@@ -257,4 +257,19 @@ static kt_future *fetch(struct conn *c, int n)
     return fut;
 }
 
+/* The end of a program: with every future settled or cancelled (which
+ * closes its connection) and every timer stopped, the run returns once the
+ * closes have finished, and the loop is empty. kt_loop_close() answers
+ * -EBUSY when it is not: something was left open. */
+static void loop_finish(kt_loop *loop)
+{
+    int rc = kt_loop_run(loop, KT_RUN_DEFAULT);
+    if (rc == 0)
+        rc = kt_loop_close(loop);
+    if (rc < 0) {
+        example_error("the loop did not end empty: %s", strerror(-rc));
+        kt_loop_free(loop); /* closes what is left */
+    }
+}
+
 #endif /* EXAMPLES_KETTLE_FETCH_H */

@@ -170,11 +170,8 @@ static void on_close(kt_stream *s, void *arg)
     kb_worker *w = c->w;
     c->s = NULL;
     w->open_streams--;
-    if (w->finishing) {
-        if (w->open_streams == 0)
-            kt_loop_stop(w->loop);
-        return;
-    }
+    if (w->finishing)
+        return; /* the loop's run returns once the last one is closed */
     if (c->state == KB_C_CLOSING)
         after_close(c, c->retry);
 }

@@ -169,8 +169,6 @@ void kb_worker_finish(kb_worker *w)
     }
     if (w->cfg->progress)
         publish(w);
-    if (w->open_streams == 0)
-        kt_loop_stop(w->loop);
 }
 
 static void stop_cb(void *arg)
@@ -259,21 +257,18 @@ static void *run(void *arg)
     if (w->err == 0) {
         if (!w->cfg->abort) {
             begin(w);
-            int rc = 0;
-            /* begin() may have ended the run already (nothing to connect) */
-            if (!(w->finishing && w->open_streams == 0))
-                rc = kt_loop_run(loop, KT_RUN_DEFAULT);
+            /* returns once finished: the timers stopped, the streams closed */
+            int rc = kt_loop_run(loop, KT_RUN_DEFAULT);
             if (rc < 0)
                 fprintf(stderr, "kettle-bench: thread %u: the event loop failed: %s\n", w->index,
                         strerror(-rc));
         }
-        /* a stopped loop may still owe on_close calls: let them run */
-        for (int i = 0; i < 100 && w->open_streams > 0; i++)
-            kt_loop_run(loop, KT_RUN_NOWAIT);
         pthread_mutex_lock(&w->lock);
         w->loop_alive = false;
         pthread_mutex_unlock(&w->lock);
-        kt_loop_free(loop);
+        /* run what main posted meanwhile (nothing more can come) */
+        if (kt_loop_run(loop, KT_RUN_DEFAULT) < 0 || kt_loop_close(loop) < 0)
+            kt_loop_free(loop);
     }
     __atomic_store_n(&w->ended, true, __ATOMIC_RELEASE);
     pthread_kill(w->main_thread, SIGUSR1);
