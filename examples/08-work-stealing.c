@@ -39,6 +39,7 @@
 
 #include "example.h"
 #include "kettle-fetch.h"
+#include "rng.h" /* the one PRNG of the tree (src/common) */
 
 #define TIMEOUT KT_SEC(IO_TIMEOUT_S) /* give up after this long */
 #define TICK KT_MSEC(50)
@@ -73,7 +74,7 @@ struct worker {
     pthread_t tid;
     int id;
     struct deque dq;
-    unsigned seed;               /* for picking a victim to steal from */
+    kt_rng rng;                  /* for picking a victim to steal from */
     unsigned long ran, steals;   /* statistics, read after the pool stops */
 };
 
@@ -174,7 +175,7 @@ static struct job *find_job(struct worker *w)
         pthread_mutex_unlock(&p->lock);
     }
     if (!j && atomic_load(&p->queued) > 0) {
-        int first = (int)(rand_r(&w->seed) % (unsigned)p->nworkers);
+        int first = (int)kt_rng_below(&w->rng, (uint64_t)p->nworkers);
         for (int k = 0; k < p->nworkers && !j; k++) {
             struct worker *victim = &p->workers[(first + k) % p->nworkers];
             if (victim != w && (j = deque_steal(&victim->dq)) != NULL)
@@ -224,7 +225,7 @@ static int pool_start(struct pool *p, int n)
         struct worker *w = &p->workers[i];
         w->pool = p;
         w->id = i;
-        w->seed = (unsigned)i * 2654435761u + 1;
+        kt_rng_seed(&w->rng, (uint64_t)i + 1);
         pthread_mutex_init(&w->dq.lock, NULL);
     }
     for (int i = 0; i < n; i++) {
