@@ -427,24 +427,13 @@ static void watchdog_cb(kt_timer *t, void *arg)
 int main(int argc, char **argv)
 {
     struct example ex;
-    example_init(argc, argv, &ex, EX_WITH_CONNS); /* exits 2 on bad usage */
     kt_addr addr;
-    if (kt_addr_parse(ex.addr, &addr) < 0) {
-        fprintf(stderr, "bad address '%s': expected IP:PORT or localhost:PORT\n", ex.addr);
-        return 1;
-    }
+    kt_future **fs;
+    struct conn **conns;
     static struct app app; /* static: the pool's deques are a few KiB */
     struct app *a = &app;
-    kt_future **fs = calloc((size_t)ex.n, sizeof *fs);
-    struct conn **conns = calloc((size_t)ex.conns, sizeof *conns);
-    if (!fs || !conns || numbers_init(&a->nums, &ex) < 0)
-        return 1;
-    fd_limit_raise(); /* one socket per fetch; before the loop sizes its tables */
-    int rc = kt_loop_new(&a->loop, NULL);
-    if (rc < 0) {
-        fprintf(stderr, "cannot create the event loop: %s\n", strerror(-rc));
-        return 1;
-    }
+    a->loop = kettle_start(argc, argv, &ex, &addr, &fs, &conns, &a->nums); /* exits on error */
+    int rc;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int nworkers = ncpu < 2 ? 2 : ncpu > MAX_WORKERS ? MAX_WORKERS : (int)ncpu;
     rc = pool_start(&a->pool, nworkers);
