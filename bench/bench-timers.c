@@ -44,6 +44,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <kettle/kettle.h>
+#include "rng.h"
 #ifdef HAVE_LIBEVENT
 #include <event2/event.h>
 #endif
@@ -75,20 +76,14 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
-/* xorshift64*: cheap, and the same timeouts for every implementation. */
-static uint64_t rng_state;
-static uint64_t rng(void)
-{
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return rng_state * 2685821657736338717ull;
-}
+/* The tree's one PRNG, seeded alike for every implementation: the same
+ * timeouts for each. */
+static kt_rng rng;
 
 /* Uniform in [0, span_ns) without a division. */
 static uint64_t random_timeout(void)
 {
-    return (uint64_t)(((unsigned __int128)rng() * span_ns) >> 64);
+    return (uint64_t)(((unsigned __int128)kt_rng_next(&rng) * span_ns) >> 64);
 }
 
 /* Fault in every page of p (a plain memset of fresh memory may be turned
@@ -172,7 +167,7 @@ static void run_kettle(struct result *r)
         for (size_t i = 0; i < n_timers; i++)
             kt_timer_stop(&kt_timers[i]);
     }
-    rng_state = seed;
+    kt_rng_seed(&rng, seed);
     uint64_t t0 = now_ns();
     kt_loop_update_time(loop);
     for (size_t i = 0; i < n_timers; i++) {
@@ -235,7 +230,7 @@ static void run_libevent(struct result *r)
         for (size_t i = 0; i < n_timers; i++)
             evtimer_del((struct event *)(evs + i * evsize));
     }
-    rng_state = seed;
+    kt_rng_seed(&rng, seed);
     uint64_t t0 = now_ns();
     for (size_t i = 0; i < n_timers; i++) {
         if (chunk && i % chunk == 0 && i > 0)

@@ -19,12 +19,10 @@
 int main(int argc, char **argv)
 {
     struct example ex;
-    example_init(argc, argv, &ex, EX_BASIC); /* exits 2 on bad usage */
-    struct numbers nums;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (resolve(ex.addr, &ss, &sslen) < 0)
-        return 1;
+    example_setup(argc, argv, &ex, &ss, &sslen); /* exits on bad usage or address */
+    struct numbers nums;
     if (numbers_init(&nums, &ex) < 0)
         return 1;
 

@@ -61,11 +61,9 @@ static void *fetch_thread(void *arg)
 int main(int argc, char **argv)
 {
     struct example ex;
-    example_init(argc, argv, &ex, EX_BASIC); /* exits 2 on bad usage */
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (resolve(ex.addr, &ss, &sslen) < 0)
-        return 1;
+    example_setup(argc, argv, &ex, &ss, &sslen); /* exits on bad usage or address */
     struct job *jobs = calloc((size_t)ex.n, sizeof *jobs);
     if (!jobs || numbers_init(&nums, &ex) < 0)
         return 1;

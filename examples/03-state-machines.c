@@ -138,11 +138,9 @@ static void fetch_step(struct fetch *f)
 int main(int argc, char **argv)
 {
     struct example ex;
-    example_init(argc, argv, &ex, EX_BASIC); /* exits 2 on bad usage */
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (resolve(ex.addr, &ss, &sslen) < 0)
-        return 1;
+    example_setup(argc, argv, &ex, &ss, &sslen); /* exits on bad usage or address */
     size_t n = (size_t)ex.n;
     struct fetch *fetches = calloc(n, sizeof *fetches);
     struct pollfd *pfd = calloc(n, sizeof *pfd);

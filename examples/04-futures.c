@@ -368,12 +368,10 @@ static void record_number(void *env, const struct future *done)
 int main(int argc, char **argv)
 {
     struct example ex;
-    example_init(argc, argv, &ex, EX_BASIC); /* exits 2 on bad usage */
-    struct numbers nums;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (resolve(ex.addr, &ss, &sslen) < 0)
-        return 1;
+    example_setup(argc, argv, &ex, &ss, &sslen); /* exits on bad usage or address */
+    struct numbers nums;
     size_t n = (size_t)ex.n;
     struct future **parts = calloc(n, sizeof *parts);
     if (!parts || numbers_init(&nums, &ex) < 0)

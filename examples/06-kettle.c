@@ -52,23 +52,11 @@ static void all_done_cb(kt_future *f, void *arg)
 int main(int argc, char **argv)
 {
     struct example ex;
-    example_init(argc, argv, &ex, EX_WITH_CONNS); /* exits 2 on bad usage */
     kt_addr addr;
-    if (kt_addr_parse(ex.addr, &addr) < 0) {
-        fprintf(stderr, "bad address '%s': expected IP:PORT or localhost:PORT\n", ex.addr);
-        return 1;
-    }
-    kt_future **fs = calloc((size_t)ex.n, sizeof *fs);
-    struct conn **conns = calloc((size_t)ex.conns, sizeof *conns);
-    if (!fs || !conns || numbers_init(&nums, &ex) < 0)
-        return 1;
-    fd_limit_raise(); /* one socket per fetch; before the loop sizes its tables */
-    kt_loop *loop;
-    int rc = kt_loop_new(&loop, NULL);
-    if (rc < 0) {
-        fprintf(stderr, "cannot create the event loop: %s\n", strerror(-rc));
-        return 1;
-    }
+    kt_future **fs;
+    struct conn **conns;
+    kt_loop *loop = kettle_start(argc, argv, &ex, &addr, &fs, &conns, &nums); /* exits on error */
+    int rc;
 
     /* get_numbers(): N fetches started at once, gathered by kt_all,
      * bounded by kt_timeout. Nothing has happened on the network yet when
@@ -114,14 +102,7 @@ int main(int argc, char **argv)
             kt_future_unref(fs[i]);
         }
     }
-    kt_loop_stats left;
-    for (int spins = 0; spins < 100; spins++) {
-        kt_loop_get_stats(loop, &left);
-        if (left.streams == 0 && left.futures_live == 0)
-            break;
-        kt_loop_run(loop, KT_RUN_NOWAIT);
-    }
-    kt_loop_free(loop);
+    loop_finish(loop);
     free(fs);
     free(conns);
 

@@ -319,11 +319,9 @@ static int run_tasks(struct task **tasks, int n, struct pollfd *pfd, struct task
 int main(int argc, char **argv)
 {
     struct example ex;
-    example_init(argc, argv, &ex, EX_BASIC); /* exits 2 on bad usage */
     struct sockaddr_storage ss;
     socklen_t sslen;
-    if (resolve(ex.addr, &ss, &sslen) < 0)
-        return 1;
+    example_setup(argc, argv, &ex, &ss, &sslen); /* exits on bad usage or address */
     int ntask = ex.n + 1;
     fetches = calloc((size_t)ex.n, sizeof *fetches);
     struct task **tasks = calloc((size_t)ntask, sizeof *tasks);

@@ -39,6 +39,7 @@
 
 #include "example.h"
 #include "kettle-fetch.h"
+#include "rng.h" /* the one PRNG of the tree (src/common) */
 
 #define TIMEOUT KT_SEC(IO_TIMEOUT_S) /* give up after this long */
 #define TICK KT_MSEC(50)
@@ -73,7 +74,7 @@ struct worker {
     pthread_t tid;
     int id;
     struct deque dq;
-    unsigned seed;               /* for picking a victim to steal from */
+    kt_rng rng;                  /* for picking a victim to steal from */
     unsigned long ran, steals;   /* statistics, read after the pool stops */
 };
 
@@ -174,7 +175,7 @@ static struct job *find_job(struct worker *w)
         pthread_mutex_unlock(&p->lock);
     }
     if (!j && atomic_load(&p->queued) > 0) {
-        int first = (int)(rand_r(&w->seed) % (unsigned)p->nworkers);
+        int first = (int)kt_rng_below(&w->rng, (uint64_t)p->nworkers);
         for (int k = 0; k < p->nworkers && !j; k++) {
             struct worker *victim = &p->workers[(first + k) % p->nworkers];
             if (victim != w && (j = deque_steal(&victim->dq)) != NULL)
@@ -224,7 +225,7 @@ static int pool_start(struct pool *p, int n)
         struct worker *w = &p->workers[i];
         w->pool = p;
         w->id = i;
-        w->seed = (unsigned)i * 2654435761u + 1;
+        kt_rng_seed(&w->rng, (uint64_t)i + 1);
         pthread_mutex_init(&w->dq.lock, NULL);
     }
     for (int i = 0; i < n; i++) {
@@ -426,24 +427,13 @@ static void watchdog_cb(kt_timer *t, void *arg)
 int main(int argc, char **argv)
 {
     struct example ex;
-    example_init(argc, argv, &ex, EX_WITH_CONNS); /* exits 2 on bad usage */
     kt_addr addr;
-    if (kt_addr_parse(ex.addr, &addr) < 0) {
-        fprintf(stderr, "bad address '%s': expected IP:PORT or localhost:PORT\n", ex.addr);
-        return 1;
-    }
+    kt_future **fs;
+    struct conn **conns;
     static struct app app; /* static: the pool's deques are a few KiB */
     struct app *a = &app;
-    kt_future **fs = calloc((size_t)ex.n, sizeof *fs);
-    struct conn **conns = calloc((size_t)ex.conns, sizeof *conns);
-    if (!fs || !conns || numbers_init(&a->nums, &ex) < 0)
-        return 1;
-    fd_limit_raise(); /* one socket per fetch; before the loop sizes its tables */
-    int rc = kt_loop_new(&a->loop, NULL);
-    if (rc < 0) {
-        fprintf(stderr, "cannot create the event loop: %s\n", strerror(-rc));
-        return 1;
-    }
+    a->loop = kettle_start(argc, argv, &ex, &addr, &fs, &conns, &a->nums); /* exits on error */
+    int rc;
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     int nworkers = ncpu < 2 ? 2 : ncpu > MAX_WORKERS ? MAX_WORKERS : (int)ncpu;
     rc = pool_start(&a->pool, nworkers);
@@ -490,15 +480,8 @@ int main(int argc, char **argv)
             kt_future_unref(fs[i]);
         }
     }
-    pool_stop(&a->pool);
-    kt_loop_stats st;
-    for (int spins = 0; spins < 100; spins++) {
-        kt_loop_get_stats(a->loop, &st);
-        if (a->jobs_running == 0 && st.streams == 0 && st.futures_live == 0)
-            break;
-        kt_loop_run(a->loop, KT_RUN_NOWAIT);
-    }
-    kt_loop_free(a->loop);
+    pool_stop(&a->pool); /* every result is posted by now */
+    loop_finish(a->loop);
     free(fs);
     free(conns);
 

@@ -60,6 +60,16 @@ static inline int resolve(const char *spec, struct sockaddr_storage *out, sockle
     return 0;
 }
 
+/* The start of each main(): the command line into *ex (exits 2 on bad
+ * usage), then its HOST:PORT resolved into *ss (exits 1 when it cannot be). */
+static inline void example_setup(int argc, char **argv, struct example *ex,
+                                 struct sockaddr_storage *ss, socklen_t *sslen)
+{
+    example_init(argc, argv, ex, EX_BASIC);
+    if (resolve(ex->addr, ss, sslen) < 0)
+        exit(1);
+}
+
 /*
  * Open a TCP connection to ss. DIAL_BLOCKING: a blocking socket, connected
  * on return, whose send and recv give up after IO_TIMEOUT_S.

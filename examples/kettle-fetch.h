@@ -257,4 +257,46 @@ static kt_future *fetch(struct conn *c, int n)
     return fut;
 }
 
+/* The start of 06's and 08's main(): the command line into *ex (exits 2
+ * on bad usage), the database's address, the arrays of n futures and of
+ * the connections, the report, the descriptor limit raised (one socket per
+ * fetch; before the loop sizes its tables), and the loop. Exits 1 on
+ * failure. */
+static kt_loop *kettle_start(int argc, char **argv, struct example *ex, kt_addr *addr,
+                             kt_future ***fs, struct conn ***conns, struct numbers *nums)
+{
+    example_init(argc, argv, ex, EX_WITH_CONNS);
+    if (kt_addr_parse(ex->addr, addr) < 0) {
+        fprintf(stderr, "bad address '%s': expected IP:PORT or localhost:PORT\n", ex->addr);
+        exit(1);
+    }
+    *fs = calloc((size_t)ex->n, sizeof **fs);
+    *conns = calloc((size_t)ex->conns, sizeof **conns);
+    if (!*fs || !*conns || numbers_init(nums, ex) < 0)
+        exit(1);
+    fd_limit_raise();
+    kt_loop *loop;
+    int rc = kt_loop_new(&loop, NULL);
+    if (rc < 0) {
+        fprintf(stderr, "cannot create the event loop: %s\n", strerror(-rc));
+        exit(1);
+    }
+    return loop;
+}
+
+/* The end of a program: with every future settled or cancelled (which
+ * closes its connection) and every timer stopped, the run returns once the
+ * closes have finished, and the loop is empty. kt_loop_close() answers
+ * -EBUSY when it is not: something was left open. */
+static void loop_finish(kt_loop *loop)
+{
+    int rc = kt_loop_run(loop, KT_RUN_DEFAULT);
+    if (rc == 0)
+        rc = kt_loop_close(loop);
+    if (rc < 0) {
+        example_error("the loop did not end empty: %s", strerror(-rc));
+        kt_loop_free(loop); /* closes what is left */
+    }
+}
+
 #endif /* EXAMPLES_KETTLE_FETCH_H */

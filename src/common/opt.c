@@ -4,6 +4,7 @@
  */
 #include "config.h"
 #include <errno.h>
+#include <math.h>
 #include <ini.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,10 +103,8 @@ static int set_one(const kt_opt *o, void *cfg, const char *value, const char **w
         return 0;
     }
     case KT_OPT_DOUBLE: {
-        char *end;
-        errno = 0;
-        double v = strtod(value, &end);
-        if (end == value || *end != '\0' || errno) { *why = "expected a number"; return -EINVAL; }
+        double v;
+        if (kt_opt_parse_double(value, &v) < 0) { *why = "expected a number"; return -EINVAL; }
         *FIELD(cfg, o, double) = v;
         return 0;
     }
@@ -115,6 +114,17 @@ static int set_one(const kt_opt *o, void *cfg, const char *value, const char **w
     }
     *why = "unknown option type";
     return -EINVAL;
+}
+
+int kt_opt_parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end != '\0' || errno != 0 || !isfinite(v))
+        return -EINVAL;
+    *out = v;
+    return 0;
 }
 
 int kt_opt_check_addr(const char *value, const char **why)

@@ -52,6 +52,10 @@ typedef struct kt_opt {
 
 #define KT_OPT_END { NULL, 0, 0, NULL, NULL, 0, 0, 0, NULL, 0 }
 
+/* A finite number in strtod's syntax filling the whole of s: 0, or
+ * -EINVAL (nothing else is written then). */
+int kt_opt_parse_double(const char *s, double *out);
+
 /* Checkers shared by the programs' tables (kt_opt.check): an address
  * kt_addr_parse takes, an I/O backend name, a log level name. */
 int kt_opt_check_addr(const char *value, const char **why);

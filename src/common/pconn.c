@@ -78,7 +78,6 @@ void kt_pconn_free(kt_pconn *pc)
 }
 
 kt_pconn_state kt_pconn_state_of(const kt_pconn *pc) { return (kt_pconn_state)pc->state; }
-uint32_t kt_pconn_outstanding(const kt_pconn *pc) { return pc->count; }
 kt_stream *kt_pconn_stream(const kt_pconn *pc) { return pc->state == KT_PCONN_CLOSING ? NULL : pc->s; }
 void *kt_pconn_arg(const kt_pconn *pc) { return pc->arg; }
 
@@ -214,7 +213,8 @@ void *kt_pconn_push(kt_pconn *pc, uint64_t *seq, int *err)
             *err = e;
         return NULL;
     }
-    hdr *h = entry(pc, (pc->head + pc->count) % pc->cap);
+    uint32_t i = pc->head + pc->count; /* < 2 * cap: no division */
+    hdr *h = entry(pc, i >= pc->cap ? i - pc->cap : i);
     h->sent = kt_loop_now(pc->loop);
     h->dropped = false;
     if (seq)
@@ -222,11 +222,6 @@ void *kt_pconn_push(kt_pconn *pc, uint64_t *seq, int *err)
     pc->count++;
     watchdog_arm(pc);
     return user(h);
-}
-
-kt_out kt_pconn_out(kt_pconn *pc)
-{
-    return kt_stream_out(pc->s);
 }
 
 void *kt_pconn_command(kt_pconn *pc, size_t argc, const kt_resp_arg *argv, uint64_t *seq,
@@ -294,6 +289,8 @@ static size_t stream_read_cb(kt_stream *s, const char *data, size_t len, void *a
     uint64_t gen = pc->gen;
     size_t off = 0;
     (void)s;
+    if (pc->cbs->on_input)
+        pc->cbs->on_input(pc, pc->arg);
     while (off < len) {
         if (pc->count == 0) {
             kt_pconn_fail(pc, -EPROTO, "sent a reply to no request");

@@ -70,6 +70,10 @@ typedef struct kt_pconn_cbs {
     void (*on_drain)(kt_pconn *pc, void *arg);
     /* The stream has finished closing. NULL: detach at close instead. */
     void (*on_closed)(kt_pconn *pc, void *arg);
+    /* Bytes arrived: called once per read, before the on_reply calls for
+     * the replies they complete (one clock read for all of them, say).
+     * May be NULL; must not fail or close the connection. */
+    void (*on_input)(kt_pconn *pc, void *arg);
 } kt_pconn_cbs;
 
 /* Private: read the fields through the functions below. */
@@ -115,7 +119,10 @@ int kt_pconn_connect(kt_pconn *pc, const kt_addr *addr, uint64_t timeout_ns);
  */
 void *kt_pconn_push(kt_pconn *pc, uint64_t *seq, int *err);
 /* The sink writing into the stream's output (pc must be UP). */
-kt_out kt_pconn_out(kt_pconn *pc);
+static inline kt_out kt_pconn_out(kt_pconn *pc)
+{
+    return kt_stream_out(pc->s);
+}
 /* Push a slot and write argv as one RESP command. The slot's user area or
  * NULL (*err -ENOMEM or -ENOTCONN: nothing was sent). */
 void *kt_pconn_command(kt_pconn *pc, size_t argc, const kt_resp_arg *argv, uint64_t *seq,
@@ -146,7 +153,10 @@ void kt_pconn_close(kt_pconn *pc, kt_close_mode mode);
 
 kt_pconn_state kt_pconn_state_of(const kt_pconn *pc);
 /* Requests sent and not yet answered (dropped ones included). */
-uint32_t kt_pconn_outstanding(const kt_pconn *pc);
+static inline uint32_t kt_pconn_outstanding(const kt_pconn *pc)
+{
+    return pc->count;
+}
 /* Bytes written and not yet sent by the kernel (0 when not UP). */
 size_t kt_pconn_unsent(const kt_pconn *pc);
 /* True while the output is above the high-water mark. */

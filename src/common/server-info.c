@@ -13,7 +13,7 @@
 
 void ks_info_add(kt_buf *out, const char *fmt, ...)
 {
-    char line[1024];
+    char line[2048]; /* a pool's line in kettled's INFO can be long */
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(line, sizeof line, fmt, ap);

@@ -512,7 +512,8 @@ typedef struct ks_info_section {
  * none, "default", "all" or "everything" give them all; unknown ones give
  * nothing. Replies with the text. */
 void ks_info(ks_conn *c, const kt_resp_arg *argv, size_t argc, const ks_info_section *secs);
-/* Append one formatted "key:value\r\n" line (or any text) to out. */
+/* Append one formatted "key:value\r\n" line (or any text, up to 2047
+ * bytes) to out. */
 void ks_info_add(kt_buf *out, const char *fmt, ...) KT_PRINTF(2, 3);
 /* The common lines of the sections (no title): */
 void ks_info_server(ks_server *srv, kt_buf *out);   /* server_name, version, io_backend, pid, listening, uptime */

@@ -6,6 +6,7 @@
  * another quote-free part of the same argument.
  */
 #include "config.h"
+#include <ctype.h>
 #include <errno.h>
 #include <string.h>
 #include <kettle/common.h>
@@ -18,13 +19,9 @@ static int is_blank(char c)
 
 static int hexval(char c)
 {
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
+    static const char digits[] = "0123456789abcdef";
+    const char *d = c ? strchr(digits, tolower((unsigned char)c)) : NULL;
+    return d ? (int)(d - digits) : -1;
 }
 
 /* The escape at s[i] (a backslash) inside quote q: the byte it stands

@@ -92,7 +92,8 @@ static void usage(FILE *f)
 }
 
 /* "100000", "100k", "2m" (x1000, x1000000). */
-static int parse_count(const char *s, uint64_t *out)
+/* A number >= 0 with an optional k or m suffix (thousands, millions). */
+static int parse_scaled(const char *s, double *out)
 {
     char *end;
     errno = 0;
@@ -103,7 +104,16 @@ static int parse_count(const char *s, uint64_t *out)
         v *= 1e3, end++;
     else if (*end == 'm' || *end == 'M')
         v *= 1e6, end++;
-    if (*end != '\0' || v > 1e18 || v != floor(v))
+    if (*end != '\0')
+        return -EINVAL;
+    *out = v;
+    return 0;
+}
+
+static int parse_count(const char *s, uint64_t *out)
+{
+    double v;
+    if (parse_scaled(s, &v) < 0 || v > 1e18 || v != floor(v))
         return -EINVAL;
     *out = (uint64_t)v;
     return 0;
@@ -111,16 +121,8 @@ static int parse_count(const char *s, uint64_t *out)
 
 static int parse_rate(const char *s, double *out)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (end == s || errno != 0 || !isfinite(v) || v <= 0)
-        return -EINVAL;
-    if (*end == 'k' || *end == 'K')
-        v *= 1e3, end++;
-    else if (*end == 'm' || *end == 'M')
-        v *= 1e6, end++;
-    if (*end != '\0' || v > 1e9)
+    double v;
+    if (parse_scaled(s, &v) < 0 || v <= 0 || v > 1e9)
         return -EINVAL;
     *out = v;
     return 0;

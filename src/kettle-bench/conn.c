@@ -16,19 +16,37 @@
 #include "validate.h"
 #include "worker.h"
 
-static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg);
-static void on_eof(kt_stream *s, void *arg);
-static void on_error(kt_stream *s, int err, void *arg);
-static void on_connect(kt_stream *s, int status, void *arg);
-static void on_close(kt_stream *s, void *arg);
+static void on_connect(kt_pconn *pc, int status, void *arg);
+static void on_reply(kt_pconn *pc, void *slot, uint64_t sent, const kt_resp_reply *reply,
+                     void *arg);
+static void on_abandon(kt_pconn *pc, void *slot, int err, const char *why, void *arg);
+static void on_down(kt_pconn *pc, int err, const char *why, void *arg);
+static void on_closed(kt_pconn *pc, void *arg);
+static void on_input(kt_pconn *pc, void *arg);
 
-static const kt_stream_cbs conn_cbs = {
-    .on_read = on_read,
-    .on_eof = on_eof,
-    .on_error = on_error,
+/* The FIFO of requests in flight and the reply parsing are the shared
+ * pipelined client's (src/common/pconn.h); a slot is a kb_req followed by
+ * the keys the request was sent with. */
+static const kt_pconn_cbs conn_cbs = {
     .on_connect = on_connect,
-    .on_close = on_close,
+    .on_reply = on_reply,
+    .on_abandon = on_abandon,
+    .on_down = on_down,
+    .on_closed = on_closed,
+    .on_input = on_input,
 };
+
+int kb_conn_init(kb_conn *c)
+{
+    size_t maxph = c->w->cfg->mix.max_ph ? c->w->cfg->mix.max_ph : 1;
+    return kt_pconn_init(&c->pc, c->w->loop, &conn_cbs, c, sizeof(kb_req) + maxph * sizeof(uint64_t),
+                         NULL);
+}
+
+static inline uint64_t *req_vals(kb_req *r)
+{
+    return (uint64_t *)(void *)(r + 1);
+}
 
 static void log_failure(kb_conn *c, const char *what, const char *why)
 {
@@ -83,10 +101,8 @@ void kb_conn_connect(kb_conn *c)
         return;
     /* connecting is always bounded: the start waits for every connection */
     uint64_t limit = w->cfg->timeout_ns ? w->cfg->timeout_ns : KB_DEFAULT_TIMEOUT;
-    kt_resp_reply_reset(&c->reply); /* a new stream: nothing of a partial reply */
-    int rc = kt_stream_connect(w->loop, &w->cfg->addr, limit, &conn_cbs, c, &c->s);
+    int rc = kt_pconn_connect(&c->pc, &w->cfg->addr, limit);
     if (rc < 0) {
-        c->s = NULL;
         w->stats.conn_failures++;
         w->ierrors++;
         log_failure(c, "cannot connect to", strerror(-rc));
@@ -97,12 +113,11 @@ void kb_conn_connect(kb_conn *c)
     w->open_streams++;
 }
 
-static void on_connect(kt_stream *s, int status, void *arg)
+static void on_connect(kt_pconn *pc, int status, void *arg)
 {
     kb_conn *c = arg;
     kb_worker *w = c->w;
-    int rc = status;
-    if (rc == 0 && (rc = kt_stream_read_start(s)) == 0) {
+    if (status == 0) {
         c->state = KB_C_UP;
         if (!c->ever_up)
             kb_worker_settled(w);
@@ -113,12 +128,33 @@ static void on_connect(kt_stream *s, int status, void *arg)
         kb_conn_pump(c);
         return;
     }
+    /* the stream is closing already: on_closed decides what next */
     w->stats.conn_failures++;
     w->ierrors++;
-    log_failure(c, "cannot connect to", strerror(-rc));
+    log_failure(c, "cannot connect to", strerror(-status));
     c->state = KB_C_CLOSING;
     c->retry = count_attempt(c);
-    kt_stream_close(s, KT_CLOSE_NOW);
+}
+
+/* The connection is gone with n requests in flight: they are timeouts
+ * (timed_out) or lost (one connection failure). */
+static void lost(kb_conn *c, uint32_t n, bool timed_out, bool retry, const char *why)
+{
+    kb_worker *w = c->w;
+    if (timed_out) {
+        w->stats.timeouts += n;
+        w->ierrors += n;
+    } else {
+        w->stats.conn_failures++;
+        w->stats.lost += n;
+        w->ierrors++;
+    }
+    log_failure(c, timed_out ? "request timed out on" : "connection failed to", why);
+    w->inflight -= n;
+    kt_timer_stop(&c->timer);
+    c->retry = retry;
+    c->state = KB_C_CLOSING;
+    kb_worker_maybe_done(w);
 }
 
 void kb_conn_fail(kb_conn *c, bool timed_out, bool retry, const char *why)
@@ -130,51 +166,52 @@ void kb_conn_fail(kb_conn *c, bool timed_out, bool retry, const char *why)
         log_failure(c, "cannot connect to", why);
         c->state = KB_C_CLOSING;
         c->retry = count_attempt(c) && retry;
-        kt_stream_close(c->s, KT_CLOSE_NOW);
+        kt_pconn_close(&c->pc, KT_CLOSE_NOW);
         return;
     }
     if (c->state != KB_C_UP)
         return;
-    if (timed_out) {
-        w->stats.timeouts += c->count;
-        w->ierrors += c->count;
-    } else {
-        w->stats.conn_failures++;
-        w->stats.lost += c->count;
-        w->ierrors++;
-    }
-    log_failure(c, timed_out ? "request timed out on" : "connection failed to", why);
-    w->inflight -= c->count;
-    c->count = 0;
-    c->head = 0;
-    kt_timer_stop(&c->timer);
-    c->retry = retry;
+    uint32_t n = kt_pconn_outstanding(&c->pc);
     c->state = KB_C_CLOSING;
-    kt_stream_close(c->s, timed_out ? KT_CLOSE_RESET : KT_CLOSE_NOW);
-    kb_worker_maybe_done(w);
+    kt_pconn_close(&c->pc, timed_out ? KT_CLOSE_RESET : KT_CLOSE_NOW);
+    lost(c, n, timed_out, retry, why);
 }
 
-static void on_eof(kt_stream *s, void *arg)
+/* Requests handed back by a failure or a close: counted by lost(). */
+static void on_abandon(kt_pconn *pc, void *slot, int err, const char *why, void *arg)
 {
-    kb_conn_fail(arg, false, true, "closed by the server");
+    kb_conn *c = arg;
+    (void)pc, (void)slot, (void)err, (void)why;
+    c->abandoned++;
 }
 
-static void on_error(kt_stream *s, int err, void *arg)
+/* Closed by the server, reset, a malformed reply or one to no request. */
+static void on_down(kt_pconn *pc, int err, const char *why, void *arg)
 {
-    kb_conn_fail(arg, false, true, strerror(-err));
+    kb_conn *c = arg;
+    uint32_t n = c->abandoned;
+    (void)pc, (void)err;
+    c->abandoned = 0;
+    if (c->state == KB_C_UP) {
+        lost(c, n, false, true, why);
+    } else if (c->state == KB_C_CONNECTING) {
+        c->w->stats.conn_failures++;
+        c->w->ierrors++;
+        log_failure(c, "cannot connect to", why);
+        c->state = KB_C_CLOSING;
+        c->retry = count_attempt(c);
+    }
 }
 
-static void on_close(kt_stream *s, void *arg)
+static void on_closed(kt_pconn *pc, void *arg)
 {
     kb_conn *c = arg;
     kb_worker *w = c->w;
-    c->s = NULL;
+    (void)pc;
+    c->abandoned = 0;
     w->open_streams--;
-    if (w->finishing) {
-        if (w->open_streams == 0)
-            kt_loop_stop(w->loop);
-        return;
-    }
+    if (w->finishing)
+        return; /* the loop's run returns once the last one is closed */
     if (c->state == KB_C_CLOSING)
         after_close(c, c->retry);
 }
@@ -203,10 +240,15 @@ static void make_keys(kb_worker *w, const kb_template *t, uint64_t *vals)
 static void send_one(kb_conn *c, uint64_t origin, bool measured)
 {
     kb_worker *w = c->w;
-    const kb_config *cfg = w->cfg;
-    const kb_template *t = kb_mix_pick(&cfg->mix, kt_rng_next(&w->rng));
-    unsigned slot = (c->head + c->count) % cfg->pipeline;
-    uint64_t *vals = c->vals + (size_t)slot * cfg->mix.max_ph;
+    const kb_template *t = kb_mix_pick(&w->cfg->mix, kt_rng_next(&w->rng));
+    kb_req *req = kt_pconn_push(&c->pc, NULL, NULL);
+    if (req == NULL) {
+        kb_conn_fail(c, false, true, "out of memory");
+        return;
+    }
+    *req = (kb_req){ .origin = origin, .sent = w->now, .t = t, .measured = measured };
+    w->inflight++; /* from here on lost with the connection if it fails */
+    uint64_t *vals = req_vals(req);
     size_t off = 0;
 
     make_keys(w, t, vals);
@@ -215,14 +257,11 @@ static void send_one(kb_conn *c, uint64_t origin, bool measured)
         w->argv[i] = (kt_resp_arg){ w->scratch + off, n };
         off += n;
     }
-    kt_out o = kt_stream_out(c->s);
+    kt_out o = kt_pconn_out(&c->pc);
     if (kt_resp_command(&o, t->argc, w->argv) < 0) {
         kb_conn_fail(c, false, true, "out of memory");
         return;
     }
-    c->ring[slot] = (kb_req){ .origin = origin, .sent = w->now, .t = t, .measured = measured };
-    c->count++;
-    w->inflight++;
     if (measured)
         w->stats.sent++;
 }
@@ -251,11 +290,12 @@ void kb_conn_pump(kb_conn *c)
     const kb_config *cfg = w->cfg;
 
     if (cfg->rate == 0) {
-        while (c->state == KB_C_UP && c->count < cfg->pipeline && may_issue(w))
+        while (c->state == KB_C_UP && kt_pconn_outstanding(&c->pc) < cfg->pipeline && may_issue(w))
             send_one(c, w->now, w->now >= w->t_measure);
         return;
     }
-    while (w->go && c->state == KB_C_UP && c->count < cfg->pipeline && !c->exhausted) {
+    while (w->go && c->state == KB_C_UP && kt_pconn_outstanding(&c->pc) < cfg->pipeline &&
+           !c->exhausted) {
         uint64_t g = c->id + c->next_j * cfg->conns;
         if (w->sched_over || w->finishing || (cfg->count != 0 && g >= cfg->warm_index + cfg->count)) {
             exhaust(c);
@@ -276,75 +316,60 @@ void kb_conn_pump(kb_conn *c)
     }
 }
 
-/* Bytes from the server: every whole reply answers the oldest request. */
-static size_t on_read(kt_stream *s, const char *data, size_t len, void *arg)
+/* Replies arrived: they are timed from this one clock read. */
+static void on_input(kt_pconn *pc, void *arg)
+{
+    kb_conn *c = arg;
+    (void)pc;
+    c->w->now = kt_clock_ns();
+}
+
+/* The reply to the oldest request: time it and judge it. */
+static void on_reply(kt_pconn *pc, void *slot, uint64_t sent, const kt_resp_reply *reply,
+                     void *arg)
 {
     kb_conn *c = arg;
     kb_worker *w = c->w;
     const kb_config *cfg = w->cfg;
-    size_t off = 0;
-    const char *why = NULL;
+    kb_req *req = slot;
+    const uint64_t *vals = req_vals(req);
+    (void)pc, (void)sent;
 
-    if (c->state != KB_C_UP)
-        return len;
-    w->now = kt_clock_ns();
-    while (off < len) {
-        ssize_t n = kt_resp_parse_reply(data + off, len - off, NULL, &c->reply, &why);
-        if (n == KT_RESP_INCOMPLETE)
-            break;
-        if (n < 0) {
-            kb_conn_fail(c, false, true, why ? why : "protocol error");
-            return len;
+    w->inflight--;
+    uint64_t lat = w->now > req->origin ? w->now - req->origin : 0;
+    if (req->measured) {
+        kt_hist_record(&w->stats.hist, lat);
+        kb_stats_slot(&w->stats, w->now > w->t_measure ? w->now - w->t_measure : 0);
+        w->stats.done++;
+        w->stats.last_ns = w->now;
+        if (cfg->progress) {
+            kt_hist_record(&w->ihist, lat);
+            w->idone++;
         }
-        if (c->count == 0) {
-            kb_conn_fail(c, false, true, "a reply to no request");
-            return len;
-        }
-        unsigned slot = c->head;
-        const kb_req *req = &c->ring[slot];
-        const uint64_t *vals = c->vals + (size_t)slot * cfg->mix.max_ph;
-        c->head = (c->head + 1) % cfg->pipeline;
-        c->count--;
-        w->inflight--;
-
-        uint64_t lat = w->now > req->origin ? w->now - req->origin : 0;
-        if (req->measured) {
-            kt_hist_record(&w->stats.hist, lat);
-            kb_stats_slot(&w->stats, w->now > w->t_measure ? w->now - w->t_measure : 0);
-            w->stats.done++;
-            w->stats.last_ns = w->now;
-            if (cfg->progress) {
-                kt_hist_record(&w->ihist, lat);
-                w->idone++;
-            }
-        } else {
-            w->stats.warm++;
-        }
-        kb_verdict v = kb_validate(req->t, vals, &c->reply, w->scratch);
-        if (v == KB_V_ERROR) {
-            kb_stats_error_text(&w->stats, c->reply.nodes[0].p, c->reply.nodes[0].len);
-            w->ierrors++;
-        } else if (v == KB_V_PARTIAL) {
-            w->stats.partial++;
-            kb_stats_error_elements(&w->stats, &c->reply);
-            w->ierrors++;
-        } else if (v == KB_V_MISMATCH) {
-            w->stats.mismatch++;
-            kb_stats_error_elements(&w->stats, &c->reply);
-            w->ierrors++;
-            if (w->logged_mismatch++ < KB_LOG_FIRST) {
-                char line[400];
-                fprintf(stderr, "kettle-bench: wrong reply: %s\n",
-                        kb_describe(req->t, vals, &c->reply, w->scratch, line, sizeof(line)));
-            }
-        }
-        off += (size_t)n;
+    } else {
+        w->stats.warm++;
     }
-    if (c->state == KB_C_UP)
-        kb_conn_pump(c);
+    kb_verdict v = kb_validate(req->t, vals, reply, w->scratch);
+    if (v == KB_V_ERROR) {
+        kb_stats_error_text(&w->stats, reply->nodes[0].p, reply->nodes[0].len);
+        w->ierrors++;
+    } else if (v == KB_V_PARTIAL) {
+        w->stats.partial++;
+        kb_stats_error_elements(&w->stats, reply);
+        w->ierrors++;
+    } else if (v == KB_V_MISMATCH) {
+        w->stats.mismatch++;
+        kb_stats_error_elements(&w->stats, reply);
+        w->ierrors++;
+        if (w->logged_mismatch++ < KB_LOG_FIRST) {
+            char line[400];
+            fprintf(stderr, "kettle-bench: wrong reply: %s\n",
+                    kb_describe(req->t, vals, reply, w->scratch, line, sizeof(line)));
+        }
+    }
+    kb_conn_pump(c);
     if (w->inflight == 0)
         kb_worker_maybe_done(w);
-    return off;
 }
 
 uint64_t kb_conn_unsent(const kb_conn *c, uint64_t until)

@@ -36,7 +36,6 @@ int kb_worker_new(kb_worker **out, kb_config *cfg, unsigned index, pthread_barri
     w->quota = (uint64_t)((unsigned __int128)cfg->count * (before + w->nconns) / cfg->conns) -
                (uint64_t)((unsigned __int128)cfg->count * before / cfg->conns);
 
-    size_t maxph = cfg->mix.max_ph ? cfg->mix.max_ph : 1;
     w->conns = kt_calloc(w->nconns, sizeof(*w->conns));
     w->scratch = kt_malloc(cfg->mix.max_len + 1);
     w->argv = kt_calloc(cfg->mix.max_argc, sizeof(*w->argv));
@@ -46,10 +45,6 @@ int kb_worker_new(kb_worker **out, kb_config *cfg, unsigned index, pthread_barri
         kb_conn *c = &w->conns[i];
         c->w = w;
         c->id = index + i * cfg->threads;
-        c->ring = kt_calloc(cfg->pipeline, sizeof(*c->ring));
-        c->vals = kt_calloc((size_t)cfg->pipeline * maxph, sizeof(*c->vals));
-        if (c->ring == NULL || c->vals == NULL)
-            goto nomem;
     }
     *out = w;
     return 0;
@@ -62,11 +57,6 @@ void kb_worker_free(kb_worker *w)
 {
     if (w == NULL)
         return;
-    for (unsigned i = 0; w->conns && i < w->nconns; i++) {
-        kt_free(w->conns[i].ring);
-        kt_free(w->conns[i].vals);
-        kt_resp_reply_free(&w->conns[i].reply);
-    }
     kt_free(w->conns);
     kt_free(w->scratch);
     kt_free(w->argv);
@@ -109,7 +99,8 @@ static void sweep_cb(kt_timer *t, void *arg)
     if (cfg->timeout_ns != 0) {
         for (unsigned i = 0; i < w->nconns; i++) {
             kb_conn *c = &w->conns[i];
-            if (c->state == KB_C_UP && c->count > 0 && w->now - c->ring[c->head].sent >= cfg->timeout_ns)
+            const kb_req *oldest = c->state == KB_C_UP ? kt_pconn_oldest(&c->pc, NULL) : NULL;
+            if (oldest && w->now - oldest->sent >= cfg->timeout_ns)
                 kb_conn_fail(c, true, true, "no reply within --timeout");
         }
     }
@@ -161,16 +152,14 @@ void kb_worker_finish(kb_worker *w)
         kb_conn *c = &w->conns[i];
         kt_timer_stop(&c->timer);
         w->stats.unsent += kb_conn_unsent(c, w->now);
-        /* a stream already CLOSING reports its on_close anyway */
-        if (c->s != NULL && c->state != KB_C_CLOSING) {
+        /* a connection already CLOSING reports its on_closed anyway */
+        if (c->state == KB_C_UP || c->state == KB_C_CONNECTING) {
             c->state = KB_C_CLOSING;
-            kt_stream_close(c->s, KT_CLOSE_NOW);
+            kt_pconn_close(&c->pc, KT_CLOSE_NOW);
         }
     }
     if (w->cfg->progress)
         publish(w);
-    if (w->open_streams == 0)
-        kt_loop_stop(w->loop);
 }
 
 static void stop_cb(void *arg)
@@ -224,7 +213,7 @@ static void begin(kb_worker *w)
         kb_conn *c = &w->conns[i];
         kt_timer_init(w->loop, &c->timer, conn_timer_cb, c);
         uint64_t at = cfg->t0 + (uint64_t)((unsigned __int128)cfg->ramp_ns * c->id / cfg->conns);
-        if (kt_timer_start(&c->timer, at > now ? at - now : 0, 0) < 0) {
+        if (kb_conn_init(c) < 0 || kt_timer_start(&c->timer, at > now ? at - now : 0, 0) < 0) {
             kb_worker_settled(w);
             c->state = KB_C_DEAD;
             c->exhausted = true;
@@ -259,21 +248,22 @@ static void *run(void *arg)
     if (w->err == 0) {
         if (!w->cfg->abort) {
             begin(w);
-            int rc = 0;
-            /* begin() may have ended the run already (nothing to connect) */
-            if (!(w->finishing && w->open_streams == 0))
-                rc = kt_loop_run(loop, KT_RUN_DEFAULT);
+            /* returns once finished: the timers stopped, the streams closed */
+            int rc = kt_loop_run(loop, KT_RUN_DEFAULT);
             if (rc < 0)
                 fprintf(stderr, "kettle-bench: thread %u: the event loop failed: %s\n", w->index,
                         strerror(-rc));
         }
-        /* a stopped loop may still owe on_close calls: let them run */
-        for (int i = 0; i < 100 && w->open_streams > 0; i++)
-            kt_loop_run(loop, KT_RUN_NOWAIT);
         pthread_mutex_lock(&w->lock);
         w->loop_alive = false;
         pthread_mutex_unlock(&w->lock);
-        kt_loop_free(loop);
+        /* run what main posted meanwhile (nothing more can come) */
+        int rc = kt_loop_run(loop, KT_RUN_DEFAULT);
+        for (unsigned i = 0; rc == 0 && i < w->nconns; i++)
+            if (w->conns[i].pc.loop != NULL) /* closed: on_closed has run */
+                kt_pconn_free(&w->conns[i].pc);
+        if (rc < 0 || kt_loop_close(loop) < 0)
+            kt_loop_free(loop);
     }
     __atomic_store_n(&w->ended, true, __ATOMIC_RELEASE);
     pthread_kill(w->main_thread, SIGUSR1);

@@ -23,10 +23,11 @@
 #define KB_WORKER_H
 
 #include "bench.h"
+#include "pconn.h"
 
 typedef struct kb_worker kb_worker;
 
-/* A request in flight. */
+/* A request in flight (its keys follow it in the slot). */
 typedef struct kb_req {
     uint64_t origin;          /* latency counts from here: intended time (open) or send time */
     uint64_t sent;            /* when it was written (for --timeout) */
@@ -44,19 +45,16 @@ enum kb_conn_state {
 
 typedef struct kb_conn {
     kb_worker *w;
-    kt_stream *s;             /* NULL unless connecting, up or closing */
+    kt_pconn pc;              /* the stream, the FIFO of requests in flight, the reply parser */
     unsigned id;              /* global index 0..conns-1 */
     int state;                /* enum kb_conn_state */
     bool ever_up;             /* has connected at least once */
     bool retry;               /* CLOSING: reconnect after on_close */
     bool exhausted;           /* open loop: its schedule is over */
     unsigned attempts;        /* consecutive failed connects */
-    kb_req *ring;             /* pipeline entries */
-    uint64_t *vals;           /* pipeline * max placeholders: the keys sent */
-    unsigned head, count;     /* FIFO of in-flight requests in ring */
+    uint32_t abandoned;       /* requests handed back by the failure being reported */
     uint64_t next_j;          /* open loop: its next schedule index */
     kt_timer timer;           /* connect time, or the next due send (open loop) */
-    kt_resp_reply reply;      /* this connection's reply parser */
 } kb_conn;
 
 struct kb_worker {
@@ -124,6 +122,8 @@ void kb_worker_maybe_done(kb_worker *w);
 void kb_worker_finish(kb_worker *w);
 
 /* conn.c */
+/* Prepare c's pipelined client on its worker's loop. 0 or -ENOMEM. */
+int kb_conn_init(kb_conn *c);
 /* Open the connection now (from its timer). */
 void kb_conn_connect(kb_conn *c);
 /* Send what is due and fits: the pipeline's free slots (closed loop) or

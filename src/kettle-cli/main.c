@@ -25,6 +25,7 @@
 #include "cli.h"
 #include "docs.h"
 #include "format.h"
+#include "opt.h"
 
 static void usage(FILE *f)
 {
@@ -264,9 +265,8 @@ int main(int argc, char **argv)
             o.mode = KC_MODE_LATENCY_DIST;
             break;
         case 'i': {
-            char *end;
-            double sec = strtod(optarg, &end);
-            if (end == optarg || *end != '\0' || !(sec >= 0.01 && sec <= 86400)) {
+            double sec;
+            if (kt_opt_parse_double(optarg, &sec) < 0 || !(sec >= 0.01 && sec <= 86400)) {
                 fprintf(stderr, "kettle-cli: invalid -i '%s' (seconds, e.g. 1, 0.5)\n", optarg);
                 return 2;
             }

@@ -36,10 +36,7 @@ const kt_opt kdb_options[] = {
     KS_OPT_LISTEN(kdb_cfg, srv, "127.0.0.1:7380"),
     KS_OPT_IO(kdb_cfg, srv),
     KS_OPT_LOG_LEVEL(kdb_cfg, srv),
-    { "latency", KT_OPT_STR, O(latency), "fixed 1ms",
-      "delay model: none | fixed D | uniform LO HI | normal MEAN SD | exponential MEAN | "
-      "lognormal MEDIAN SIGMA | pareto SCALE SHAPE | proportional UNIT (key n waits n x UNIT); "
-      "a bare number is in ms",
+    { "latency", KT_OPT_STR, O(latency), "fixed 1ms", "delay model: " KDB_LATENCY_SYNTAX,
       0, 0, 0, check_latency, RT },
     { "seed", KT_OPT_INT, O(seed), "0",
       "random seed of the latency models and fault dice (0: from the clock; INFO shows it)",

@@ -34,8 +34,9 @@ int kdb_server_start(kt_loop *loop, const char *listen_addr, const char *const *
 int kdb_server_addr(const kdb_server *s, kt_addr *out);
 
 /* Close the listeners and every connection, drop pending requests, and free
- * the server. Connections finish closing in later loop iterations; the loop
- * must run a few more iterations before kt_loop_free(). NULL is harmless. */
+ * the server. The closes finish in the loop: a kt_loop_run(KT_RUN_DEFAULT)
+ * afterwards returns once they have (when nothing else is live), and
+ * kt_loop_close() then succeeds. NULL is harmless. */
 void kdb_server_stop(kdb_server *s);
 
 #ifdef __cplusplus

@@ -12,6 +12,7 @@
 #include <kettle/common.h>
 #include "fault.h"
 #include "latency.h"
+#include "opt.h"
 
 static const char *const names[KDB_F_COUNT] = {
     [KDB_F_ERROR] = "error",
@@ -65,10 +66,7 @@ int kdb_fault_parse(const char *const *w, size_t n, kdb_fault_kind *kind, kdb_fa
         *why = "unknown fault; expected " KDB_FAULT_USAGE;
         return -EINVAL;
     }
-    char *end;
-    errno = 0;
-    f.prob = strtod(w[1], &end);
-    if (end == w[1] || *end != '\0' || errno != 0 || !(f.prob >= 0.0 && f.prob <= 1.0)) {
+    if (kt_opt_parse_double(w[1], &f.prob) < 0 || !(f.prob >= 0.0 && f.prob <= 1.0)) {
         *why = "probability must be a number between 0 and 1";
         return -EINVAL;
     }

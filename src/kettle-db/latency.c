@@ -11,6 +11,7 @@
 #include <strings.h>
 #include <kettle/common.h>
 #include "latency.h"
+#include "opt.h"
 
 static const struct {
     const char *name;
@@ -85,17 +86,6 @@ static int parse_dur(const char *w, double *out)
     return 0;
 }
 
-static int parse_num(const char *w, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(w, &end);
-    if (end == w || *end != '\0' || errno != 0 || !isfinite(v))
-        return -EINVAL;
-    *out = v;
-    return 0;
-}
-
 int kdb_latency_parse(const char *spec, kdb_latency *out, const char **why)
 {
     static const char *const usage =
@@ -129,7 +119,7 @@ int kdb_latency_parse(const char *spec, kdb_latency *out, const char **why)
             return -EINVAL;
         }
         if (n > 2) {
-            int r = models[i].second_is_duration ? parse_dur(w[2], &m.b) : parse_num(w[2], &m.b);
+            int r = models[i].second_is_duration ? parse_dur(w[2], &m.b) : kt_opt_parse_double(w[2], &m.b);
             if (r < 0) {
                 *why = models[i].second_is_duration ? "expected a duration such as 50ms, 1.5s or 200us"
                                                     : "expected a number";

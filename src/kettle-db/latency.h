@@ -20,6 +20,13 @@
 #include <stdio.h>
 #include "rng.h"
 
+/* The syntax of a delay model, for the help of the options that take one
+ * (kettle-db's latency, kettled's embedded-latency). */
+#define KDB_LATENCY_SYNTAX                                                                    \
+    "none | fixed D | uniform LO HI | normal MEAN SD | exponential MEAN | "                    \
+    "lognormal MEDIAN SIGMA | pareto SCALE SHAPE | proportional UNIT (key n waits n x UNIT); " \
+    "a bare number is in ms"
+
 typedef enum kdb_lat_kind {
     KDB_LAT_NONE = 0,
     KDB_LAT_FIXED,

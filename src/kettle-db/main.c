@@ -143,18 +143,14 @@ out:
     if (srv)
         kdb_server_stop(srv);
     if (loop) {
-        /* let closed connections and listeners finish (a completion
-         * backend reports their closes in later polls) */
-        for (int i = 0; i < 100; i++) {
-            kt_loop_stats st;
-            kt_loop_get_stats(loop, &st);
-            if (st.streams == 0 && i >= 4)
-                break;
-            kt_loop_run(loop, KT_RUN_NOWAIT);
-        }
         kt_loop_signal(loop, SIGINT, NULL, NULL);
         kt_loop_signal(loop, SIGTERM, NULL, NULL);
-        kt_loop_free(loop);
+        /* Nothing is left open or armed: the run returns once the closed
+         * connections and listeners have finished closing. */
+        if ((r = kt_loop_run(loop, KT_RUN_DEFAULT)) < 0 || (r = kt_loop_close(loop)) < 0) {
+            kt_log_warning("loop not empty at exit (%s): closing what is left", strerror(-r));
+            kt_loop_free(loop);
+        }
     }
     kt_opt_free(kdb_options, &cfg);
     return rc;

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <kettle/kettle.h>
 #include "conf.h"
+#include "latency.h"
 #include "pool.h"
 
 #define O(f) offsetof(kd_config, f)
@@ -133,7 +134,7 @@ const kt_opt kd_options[] = {
     { "hash-points", KT_OPT_INT, O(hash_points), "160",
       "virtual nodes of each backend line on the consistent-hash ring", 1, 10000, 0, NULL, RT },
     { "embedded-latency", KT_OPT_STR, O(embedded_latency), "fixed 1ms",
-      "delay model of the embedded simulated database (kettle-db --latency syntax)",
+      "delay model of the embedded simulated database: " KDB_LATENCY_SYNTAX,
       0, 0, 0, NULL, 0 },
     { "embedded-option", KT_OPT_LIST, O(embedded_option), NULL,
       "another option for the embedded database, as 'NAME VALUE' (e.g. 'workers 8')",

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "pool-int.h"
+#include "server.h" /* ks_info_add */
 
 const char *kd_replica_state_name(const kd_replica *r)
 {
@@ -24,18 +25,6 @@ const char *kd_replica_state_name(const kd_replica *r)
     if (r->connecting)
         return "connecting";
     return "down";
-}
-
-static void append(kt_buf *out, const char *fmt, ...) KT_PRINTF(2, 3);
-static void append(kt_buf *out, const char *fmt, ...)
-{
-    char line[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    if (n > 0)
-        (void)kt_buf_append(out, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
 }
 
 #define U(x) ((unsigned long long)(x))
@@ -60,7 +49,7 @@ static void group_line(kt_buf *out, size_t k, kd_group *g)
     uint64_t hedge = g->nreps >= 2 ? kd_health_hedge_ns(g) : 0;
     char addrs[sizeof g->name];
     text(addrs, sizeof addrs, g->name);
-    append(out,
+    ks_info_add(out,
            "group%zu:addrs=%s,replicas=%u,live=%u,health=%s,fetches=%llu,joins=%llu,"
            "failed=%llu,cancelled=%llu,flights=%u,hedges=%llu,hedges_won=%llu,"
            "hedge_budget_exhausted=%llu,retries=%llu,hedge_delay_us=%.1f,recent_p95_us=%.1f\r\n",
@@ -80,7 +69,7 @@ static void replica_line(kt_buf *out, size_t k, size_t gi, kd_replica *r)
     kd_window_advance(&r->win, now);
     uint32_t tot = r->win.tot.ok + r->win.tot.fail;
     char cause[sizeof r->eject_cause], last[sizeof r->last_error];
-    append(out,
+    ks_info_add(out,
            "backend%zu:addr=%s,group=%zu,state=%s,connections=%u/%u,outstanding=%u,queued=%u,"
            "held_bytes=%llu,fetches=%llu,replies=%llu,nils=%llu,errors=%llu,failed=%llu,"
            "cancelled=%llu,batches=%llu,keys_per_batch_mean=%.2f,keys_per_batch_p99=%llu,"
@@ -117,7 +106,7 @@ void kd_pool_info(kd_pool *p, kt_buf *out)
 {
     kd_group *g, *ret = NULL;
     size_t k = 0;
-    append(out, "backends:%zu\r\ngroups:%zu\r\n", p->nreplicas, p->ngroups);
+    ks_info_add(out, "backends:%zu\r\ngroups:%zu\r\n", p->nreplicas, p->ngroups);
     for (size_t i = 0; (g = group_at(p, i, &ret)) != NULL; i++)
         group_line(out, i, g);
     ret = NULL;

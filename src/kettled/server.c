@@ -248,6 +248,8 @@ static void raise_nofile(kd_server *srv)
 
 /* ---- signals and the core's hooks ---------------------------------------------------- */
 
+static const int kd_signals[] = { SIGTERM, SIGINT, SIGHUP };
+
 static void signal_cb(kt_loop *loop, int signo, void *arg)
 {
     kd_server *srv = arg;
@@ -316,10 +318,9 @@ int kd_server_start(kd_server *srv)
     raise_nofile(srv);
     if ((r = listen_all(srv)) < 0)
         return r;
-    int sigs[] = { SIGTERM, SIGINT, SIGHUP };
-    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
-        if ((r = kt_loop_signal(srv->loop, sigs[i], signal_cb, srv)) < 0) {
-            kt_log_error("cannot watch signal %d: %s", sigs[i], strerror(-r));
+    for (size_t i = 0; i < sizeof kd_signals / sizeof kd_signals[0]; i++)
+        if ((r = kt_loop_signal(srv->loop, kd_signals[i], signal_cb, srv)) < 0) {
+            kt_log_error("cannot watch signal %d: %s", kd_signals[i], strerror(-r));
             return r;
         }
     kd_notify_init(srv);
@@ -344,16 +345,17 @@ void kd_server_stop(kd_server *srv)
         kdb_server_stop(srv->embedded);
         srv->embedded = NULL;
     }
-    for (int i = 0; i < 1000; i++) {
-        kt_loop_stats st;
-        (void)kt_loop_run(srv->loop, KT_RUN_NOWAIT);
-        kt_loop_get_stats(srv->loop, &st);
-        if (st.streams == 0 && st.futures_live == 0)
-            break;
-    }
+    for (size_t i = 0; i < sizeof kd_signals / sizeof kd_signals[0]; i++)
+        (void)kt_loop_signal(srv->loop, kd_signals[i], NULL, NULL);
+    /* Nothing is left open or armed: the run returns once the closes have
+     * finished and the failed fetches' continuations have run. */
+    int r = kt_loop_run(srv->loop, KT_RUN_DEFAULT);
     kt_free(srv->fs);
     srv->fs = NULL;
     kd_reqs_free_all(srv);
-    kt_loop_free(srv->loop);
+    if (r < 0 || (r = kt_loop_close(srv->loop)) < 0) {
+        kt_log_warning("loop not empty at exit (%s): closing what is left", strerror(-r));
+        kt_loop_free(srv->loop);
+    }
     srv->loop = NULL;
 }

@@ -20,9 +20,10 @@
  *   stream io_pending = ops in flight (recv, send, connect) + holds taken
  *   while a completion calls back into the user; the fd is closed and
  *   kt__stream_closed() called only when it drops to 0 after close, so no
- *   completion ever refers to freed memory. Closing cancels what is in
- *   flight (by descriptor). A listener stops listening at once, and its
- *   close finishes with the cancelled accept's last CQE.
+ *   completion ever refers to freed memory. Closing cancels each op in
+ *   flight by its user_data (a hash lookup in the kernel, where a cancel
+ *   by descriptor walks every armed op). A listener stops listening at
+ *   once, and its close finishes with the cancelled accept's last CQE.
  *
  * Every "start"/"stop" sets the wanted state and calls a kick function that
  * makes the armed operations match it. If no SQE can be had even after a
@@ -231,27 +232,31 @@ static bool stream_arm_recv(struct ur_loop *u, kt_stream *s)
     return true;
 }
 
+/* Cancel the stream's op `busy` (tag) unless its cancel (`sent`) is
+ * queued already; false when no SQE could be had. */
+static bool cancel_op(struct ur_loop *u, kt_stream *s, unsigned busy, unsigned sent, unsigned tag)
+{
+    if (!(s->io_flags & busy) || (s->io_flags & sent))
+        return true;
+    if (!kt__ur_cancel_ud(u, ud_pack(s, tag)))
+        return false;
+    s->io_flags |= sent;
+    return true;
+}
+
 /* Make the armed ops match what is wanted. */
 static void stream_kick(struct ur_loop *u, kt_stream *s)
 {
     unsigned f = s->io_flags;
     bool ok = true;
     if (f & SF_CLOSING) {
-        if ((f & (SF_RECV | SF_SEND | SF_CONNECT)) && !(f & SF_CANCEL_ALL)) {
-            struct io_uring_sqe *sqe = kt__ur_sqe(u);
-            if (sqe) {
-                int slot = ((struct ur_stream *)s->io_ctx)->slot;
-                if (slot >= 0)
-                    io_uring_prep_cancel_fd(sqe, slot, IORING_ASYNC_CANCEL_ALL |
-                                                           IORING_ASYNC_CANCEL_FD_FIXED);
-                else
-                    io_uring_prep_cancel_fd(sqe, s->h.fd, IORING_ASYNC_CANCEL_ALL);
-                io_uring_sqe_set_data64(sqe, UT_NONE);
-                s->io_flags |= SF_CANCEL_ALL;
-            } else {
-                ok = false;
-            }
-        }
+        /* One cancel per op in flight, each found by its user_data: the
+         * kernel looks that up in a hash, where a cancel by descriptor
+         * walks every armed op of the ring (closing n streams would cost
+         * O(n^2)). */
+        ok = cancel_op(u, s, SF_RECV, SF_RECV_CANCEL, UT_RECV) &&
+             cancel_op(u, s, SF_SEND, SF_SEND_CANCEL, UT_SEND) &&
+             cancel_op(u, s, SF_CONNECT, SF_CONN_CANCEL, UT_CONNECT);
     } else if (!(f & SF_CONNECT)) {
         if ((f & SF_WANT_FLUSH) && !(f & (SF_SEND | SF_WDONE))) {
             if (stream_send(u, s))
@@ -380,7 +385,7 @@ static void stream_op_done(struct ur_loop *u, kt_stream *s)
 static void on_send(struct ur_loop *u, kt_stream *s, int res)
 {
     stream_op_done(u, s);
-    s->io_flags &= ~SF_SEND; /* io_pending kept as a hold */
+    s->io_flags &= ~(SF_SEND | SF_SEND_CANCEL); /* io_pending kept as a hold */
     if (!(s->io_flags & (SF_CLOSING | SF_WDONE))) {
         if (res > 0) {
             kt__stream_sent(s, (size_t)res);
@@ -400,7 +405,7 @@ static void on_send(struct ur_loop *u, kt_stream *s, int res)
 static void on_connect(struct ur_loop *u, kt_stream *s, int res)
 {
     stream_op_done(u, s);
-    s->io_flags &= ~SF_CONNECT;
+    s->io_flags &= ~(SF_CONNECT | SF_CONN_CANCEL);
     if (!(s->io_flags & SF_CLOSING)) {
         if (res < 0)
             s->io_flags |= SF_RDONE | SF_WDONE;

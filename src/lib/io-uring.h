@@ -32,12 +32,13 @@ enum { UT_NONE = 0, UT_ACCEPT, UT_RECV, UT_SEND, UT_CONNECT, UT_WATCH };
 #define SF_SEND        0x0004u /* a send in flight */
 #define SF_CONNECT     0x0008u /* connect in flight */
 #define SF_CLOSING     0x0010u /* close called */
-#define SF_CANCEL_ALL  0x0020u /* cancel by fd sent (closing) */
+#define SF_SEND_CANCEL 0x0020u /* cancel sent for the send in flight (closing) */
 #define SF_RDONE       0x0040u /* EOF or receive error: never re-arm */
 #define SF_WDONE       0x0080u /* send error: send no more */
 #define SF_WANT_READ   0x0100u /* read_start without read_stop */
 #define SF_WANT_FLUSH  0x0200u /* flush asked while a send could not start */
 #define SF_KICK        0x0400u /* on the kick list */
+#define SF_CONN_CANCEL 0x0800u /* cancel sent for the connect in flight (closing) */
 
 /* listener and watch context flags: each runs one multishot op (accept;
  * a poll for readability) */
