@@ -35,6 +35,8 @@ void ks__conn_gone(ks_server *srv);
  * what it would lose when closed now into lost. */
 bool ks__conn_idle_for_drain(ks_conn *c);
 void ks__conn_count_lost(ks_conn *c, ks_lost *lost);
+/* The defer that lets the clients that yielded read again. */
+void ks__resume_cb(kt_defer *d, void *arg);
 /* Free the byte slots kept for reuse. */
 void ks__bslots_free(ks_server *srv);
 
