@@ -355,7 +355,7 @@ void kd_health_failure(kd_replica *r, uint32_t events, bool consecutive, const c
     char cause[96];
     int why = -1;
     uint32_t total = r->win.tot.ok + r->win.tot.fail;
-    if (silent) {
+    if (silent && prm->eject_after) {
         snprintf(cause, sizeof cause, "no reply on any connection for %llu ms",
                  (unsigned long long)((now - r->last_reply) / KT_MSEC(1)));
         why = 0;

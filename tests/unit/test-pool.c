@@ -835,7 +835,7 @@ static void test_silent_server_ejected_at_first_stall(void **state)
     env *e = env_new(2, "fixed 1ms");
     e->prm.connections = 2;
     e->prm.stall_floor = KT_MSEC(30);
-    e->prm.eject_after = 0;
+    e->prm.eject_after = 1000; /* not 0: that turns ejection off */
     e->prm.eject_min_requests = 1000000;
     e->prm.eject_time = KT_SEC(10);
     e->prm.eject_time_max = KT_SEC(10);
