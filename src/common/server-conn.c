@@ -363,8 +363,6 @@ void ks_reply_lines(ks_conn *c, const char *const *lines)
         (void)kt_resp_simple(o, lines[i]);
 }
 
-/* ---- reading ------------------------------------------------------------------------------ */
-
 /* ---- fairness ------------------------------------------------------------------------------ */
 
 /* End of an iteration: the clients that yielded in it read again (their
@@ -421,6 +419,8 @@ static void yield_forget(ks_conn *c)
     c->ynext = NULL;
     c->flags &= ~KS_C_YIELD;
 }
+
+/* ---- reading ------------------------------------------------------------------------------ */
 
 /* Backpressure: what c holds is at a limit. */
 static bool must_pause(const ks_conn *c)
