@@ -51,13 +51,18 @@ static int write_pictures(const kb_config *cfg, const kb_run *runs, size_t nruns
     return status;
 }
 
-/* "command: N requests/s" (with a prefix), kt_malloc'd. */
+/* "command: N requests/s" (with a prefix), kt_malloc'd. A long command
+ * is cut to its first LABEL_CMD characters and "..." so that the legend
+ * stays inside the picture. */
+#define LABEL_CMD 32
 static char *make_label(const char *prefix, const char *command, double rps)
 {
-    size_t n = strlen(prefix) + strlen(command) + 64;
+    size_t n = strlen(prefix) + LABEL_CMD + 64;
+    int len = strlen(command) > LABEL_CMD + 3 ? LABEL_CMD : (int)strlen(command);
     char *s = kt_malloc(n);
     if (s != NULL)
-        snprintf(s, n, "%s%s: %.0f requests/s", prefix, command, rps);
+        snprintf(s, n, "%s%.*s%s: %.0f requests/s", prefix, len, command,
+                 command[len] != '\0' ? "..." : "", rps);
     return s;
 }
 
