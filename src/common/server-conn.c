@@ -363,6 +363,63 @@ void ks_reply_lines(ks_conn *c, const char *const *lines)
         (void)kt_resp_simple(o, lines[i]);
 }
 
+/* ---- fairness ------------------------------------------------------------------------------ */
+
+/* End of an iteration: the clients that yielded in it read again (their
+ * kept input is presented in the next one). */
+void ks__resume_cb(kt_defer *d, void *arg)
+{
+    ks_server *srv = arg;
+    (void)d;
+    ks_conn *c = srv->yielded;
+    srv->yielded = NULL;
+    while (c) {
+        ks_conn *next = c->ynext;
+        c->ynext = NULL;
+        c->flags &= ~KS_C_YIELD;
+        ks_conn_update_reading(c);
+        c = next;
+    }
+}
+
+/* Has c used its slice of this iteration? */
+static bool slice_spent(ks_conn *c)
+{
+    kt_loop_stats ls;
+    kt_loop_get_stats(c->srv->loop, &ls);
+    if (c->slice_iter != ls.iterations) {
+        c->slice_iter = ls.iterations;
+        c->slice_used = 0;
+    }
+    return c->slice_used >= KS_CONN_SLICE;
+}
+
+static void yield(ks_conn *c)
+{
+    ks_server *srv = c->srv;
+    c->flags |= KS_C_YIELD;
+    c->ynext = srv->yielded;
+    srv->yielded = c;
+    srv->st.yields++;
+    (void)kt_loop_defer(&srv->resume);
+    ks_conn_update_reading(c);
+}
+
+/* c closes: off the yield list. */
+static void yield_forget(ks_conn *c)
+{
+    if (!(c->flags & KS_C_YIELD))
+        return;
+    for (ks_conn **p = &c->srv->yielded; *p; p = &(*p)->ynext) {
+        if (*p == c) {
+            *p = c->ynext;
+            break;
+        }
+    }
+    c->ynext = NULL;
+    c->flags &= ~KS_C_YIELD;
+}
+
 /* ---- reading ------------------------------------------------------------------------------ */
 
 /* Backpressure: what c holds is at a limit. */
@@ -382,7 +439,7 @@ void ks_conn_update_reading(ks_conn *c)
     /* A NOREAD connection is still read (its input dropped) so that the
      * peer's close is noticed; a FROZEN or IDLE one is not read at all. */
     bool busy = !(c->flags & KS_C_NOREAD) && must_pause(c);
-    bool want = !(c->flags & (KS_C_FROZEN | KS_C_IDLE)) && !busy;
+    bool want = !(c->flags & (KS_C_FROZEN | KS_C_IDLE | KS_C_YIELD)) && !busy;
     if (want && (c->flags & KS_C_PAUSED)) {
         if (kt_stream_read_start(c->s) < 0) {
             ks_conn_close(c, KT_CLOSE_NOW);
@@ -425,6 +482,10 @@ static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg
             ks_conn_update_reading(c);
             break;
         }
+        if (slice_spent(c)) {
+            yield(c);
+            break;
+        }
         const char *err = NULL;
         ssize_t r = kt_resp_parse_request(data + off, len - off, &srv->lim, &c->req, &err);
         if (r == KT_RESP_INCOMPLETE) {
@@ -442,6 +503,7 @@ static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg
             return len;
         }
         off += (size_t)r;
+        c->slice_used += (size_t)r;
         if (c->req.argc == 0)
             continue; /* empty line, *0, *-1 */
         ks__touch(c);
@@ -520,6 +582,7 @@ void ks_conn_close(ks_conn *c, kt_close_mode mode)
         return;
     c->flags |= KS_C_CLOSED;
     if (srv) {
+        yield_forget(c);
         ks__list_unlink(srv, c);
         srv->nclients--;
         /* kept on the closing list until its stream is done (the server

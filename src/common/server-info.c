@@ -81,7 +81,8 @@ void ks_info_clients(ks_server *srv, kt_buf *out)
 {
     uint64_t paused = 0, owed = 0;
     for (const ks_conn *c = srv->head; c; c = c->next) {
-        paused += (c->flags & (KS_C_PAUSED | KS_C_FROZEN | KS_C_IDLE | KS_C_NOREAD)) == KS_C_PAUSED;
+        paused += (c->flags & (KS_C_PAUSED | KS_C_FROZEN | KS_C_IDLE | KS_C_NOREAD | KS_C_YIELD)) ==
+                  KS_C_PAUSED;
         owed += c->pending;
     }
     ks_info_add(out, "connected_clients:%zu\r\n", srv->nclients);
@@ -121,6 +122,7 @@ void ks_info_stats(ks_server *srv, kt_buf *out)
     ks_info_add(out, "clients_closed_output_limit:%llu\r\n", (unsigned long long)s->closed_output);
     ks_info_add(out, "clients_closed_query_limit:%llu\r\n", (unsigned long long)s->closed_query);
     ks_info_add(out, "clients_paused_reading:%llu\r\n", (unsigned long long)s->paused);
+    ks_info_add(out, "clients_yielded:%llu\r\n", (unsigned long long)s->yields);
 }
 
 void ks_info_calls(ks_server *srv, kt_buf *out)

@@ -44,6 +44,8 @@ void ks__lag_start(ks_server *srv);
 bool ks__lag_tick(ks_server *srv);
 /* Close the metrics endpoint (ks_server_free). */
 void ks__metrics_free(ks_server *srv);
+/* The defer that lets the clients that yielded read again. */
+void ks__resume_cb(kt_defer *d, void *arg);
 /* Free the byte slots kept for reuse. */
 void ks__bslots_free(ks_server *srv);
 

@@ -244,6 +244,8 @@ typedef struct ks_stats {
     uint64_t closed_query;   /* max-query-buffer */
     uint64_t paused;         /* times reading from a client paused (backpressure) */
     uint64_t trims;          /* times memory was given back to the system */
+    uint64_t yields;         /* times a client used its slice of an iteration and
+                                waited for the next (KS_CONN_SLICE) */
 } ks_stats;
 
 /* What the drain could not finish (shutdown-timeout, second signal). */
@@ -301,6 +303,8 @@ struct ks_server {
     size_t nfree_bslots;
     kt_out out;                /* the sink ks_reply() hands out */
 
+    ks_conn *yielded;          /* clients that used their slice in this iteration */
+    kt_defer resume;           /* end of the iteration: they read again */
     kt_timer cron;             /* loop lag; idle sweep, memory trim */
     kt_timer drain_tick;       /* drain: closes clients that are done */
     kt_timer drain_timer;      /* shutdown-timeout */
@@ -326,6 +330,16 @@ struct ks_server {
 #define KS_C_CLOSED   0x040u /* ks_conn_close called */
 #define KS_C_IDLE     0x080u /* not reading yet (on_accept said later) */
 #define KS_C_PARTIAL  0x100u /* the input kept is the start of a request */
+#define KS_C_YIELD    0x200u /* used its slice: reads again next iteration */
+
+/*
+ * Fairness: request bytes one client may have dispatched in one loop
+ * iteration. Past it the client yields: its reading stops until the end of
+ * the iteration and what it sent waits in its stream for the next one, so
+ * a client pipelining large requests holds the loop for one slice (and one
+ * request: the first of an iteration always goes), not for all it sent.
+ */
+#define KS_CONN_SLICE (64u << 10)
 
 /* One client connection. The daemon's struct starts with it. */
 struct ks_conn {
@@ -342,6 +356,9 @@ struct ks_conn {
     uint64_t last;             /* loop time of the last complete request */
     char *name;                /* CLIENT SETNAME */
     kt_resp_req req;           /* this connection's parser state */
+    ks_conn *ynext;            /* srv->yielded */
+    uint64_t slice_iter;       /* the loop iteration slice_used counts in */
+    size_t slice_used;         /* request bytes dispatched in it */
     uint8_t quiet;             /* drain: ticks in a row with nothing to do */
 };
 

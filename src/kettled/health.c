@@ -17,6 +17,10 @@
  *                    eject-failure-rate over at least eject-min-requests in
  *                    the window, takes the replica out for eject-time
  *                    (doubling while it keeps failing, up to eject-time-max);
+ *                    so does a stall while the server answers nothing on
+ *                    any of its connections, another one waiting too (it
+ *                    has stopped, or the way to it has): its other
+ *                    connections would only stall in turn;
  *                    failures are failures to answer (refused, reset,
  *                    closed, stalled, garbage): an error reply is an answer;
  *   return           after that it is probed (a burst of GET 0 on its own
@@ -274,6 +278,7 @@ void kd_health_reply(kd_replica *r, uint64_t ns, uint32_t n)
     kd_slice *s = kd_window_slice(&r->win, now);
     s->ok++;
     r->win.tot.ok++;
+    r->last_reply = now;
     kd_window_latency(&r->win, now, ns, 1); /* per command; the group's per key */
     if (n)
         kd_window_latency(&r->g->win, now, ns, n);
@@ -331,6 +336,8 @@ void kd_health_failure(kd_replica *r, uint32_t events, bool consecutive, const c
     const kd_pool_params *prm = &p->prm;
     uint64_t now = kt_loop_now(p->loop);
     uint32_t k = events ? events : 1;
+    bool silent = r->silent;
+    r->silent = false;
     kd_slice *s = kd_window_slice(&r->win, now);
     s->fail += k;
     r->win.tot.fail += k;
@@ -348,7 +355,11 @@ void kd_health_failure(kd_replica *r, uint32_t events, bool consecutive, const c
     char cause[96];
     int why = -1;
     uint32_t total = r->win.tot.ok + r->win.tot.fail;
-    if (prm->eject_after && r->fails >= prm->eject_after) {
+    if (silent && prm->eject_after) {
+        snprintf(cause, sizeof cause, "no reply on any connection for %llu ms",
+                 (unsigned long long)((now - r->last_reply) / KT_MSEC(1)));
+        why = 0;
+    } else if (prm->eject_after && r->fails >= prm->eject_after) {
         snprintf(cause, sizeof cause, "%u failures in a row", (unsigned)r->fails);
         why = 0;
     } else if (prm->eject_rate > 0 && total >= prm->eject_min_requests &&
@@ -365,12 +376,21 @@ void kd_health_failure(kd_replica *r, uint32_t events, bool consecutive, const c
 void kd_health_overdue(kd_conn *c, uint64_t waited)
 {
     kd_replica *r = c->r;
+    uint64_t now = kt_loop_now(r->pool->loop);
     r->st.stalls++;
+    /* Silent: nothing came back from the server, on any connection, for
+     * as long as this reply has waited, while another connection waits
+     * for it too. One connection alone proves less (a reply stuck at the
+     * head of its pipeline), and is left to the counts. */
+    bool other = false;
+    for (uint32_t i = 0; i < r->nconns && !other; i++)
+        other = &r->conns[i] != c && kt_pconn_outstanding(&r->conns[i].pc) > 0;
+    r->silent = other && now - r->last_reply >= waited;
     /* The text keeps the threshold, not the wait: the same stall logs
      * the same line. */
-    (void)waited;
     kt_pconn_fail(&c->pc, -ETIMEDOUT, "no reply within %llu ms",
                   (unsigned long long)(c->pc.timeout / KT_MSEC(1)));
+    r->silent = false; /* taken by kd_health_failure, or not for it */
 }
 
 /* ---- ejection's end: probing ----------------------------------------------------------------- */

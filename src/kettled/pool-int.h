@@ -173,6 +173,9 @@ struct kd_replica {
     kt_timer eject_timer;   /* EJECTED: start probing */
     uint64_t stall_ns;      /* the watchdog timeout its connections use now */
     uint64_t p99_ns;        /* recent p99 latency (0: not known yet) */
+    uint64_t last_reply;    /* loop time of its last reply, on any connection */
+    bool silent;            /* the failure being reported is a stall of a server
+                               that answers nothing on any connection */
     uint64_t stall_slice;   /* window slice stall_ns and p99_ns were computed in */
     char last_error[160];
     char eject_cause[96];

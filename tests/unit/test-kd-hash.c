@@ -2,7 +2,9 @@
  * test-kd-hash.c - kettled's consistent-hash ring (src/kettled/hash.c):
  * keys spread evenly, the mapping does not depend on the order servers are
  * listed in, removing a server moves only its own keys, and ejected
- * servers are skipped in favour of their ring neighbours.
+ * servers are skipped in favour of their ring neighbours. Keys up to 64
+ * bytes keep their FNV-1a placement; longer ones (hashed by words) spread
+ * as evenly and depend on every byte.
  */
 #include "config.h"
 #include <setjmp.h>
@@ -126,6 +128,65 @@ static void test_all_dead_and_one_server(void **state)
     assert_true(kd_hash("17", 2) != kd_hash("71", 2));
 }
 
+/* The byte-by-byte FNV-1a with the finaliser: what keys up to 64 bytes
+ * hash to, now as before. */
+static uint64_t reference(const char *p, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)p[i];
+        h *= 0x100000001b3ull;
+    }
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+static void test_long_keys(void **state)
+{
+    (void)state;
+    static char key[8000];
+    for (size_t n = 0; n <= 64; n++) {
+        memset(key, 'k', n);
+        assert_true(kd_hash(key, n) == reference(key, n));
+    }
+    /* long keys differing in one byte, anywhere (the 32-byte blocks, the
+     * tail), spread over four servers as short ones do */
+    const char *names[] = { "127.0.0.1:7380", "127.0.0.1:7381", "127.0.0.1:7382", "127.0.0.1:7383" };
+    kd_ring r;
+    assert_int_equal(kd_ring_build(&r, names, 4, 160), 0);
+    const size_t lens[] = { 65, 100, 8000 };
+    for (size_t l = 0; l < 3; l++) {
+        size_t len = lens[l];
+        memset(key, 'x', len);
+        for (size_t where = 0; where < len; where += len / 3) {
+            unsigned count[4] = { 0 };
+            memset(key, 'x', len);
+            for (unsigned k = 0; k < 8000; k++) {
+                char d[8];
+                snprintf(d, sizeof d, "%05u", k);
+                size_t at = where + 5 <= len ? where : len - 5;
+                memcpy(key + at, d, 5);
+                count[kd_ring_lookup(&r, key, len, NULL, NULL)]++;
+            }
+            for (int i = 0; i < 4; i++)
+                assert_true(count[i] > 2000 * 8 / 10 && count[i] < 2000 * 12 / 10);
+        }
+    }
+    memset(key, 'x', 8000);
+    uint64_t h = kd_hash(key, 8000);
+    key[7999] = 'y';
+    assert_true(kd_hash(key, 8000) != h);
+    key[7999] = 'x';
+    key[0] = 'y';
+    assert_true(kd_hash(key, 8000) != h);
+    assert_true(kd_hash(key, 7999) != kd_hash(key, 8000));
+    kd_ring_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -134,6 +195,7 @@ int main(void)
         cmocka_unit_test(test_removal_moves_only_its_keys),
         cmocka_unit_test(test_dead_server_skipped),
         cmocka_unit_test(test_all_dead_and_one_server),
+        cmocka_unit_test(test_long_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -824,6 +824,93 @@ static void test_eject_by_rate(void **state)
     env_free(e);
 }
 
+/* A server that answers nothing on any connection: the first stall ejects
+ * it, without waiting for failures in a row or for enough requests in the
+ * window to judge a rate. */
+static void test_silent_server_ejected_at_first_stall(void **state)
+{
+    (void)state;
+    env *e = env_new(2, "fixed 1ms");
+    e->prm.connections = 2;
+    e->prm.stall_floor = KT_MSEC(30);
+    e->prm.eject_after = 1000; /* not 0: that turns ejection off */
+    e->prm.eject_min_requests = 1000000;
+    e->prm.eject_time = KT_SEC(10);
+    e->prm.eject_time_max = KT_SEC(10);
+    const char *lines[] = { e->addr[0], e->addr[1], NULL };
+    configure(e, lines);
+    char keys[2][16];
+    int nk = 0;
+    for (int i = 0; i < 200 && nk < 2; i++) {
+        snprintf(keys[nk], sizeof keys[nk], "%d", i);
+        if (served_by(e, keys[nk]) == 0)
+            nk++;
+    }
+    assert_int_equal(nk, 2);
+    kd_replica *r = rep(e, 0, 0);
+    for (int i = 0; i < 30; i++) { /* the window learns its latency */
+        kt_future *f = fetch(e, keys[i % 2]);
+        await(e, f);
+        kt_future_unref(f);
+    }
+    assert_string_equal(db_cmd(e, 0, "FAULT SET stop-reading 1 all"), "+OK");
+    /* one fetch on each connection (the second goes to the one with fewer
+     * outstanding) */
+    kt_future *f0 = fetch(e, keys[0]);
+    (void)kt_loop_run(e->loop, KT_RUN_NOWAIT);
+    kt_future *f1 = fetch(e, keys[1]);
+    (void)kt_loop_run(e->loop, KT_RUN_NOWAIT);
+    assert_true(kt_pconn_outstanding(&r->conns[0].pc) > 0);
+    assert_true(kt_pconn_outstanding(&r->conns[1].pc) > 0);
+    run_until(e, state_pred_out, r);
+    assert_int_equal(r->state, KD_REP_EJECTED);
+    assert_int_equal(r->st.ejections, 1);
+    assert_int_equal(r->st.ej_rate, 0);
+    assert_non_null(strstr(r->eject_cause, "no reply on any connection"));
+    await(e, f0);
+    await(e, f1);
+    assert_int_equal(kt_future_state_of(f0), KT_FUTURE_FAILED);
+    kt_future_unref(f0);
+    kt_future_unref(f1);
+    assert_int_equal(served_by(e, keys[0]), 1); /* the neighbour serves it */
+    env_free(e);
+}
+
+/* One connection stalled while the server answers on the other: a stall,
+ * not a silent server; no ejection from it alone. */
+static void test_one_stall_is_not_silence(void **state)
+{
+    (void)state;
+    env *e = env_new(2, "fixed 1ms");
+    e->prm.connections = 2;
+    e->prm.stall_floor = KT_MSEC(30);
+    e->prm.eject_after = 0;
+    e->prm.eject_min_requests = 1000000;
+    const char *lines[] = { e->addr[0], e->addr[1], NULL };
+    configure(e, lines);
+    char key[16] = "";
+    for (int i = 0; i < 200 && !key[0]; i++) {
+        snprintf(key, sizeof key, "%d", i);
+        if (served_by(e, key) != 0)
+            key[0] = '\0';
+    }
+    kd_replica *r = rep(e, 0, 0);
+    for (int i = 0; i < 30; i++) {
+        kt_future *f = fetch(e, key);
+        await(e, f);
+        kt_future_unref(f);
+    }
+    assert_string_equal(db_cmd(e, 0, "FAULT SET stall 1"), "+OK");
+    kt_future *f = fetch(e, key); /* stalls on one connection, the other idle */
+    await(e, f);
+    assert_int_equal(kt_future_error(f), -EIO);
+    kt_future_unref(f);
+    assert_int_equal(r->st.stalls, 1);
+    assert_int_equal(r->state, KD_REP_LIVE);
+    assert_int_equal(r->st.ejections, 0);
+    env_free(e);
+}
+
 /* ---- reload ----------------------------------------------------------------------------------------- */
 
 static bool retired_pred(void *arg)
@@ -996,6 +1083,8 @@ int main(void)
         cmocka_unit_test(test_singleflight_cancel),
         cmocka_unit_test(test_singleflight_failure),
         cmocka_unit_test(test_stall_fails_early),
+        cmocka_unit_test(test_silent_server_ejected_at_first_stall),
+        cmocka_unit_test(test_one_stall_is_not_silence),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_refused_retries),
         cmocka_unit_test(test_eject_and_probe),

@@ -11,7 +11,8 @@
  * replies counted toward max-output-buffer as they are written; the
  * protocol-error-then-close path; the command table (unknown, arity, the
  * two auth policies, COMMAND COUNT); the drain (what was sent is answered,
- * a cut-short drain counts what was lost).
+ * a cut-short drain counts what was lost); fairness (a client pipelining
+ * large requests yields to another one after its slice of an iteration).
  *
  * Waits are loop runs that end on a state, bounded by a deadline timer
  * that fails the test.
@@ -510,6 +511,82 @@ static void test_drain_answers_what_was_sent(void **state)
     teardown(w);
 }
 
+/* Bytes waiting on fd, read and counted. */
+static size_t drain_fd(int fd)
+{
+    char buf[65536];
+    size_t got = 0;
+    ssize_t n;
+    while ((n = recv(fd, buf, sizeof buf, MSG_DONTWAIT)) > 0)
+        got += (size_t)n;
+    return got;
+}
+
+#define BIG_ARG 10000
+#define BIG_REQS 16
+
+static void test_large_requests_yield_to_another_client(void **state)
+{
+    (void)state;
+    world *w = setup("max-output-buffer", "16mb", NULL);
+    /* A second client pipelines BIG_REQS ECHOs of BIG_ARG bytes, about
+     * 2.5 slices, all sent before anything runs. */
+    int sv[2];
+    kt_stream *s;
+    static const kt_stream_cbs none = { 0 };
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int big = 1 << 20;
+    (void)setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof big);
+    (void)setsockopt(sv[0], SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+    char head[64];
+    int hn = snprintf(head, sizeof head, "*2\r\n$4\r\nECHO\r\n$%d\r\n", BIG_ARG);
+    size_t one = (size_t)hn + BIG_ARG + 2;
+    char *req = malloc(one * BIG_REQS);
+    assert_non_null(req);
+    for (int i = 0; i < BIG_REQS; i++) {
+        char *p = req + one * (size_t)i;
+        memcpy(p, head, (size_t)hn);
+        memset(p + hn, 'a' + i, BIG_ARG);
+        memcpy(p + hn + BIG_ARG, "\r\n", 2);
+    }
+    assert_true(one * BIG_REQS > 2 * KS_CONN_SLICE);
+    assert_int_equal(send(sv[1], req, one * BIG_REQS, 0), (ssize_t)(one * BIG_REQS));
+    free(req);
+    /* the probe's request is in its socket before the server looks */
+    send_str(w, "PING\r\n");
+    assert_int_equal(kt_stream_open_fd(w->loop, sv[0], &none, NULL, &s), 0);
+    ks_server_adopt(&w->srv, s);
+
+    size_t reply = (size_t)snprintf(head, sizeof head, "$%d\r\n", BIG_ARG) + BIG_ARG + 2;
+    size_t big_got = 0;
+    kt_timer dl;
+    kt_timer_init(w->loop, &dl, deadline_cb, (void *)"the probe's reply");
+    assert_int_equal(kt_timer_start(&dl, KT_SEC(10), 0), 0);
+    while (w->inlen < strlen("+PONG\r\n")) {
+        assert_int_equal(kt_loop_run(w->loop, KT_RUN_ONCE), 0);
+        big_got += drain_fd(sv[1]);
+        drain_client(w);
+    }
+    kt_timer_stop(&dl);
+    assert_string_equal(w->in, "+PONG\r\n");
+    /* the probe was answered while the large requests were still being
+     * served: the pipelining client had to yield */
+    assert_true(big_got < reply * BIG_REQS);
+    assert_true(w->srv.st.yields >= 1);
+    /* and it is served in full afterwards */
+    kt_timer_init(w->loop, &dl, deadline_cb, (void *)"the large replies");
+    assert_int_equal(kt_timer_start(&dl, KT_SEC(10), 0), 0);
+    while (big_got < reply * BIG_REQS) {
+        assert_int_equal(kt_loop_run(w->loop, KT_RUN_ONCE), 0);
+        big_got += drain_fd(sv[1]);
+    }
+    kt_timer_stop(&dl);
+    assert_int_equal(big_got, reply * BIG_REQS);
+    assert_null(w->srv.yielded);
+    close(sv[1]);
+    teardown(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -521,6 +598,7 @@ int main(void)
         cmocka_unit_test(test_protocol_error_after_earlier_replies),
         cmocka_unit_test(test_command_table_and_auth),
         cmocka_unit_test(test_drain_answers_what_was_sent),
+        cmocka_unit_test(test_large_requests_yield_to_another_client),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
