@@ -327,9 +327,11 @@ def timed_array(at_least):
 
 
 def the_sum_not_the_slowest(r, all_):
+    # MGETSEQ waits for the sum, 600 ms at least. That MGET fetches its keys
+    # at once is shown by counters in test-kettled-basic (three fetches
+    # outstanding); comparing the two times here would only measure the
+    # machine's load.
     timed_array(0.6)(r, all_)
-    mget = all_["time kettle-cli -p 7389 MGET 1 2 3"]
-    assert mget.real() < r.real(), "MGET %.3fs, MGETSEQ %.3fs" % (mget.real(), r.real())
 
 
 def ctrl_c_view(pattern):
