@@ -15,6 +15,15 @@
  * Stream sockets sit in a fixed-file table when there is room. Wake-up
  * and signals are multishot polls.
  *
+ * A multishot receive can miss the peer's end: when the FIN or RST wakes
+ * it while it is still taking the last bytes, the kernel may drop that
+ * wake-up, and the end, a state rather than an event, never wakes it
+ * again (the stream would stay open until some timeout). So a reading
+ * stream also arms a one-shot poll for POLLRDHUP (ERR and HUP come
+ * with it); when that fires, the multishot receive is cancelled and the
+ * stream receives one shot at a time, each receive a fresh look at the
+ * socket, until its EOF or error.
+ *
  *   user_data = object pointer | tag (low 3 bits; objects are 8-aligned)
  *
  *   stream io_pending = ops in flight (recv, send, connect) + holds taken
@@ -214,12 +223,28 @@ static bool stream_send(struct ur_loop *u, kt_stream *s)
     return true;
 }
 
-static bool stream_arm_recv(struct ur_loop *u, kt_stream *s)
+/* Watch for the peer's end (see the top of the file); once per stream. */
+static bool stream_arm_hup(struct ur_loop *u, kt_stream *s)
 {
     struct io_uring_sqe *sqe = kt__ur_sqe(u);
     if (sqe == NULL)
         return false;
-    if (u->single_recv)
+    io_uring_prep_poll_add(sqe, s->h.fd, POLLRDHUP);
+    ur_sqe_target(sqe, s->io_ctx);
+    io_uring_sqe_set_data64(sqe, ud_pack(s, UT_HUP));
+    s->io_flags |= SF_HUP_WATCH;
+    s->io_pending++;
+    return true;
+}
+
+static bool stream_arm_recv(struct ur_loop *u, kt_stream *s)
+{
+    if (!(s->io_flags & (SF_HUP_WATCH | SF_HUP)) && !stream_arm_hup(u, s))
+        return false;
+    struct io_uring_sqe *sqe = kt__ur_sqe(u);
+    if (sqe == NULL)
+        return false;
+    if (u->single_recv || (s->io_flags & SF_HUP))
         io_uring_prep_recv(sqe, s->h.fd, NULL, 0, 0); /* each CQE ends it: re-armed */
     else
         io_uring_prep_recv_multishot(sqe, s->h.fd, NULL, 0, 0);
@@ -256,7 +281,8 @@ static void stream_kick(struct ur_loop *u, kt_stream *s)
          * O(n^2)). */
         ok = cancel_op(u, s, SF_RECV, SF_RECV_CANCEL, UT_RECV) &&
              cancel_op(u, s, SF_SEND, SF_SEND_CANCEL, UT_SEND) &&
-             cancel_op(u, s, SF_CONNECT, SF_CONN_CANCEL, UT_CONNECT);
+             cancel_op(u, s, SF_CONNECT, SF_CONN_CANCEL, UT_CONNECT) &&
+             cancel_op(u, s, SF_HUP_WATCH, SF_HUP_CANCEL, UT_HUP);
     } else if (!(f & SF_CONNECT)) {
         if ((f & SF_WANT_FLUSH) && !(f & (SF_SEND | SF_WDONE))) {
             if (stream_send(u, s))
@@ -372,6 +398,20 @@ static void on_recv(struct ur_loop *u, kt_stream *s, int res, unsigned flags)
         stream_put(u, s);
 }
 
+/* The peer's end has come (res: the poll mask) or the watch was cancelled:
+ * a multishot receive still armed is replaced by one-shot ones. */
+static void on_hup(struct ur_loop *u, kt_stream *s, int res)
+{
+    s->io_flags &= ~(SF_HUP_WATCH | SF_HUP_CANCEL); /* io_pending kept as a hold */
+    if (res > 0 && !(s->io_flags & SF_CLOSING)) {
+        s->io_flags |= SF_HUP;
+        if ((s->io_flags & (SF_RECV | SF_RECV_CANCEL)) == SF_RECV &&
+            kt__ur_cancel_ud(u, ud_pack(s, UT_RECV)))
+            s->io_flags |= SF_RECV_CANCEL; /* its last CQE re-arms */
+    }
+    stream_put(u, s);
+}
+
 /* The op's CQE has come: the kernel reads its block no more. */
 static void stream_op_done(struct ur_loop *u, kt_stream *s)
 {
@@ -428,6 +468,7 @@ static void dispatch(struct ur_loop *u, uint64_t ud, int res, unsigned flags)
     case UT_ACCEPT: kt__ur_on_accept(u, p, res, flags); break;
     case UT_CONNECT: on_connect(u, p, res); break;
     case UT_WATCH: kt__ur_on_watch(u, p, res, flags); break;
+    case UT_HUP: on_hup(u, p, res); break;
     default: break; /* cancel results, liburing's own timeouts */
     }
 }

@@ -23,7 +23,7 @@
 #define UR_MAX_SLOTS       16384    /* fixed-file table size (also <= RLIMIT_NOFILE) */
 
 /* user_data tags */
-enum { UT_NONE = 0, UT_ACCEPT, UT_RECV, UT_SEND, UT_CONNECT, UT_WATCH };
+enum { UT_NONE = 0, UT_ACCEPT, UT_RECV, UT_SEND, UT_CONNECT, UT_WATCH, UT_HUP };
 #define UT_MASK 7u
 
 /* stream io_flags */
@@ -39,6 +39,9 @@ enum { UT_NONE = 0, UT_ACCEPT, UT_RECV, UT_SEND, UT_CONNECT, UT_WATCH };
 #define SF_WANT_FLUSH  0x0200u /* flush asked while a send could not start */
 #define SF_KICK        0x0400u /* on the kick list */
 #define SF_CONN_CANCEL 0x0800u /* cancel sent for the connect in flight (closing) */
+#define SF_HUP_WATCH   0x1000u /* the poll for the peer's end is armed */
+#define SF_HUP_CANCEL  0x2000u /* cancel sent for that poll (closing) */
+#define SF_HUP         0x4000u /* the peer's end came: receive one shot at a time */
 
 /* listener and watch context flags: each runs one multishot op (accept;
  * a poll for readability) */

@@ -608,6 +608,102 @@ static void test_peer_reset(void **state)
     loop_done(loop);
 }
 
+/* A peer that sends as much as the socket takes and then ends (FIN, or RST
+ * over TCP) while the loop is still reading: the end must be seen (with
+ * io_uring, a multishot receive taking the last bytes could lose it; the
+ * backend then receives one shot at a time). Each round is a connection,
+ * over a socketpair or TCP. */
+static size_t tail_read(kt_stream *s, const char *data, size_t len, void *arg)
+{
+    size_t n = end_read(s, data, len, arg);
+    ((struct end *)arg)->done = true; /* the first bytes have come */
+    return n;
+}
+
+static const kt_stream_cbs tail_cbs = {
+    .on_read = tail_read, .on_eof = end_eof, .on_error = end_error, .on_close = end_close,
+};
+
+static void tail_accept(kt_listener *l, kt_stream *s, void *arg)
+{
+    accept_end_cb(l, s, arg);
+    kt_stream_set_cbs(s, &tail_cbs, arg);
+}
+
+/* The peer's side of test_tail_then_end, on its own thread so that its
+ * bytes and its end race with the loop. It reads {fd, reset} pairs. */
+#define TAIL_LEN (2u << 20)
+
+static void *tail_peer(void *arg)
+{
+    int ctl = *(int *)arg, m[2];
+    static char tail[TAIL_LEN];
+    while (read(ctl, m, sizeof(m)) == (ssize_t)sizeof(m) && m[0] >= 0) {
+        int fd = m[0];
+        /* Fill the socket buffers, so that the end arrives while the
+         * loop is still reading. */
+        size_t off = 0;
+        while (off < sizeof(tail)) {
+            ssize_t n = send(fd, tail + off, sizeof(tail) - off, MSG_DONTWAIT);
+            if (n <= 0)
+                break;
+            off += (size_t)n;
+        }
+        if (m[1]) { /* RST: what was not sent yet is dropped */
+            struct linger lg = { 1, 0 };
+            (void)setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        } else {
+            (void)shutdown(fd, SHUT_WR);
+        }
+        close(fd);
+    }
+    return NULL;
+}
+
+static void test_tail_then_end(void **state)
+{
+    (void)state;
+    kt_loop *loop = unit_loop_new();
+    int ctl[2];
+    pthread_t th;
+    assert_int_equal(pipe(ctl), 0);
+    assert_int_equal(pthread_create(&th, NULL, tail_peer, &ctl[0]), 0);
+    kt_listener *l;
+    kt_addr a = tcp_any();
+    struct end srv;
+    assert_int_equal(kt_listen(loop, &a, 0, tail_accept, &srv, &l), 0);
+    kt_addr where = bound_addr(l);
+    for (int round = 0; round < 16; round++) {
+        memset(&srv, 0, sizeof(srv));
+        srv.loop = loop;
+        srv.close_on_eof = KT_CLOSE_NOW + 1;
+        int peer;
+        if (round % 2) {
+            peer = raw_connect(&where);
+        } else {
+            int sv[2];
+            open_pair(loop, sv, &tail_cbs, &srv, &srv.s);
+            assert_int_equal(kt_stream_read_start(srv.s), 0);
+            peer = sv[1];
+        }
+        assert_int_equal(write(peer, "head", 4), 4);
+        run_until(loop, &srv.done, KT_SEC(10), "the first bytes");
+        assert_int_equal(kt_stream_write(srv.s, "+OK\r\n", 5), 0); /* left unread */
+        /* Reading is under way: now the tail and the end. */
+        int m[2] = { peer, round % 4 == 1 }; /* TCP: FIN and RST in turn */
+        assert_int_equal(write(ctl[1], m, sizeof(m)), (ssize_t)sizeof(m));
+        run_until(loop, &srv.closed, KT_SEC(10), "the end after the tail");
+        assert_int_equal(srv.eofs + srv.errors, 1);
+    }
+    int stop[2] = { -1, 0 };
+    assert_int_equal(write(ctl[1], stop, sizeof(stop)), (ssize_t)sizeof(stop));
+    assert_int_equal(pthread_join(th, NULL), 0);
+    close(ctl[0]);
+    close(ctl[1]);
+    kt_listener_close(l);
+    loop_done(loop);
+}
+
 /* Nobody listens on a bound port: -ECONNREFUSED; a missing unix path
  * fails at once and is still reported through on_connect, later. */
 static void test_connect_refused(void **state)
@@ -1741,6 +1837,7 @@ int main(void)
         cmocka_unit_test(test_echo_unix),
         cmocka_unit_test(test_backpressure),
         cmocka_unit_test(test_peer_reset),
+        cmocka_unit_test(test_tail_then_end),
         cmocka_unit_test(test_connect_refused),
         cmocka_unit_test(test_connect_timeout),
         cmocka_unit_test(test_half_close),
