@@ -461,6 +461,32 @@ def _cleanup():
 atexit.register(_cleanup)
 
 
+
+# ---- Prometheus text format ---------------------------------------------
+
+PROM_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$')
+
+
+def prom_samples(text):
+    """{name{labels}: value} of every sample line of a /metrics page."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            m = PROM_SAMPLE.match(line)
+            assert m, "not a sample line: %r" % line
+            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
+    return out
+
+
+def promtool_check(text):
+    """promtool check metrics passes on the page, silently."""
+    exe = need("promtool")
+    r = subprocess.run([exe, "check", "metrics"], input=text, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
+        "promtool check metrics (exit %d):\n%s%s" % (r.returncode, r.stdout, r.stderr)
+
+
 def main(ns):
     """Run every test_* function of the module namespace, in file order;
     print one line each and a summary; exit 0, 1, or 77 when skipped."""

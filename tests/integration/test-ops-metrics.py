@@ -7,13 +7,10 @@ write timeout; junk without an end gets 431 and holds nothing; past the
 connection limit a scraper waits until an idle connection is closed by
 the read timeout, then is served."""
 import http.client
-import re
 import socket
-import subprocess
 
 import harness as h
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$')
 
 
 def demo(*args):
@@ -29,23 +26,8 @@ def get(port, method="GET", path="/metrics"):
     return r, body
 
 
-def samples(text):
-    """{name{labels}: value} of every sample line."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            m = SAMPLE.match(line)
-            assert m, "not a sample line: %r" % line
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return out
 
 
-def promtool_check(text):
-    exe = h.need("promtool")
-    r = subprocess.run([exe, "check", "metrics"], input=text, capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
-        "promtool check metrics (exit %d):\n%s%s" % (r.returncode, r.stdout, r.stderr)
 
 
 def test_page_passes_promtool():
@@ -55,8 +37,8 @@ def test_page_passes_promtool():
     assert r.getheader("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
     assert int(r.getheader("Content-Length")) == len(body)
     text = body.decode()
-    promtool_check(text)
-    s = samples(text)
+    h.promtool_check(text)
+    s = h.prom_samples(text)
     assert s["demo_scrapes_total"] == 1
     assert s['demo_commands_total{cmd="get"}'] == 10
     assert s['demo_commands_total{cmd="odd \\"quoted\\" \\\\ name\\nline2"}'] == 30
@@ -70,7 +52,7 @@ def test_page_passes_promtool():
     assert s["process_resident_memory_bytes"] > 0
     # a second scrape sees the first counted
     _, body = get(d.port)
-    assert samples(body.decode())["demo_metrics_requests_total"] == 1
+    assert h.prom_samples(body.decode())["demo_metrics_requests_total"] == 1
     d.stop()
 
 
@@ -110,11 +92,11 @@ def test_slow_scraper_and_junk():
     assert int(m.group(1)) > 3 << 20, m.group(0)
     # others are served meanwhile (the answer is queued, not written in a loop)
     r, body = get(d.port)
-    s = samples(body.decode())
+    s = h.prom_samples(body.decode())
     assert r.status == 200 and s["demo_scrapes_total"] == 2, body[:300]
     assert "demo_filler" not in body.decode()
     # the slow one is reset at the write timeout
-    h.wait_for(lambda: samples(get(d.port)[1].decode())["demo_metrics_timeouts_total"] >= 1,
+    h.wait_for(lambda: h.prom_samples(get(d.port)[1].decode())["demo_metrics_timeouts_total"] >= 1,
                30, "the slow scraper's write timeout")
     slow.settimeout(30)
     got = 0
@@ -140,7 +122,7 @@ def test_slow_scraper_and_junk():
     assert got.startswith(b"HTTP/1.1 431 "), got
     # the 431 connection goes once this side has closed: a scrape then
     # finds itself alone
-    h.wait_for(lambda: samples(get(d.port)[1].decode())["demo_metrics_clients"] == 1, 20,
+    h.wait_for(lambda: h.prom_samples(get(d.port)[1].decode())["demo_metrics_clients"] == 1, 20,
                "the junk connection to be closed")
     assert h.rss_kb(d.pid) - rss0 < 16 << 10
     d.stop()
@@ -172,7 +154,7 @@ def test_connection_limit():
         s.close()
     third.close()
     body = got.split(b"\r\n\r\n", 1)[1].decode()
-    s = samples(body)
+    s = h.prom_samples(body)
     assert s["demo_metrics_timeouts_total"] >= 1
     assert s["demo_metrics_clients"] <= 2
     d.stop()

@@ -26,7 +26,6 @@ import urllib.request
 
 import harness as h
 
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{.*\})? (\S+)$')
 CONF = os.path.join(h.SRCDIR, "conf")
 
 
@@ -49,23 +48,8 @@ def scrape(port):
     return text
 
 
-def samples(text):
-    """{name{labels}: value} of every sample line."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            m = SAMPLE.match(line)
-            assert m, "not a sample line: %r" % line
-            out[m.group(1) + (m.group(2) or "")] = float(m.group(3))
-    return out
 
 
-def promtool_check(text):
-    exe = h.need("promtool")
-    r = subprocess.run([exe, "check", "metrics"], input=text, capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), \
-        "promtool check metrics (exit %d):\n%s%s" % (r.returncode, r.stdout, r.stderr)
 
 
 def check_histogram(s, name, labels):
@@ -103,8 +87,8 @@ def test_series_under_load():
     assert adm.call("FAULT", "CLEAR") == "OK"
 
     text = scrape(kdm)
-    promtool_check(text)
-    s = samples(text)
+    h.promtool_check(text)
+    s = h.prom_samples(text)
     assert s['kettled_commands_total{cmd="get"}'] == 300 + 5  # not the one with no key
     assert s['kettled_commands_total{cmd="mget"}'] == 20
     assert s['kettled_errors_total{kind="unknown_command"}'] == 1
@@ -140,8 +124,8 @@ def test_series_under_load():
 
     # kettle-db served exactly what kettled sent
     dtext = scrape(dbm)
-    promtool_check(dtext)
-    d = samples(dtext)
+    h.promtool_check(dtext)
+    d = h.prom_samples(dtext)
     assert d["kettle_db_requests_served_total"] == keys
     assert d['kettle_db_commands_total{cmd="get"}'] + d['kettle_db_commands_total{cmd="mget"}'] \
         == commands
@@ -161,7 +145,7 @@ def test_series_under_load():
     assert adm.call("CONFIG", "SET", "latency", "fixed 3s") == "OK"
     r = c.call("GET", "7777")
     assert isinstance(r, h.RespError) and "timed out" in str(r), r
-    s = samples(scrape(kdm))
+    s = h.prom_samples(scrape(kdm))
     assert s["kettled_request_timeouts_total"] == 1
     assert s["kettled_fetch_cancellations_total"] == 1
     assert s['kettled_errors_total{kind="other"}'] == 0
@@ -172,7 +156,7 @@ def test_series_under_load():
         assert get(port, path="/metricsx")[0] == 404
         assert get(port, "POST")[0] == 405
         assert get(port, "HEAD")[0] == 200
-    assert samples(scrape(kdm))["kettled_metrics_errors_total"] == 3
+    assert h.prom_samples(scrape(kdm))["kettled_metrics_errors_total"] == 3
     c.close()
     adm.close()
     kd.stop()
@@ -203,7 +187,7 @@ def test_metrics_listen_moves():
     kd.signal(signal.SIGHUP)
     kd.wait_log("configuration reloaded")
     port = int(re.findall(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", kd.log())[-1])
-    s = samples(scrape(port))
+    s = h.prom_samples(scrape(port))
     assert s['kettled_reloads_total{result="ok"}'] == 1
     assert s['kettled_reloads_total{result="failed"}'] == 0
     assert int(h.info(c, "stats")["reloads"]) == 1
@@ -239,7 +223,7 @@ def test_loop_lag_seen():
             # the tick after the stop is late by the stop, less at most one period
             h.wait_for(lambda: int(h.info(cl, "loop")["loop_lag_max_us"]) >= 800000, 30,
                        "%s's loop lag to show the stop" % pre)
-            s = samples(scrape(port))
+            s = h.prom_samples(scrape(port))
             assert s[pre + "_loop_lag_max_seconds"] >= 0.8
             assert s[pre + "_loop_lag_seconds"] > 0
     kd.stop()
@@ -259,7 +243,7 @@ def test_rules_name_exported_series():
     assert {"kettled_backend_up", "kettled_request_timeouts_total", "kettled_commands_total",
             "kettled_loop_lag_seconds", "kettle_db_loop_lag_seconds"} <= names, names
     db, kd, dbm, kdm = start_pair()
-    exported = set(SAMPLE.match(line).group(1) for text in (scrape(kdm), scrape(dbm))
+    exported = set(h.PROM_SAMPLE.match(line).group(1) for text in (scrape(kdm), scrape(dbm))
                    for line in text.splitlines() if line and not line.startswith("#"))
     assert names <= exported, names - exported
     kd.stop()
