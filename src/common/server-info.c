@@ -121,6 +121,7 @@ void ks_info_stats(ks_server *srv, kt_buf *out)
     ks_info_add(out, "clients_closed_idle:%llu\r\n", (unsigned long long)s->closed_idle);
     ks_info_add(out, "clients_closed_output_limit:%llu\r\n", (unsigned long long)s->closed_output);
     ks_info_add(out, "clients_closed_query_limit:%llu\r\n", (unsigned long long)s->closed_query);
+    ks_info_add(out, "clients_closed_memory_limit:%llu\r\n", (unsigned long long)s->closed_memory);
     ks_info_add(out, "clients_paused_reading:%llu\r\n", (unsigned long long)s->paused);
     ks_info_add(out, "clients_yielded:%llu\r\n", (unsigned long long)s->yields);
 }

@@ -70,11 +70,13 @@ static void core_metrics(ks_server *srv, kt_metrics *m, const char *p)
                        s->connections);
     kt_metrics_counter(m, p, "rejected_connections_total",
                        "Client connections refused (maxclients, or while draining).", s->rejected);
-    static const char *const reasons[] = { "idle", "output_buffer", "query_buffer" };
-    uint64_t cv[] = { s->closed_idle, s->closed_output, s->closed_query };
+    static const char *const reasons[] = { "idle", "output_buffer", "query_buffer",
+                                           "clients_memory" };
+    uint64_t cv[] = { s->closed_idle, s->closed_output, s->closed_query, s->closed_memory };
     counter_l(m, p, "clients_closed_total",
-              "Clients closed by the server: idle-timeout, max-output-buffer, max-query-buffer.",
-              "reason", reasons, cv, 3);
+              "Clients closed by the server: idle-timeout, max-output-buffer, max-query-buffer, "
+              "max-clients-memory.",
+              "reason", reasons, cv, 4);
     kt_metrics_counter(m, p, "client_read_pauses_total",
                        "Times reading from a client paused for backpressure.", s->paused);
     kt_metrics_counter(m, p, "memory_trims_total", "Times freed memory was given back.",

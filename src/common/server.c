@@ -273,6 +273,47 @@ static void sweep_idle(ks_server *srv)
     }
 }
 
+uint64_t ks_conn_bytes(const ks_conn *c)
+{
+    return kt_stream_buffered(c->s) + kt_stream_pending(c->s) + c->held + c->pending_bytes;
+}
+
+/* At most this many clients closed per tick: the next tick goes on. */
+#define KS_EVICT_MAX 64
+
+size_t ks_server_evict(ks_server *srv)
+{
+    uint64_t limit = srv->sc->max_clients_memory, total = 0;
+    if (limit == 0)
+        return 0;
+    for (const ks_conn *c = srv->head; c; c = c->next)
+        total += ks_conn_bytes(c);
+    size_t closed = 0;
+    while (total > limit && closed < KS_EVICT_MAX) {
+        ks_conn *big = NULL;
+        uint64_t most = 0;
+        for (ks_conn *c = srv->head; c; c = c->next) {
+            uint64_t b = ks_conn_bytes(c);
+            if (b > most && !(c->flags & KS_C_CLOSED)) {
+                most = b;
+                big = c;
+            }
+        }
+        if (big == NULL)
+            break;
+        char peer[64];
+        kt_log_notice("closing client id=%llu %s: it holds %llu bytes, all clients %llu, over "
+                      "%llu (max-clients-memory)", (unsigned long long)big->id,
+                      kt_stream_peer(big->s, peer, sizeof peer), (unsigned long long)most,
+                      (unsigned long long)total, (unsigned long long)limit);
+        srv->st.closed_memory++;
+        total -= most;
+        closed++;
+        ks_conn_close(big, KT_CLOSE_NOW);
+    }
+    return closed;
+}
+
 void ks_server_client_bytes(const ks_server *srv, uint64_t *query, uint64_t *output,
                             uint64_t *pending)
 {
@@ -312,7 +353,9 @@ static void cron_cb(kt_timer *t, void *arg)
 {
     ks_server *srv = arg;
     (void)t;
-    if (!ks__lag_tick(srv))
+    bool slow = ks__lag_tick(srv);
+    (void)ks_server_evict(srv);
+    if (!slow)
         return;
     sweep_idle(srv);
     (void)ks_server_trim(srv);

@@ -74,6 +74,7 @@ typedef struct ks_config {
     uint64_t max_output_buffer;  /* unsent replies of one client: closed past it */
     int64_t max_pending;         /* requests awaiting their reply: reading pauses */
     uint64_t max_pending_bytes;  /* bytes held for requests in flight (0: none) */
+    uint64_t max_clients_memory; /* all clients together: the largest closed past it */
     uint64_t idle_timeout;       /* 0: never */
     uint64_t shutdown_timeout;   /* drain bound (0: none) */
     char *password;              /* requirepass (kettled), admin-password (kettle-db) */
@@ -130,7 +131,11 @@ typedef struct ks_config {
       "one included; past it the client is closed", 0, 0, 0, NULL, KT_OPT_RUNTIME },           \
     { "max-pending", KT_OPT_INT, KS_OFF(T, m, max_pending), pending_def,                           \
       "requests of one client awaiting their reply; past it reading from the client pauses",   \
-      1, 100000000, 0, NULL, KT_OPT_RUNTIME }
+      1, 100000000, 0, NULL, KT_OPT_RUNTIME },                                                 \
+    { "max-clients-memory", KT_OPT_SIZE, KS_OFF(T, m, max_clients_memory), "512mb",            \
+      "bytes all clients together make the server hold (unparsed input, unsent replies, "     \
+      "requests in flight); past it, checked every 100 ms, the clients holding the most are "  \
+      "closed until the rest fit; 0: no bound", 0, 0, 0, NULL, KT_OPT_RUNTIME }
 #define KS_OPT_MAX_PENDING_BYTES(T, m, def, help)                                              \
     { "max-pending-bytes", KT_OPT_SIZE, KS_OFF(T, m, max_pending_bytes), def, help, 0, 0, 0,   \
       NULL, KT_OPT_RUNTIME }
@@ -242,6 +247,7 @@ typedef struct ks_stats {
     uint64_t closed_idle;    /* idle-timeout */
     uint64_t closed_output;  /* max-output-buffer */
     uint64_t closed_query;   /* max-query-buffer */
+    uint64_t closed_memory;  /* max-clients-memory */
     uint64_t paused;         /* times reading from a client paused (backpressure) */
     uint64_t trims;          /* times memory was given back to the system */
     uint64_t yields;         /* times a client used its slice of an iteration and
@@ -420,6 +426,12 @@ void ks_server_client_bytes(const ks_server *srv, uint64_t *query, uint64_t *out
  * next to nothing for two cron ticks (run by the cron every 500 ms). True
  * if it did. */
 bool ks_server_trim(ks_server *srv);
+/* Bytes client c makes the server hold (as ks_server_client_bytes counts). */
+uint64_t ks_conn_bytes(const ks_conn *c);
+/* max-clients-memory: while the clients together hold more, close the one
+ * holding the most (logged, counted). Run by the cron at every tick. The
+ * number of clients closed. */
+size_t ks_server_evict(ks_server *srv);
 
 /* ---- loop lag and metrics (server-lag.c, server-metrics.c) --------------------------- */
 

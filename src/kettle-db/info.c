@@ -54,6 +54,7 @@ static void sec_stats(ks_server *core, kt_buf *b)
     ks_info_add(b, "protocol_errors:%llu\r\n", U(core->st.err_protocol));
     ks_info_add(b, "closed_query_buffer:%llu\r\n", U(core->st.closed_query));
     ks_info_add(b, "closed_output_buffer:%llu\r\n", U(core->st.closed_output));
+    ks_info_add(b, "closed_clients_memory:%llu\r\n", U(core->st.closed_memory));
     ks_info_add(b, "auth_failures:%llu\r\n", U(core->st.err_wrongpass));
 }
 
