@@ -475,6 +475,12 @@ static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg
         return len;
     c->quiet = 0;
     c->flags &= ~KS_C_PARTIAL;
+    if (c->req == NULL && (c->req = kt_calloc(1, sizeof *c->req)) == NULL) {
+        kt_log_warning("closing client id=%llu: out of memory for its request",
+                       (unsigned long long)c->id);
+        ks_conn_close(c, KT_CLOSE_NOW);
+        return len;
+    }
     while (off < len) {
         if (c->flags & (KS_C_FROZEN | KS_C_PAUSED))
             break;
@@ -487,7 +493,7 @@ static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg
             break;
         }
         const char *err = NULL;
-        ssize_t r = kt_resp_parse_request(data + off, len - off, &srv->lim, &c->req, &err);
+        ssize_t r = kt_resp_parse_request(data + off, len - off, &srv->lim, c->req, &err);
         if (r == KT_RESP_INCOMPLETE) {
             if (len - off > srv->sc->max_query_buffer) {
                 /* unparsed input past max-query-buffer: closed, as Redis does */
@@ -504,17 +510,17 @@ static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg
         }
         off += (size_t)r;
         c->slice_used += (size_t)r;
-        if (c->req.argc == 0)
+        if (c->req->argc == 0)
             continue; /* empty line, *0, *-1 */
         ks__touch(c);
-        ks_dispatch(c, c->req.argv, c->req.argc);
+        ks_dispatch(c, c->req->argv, c->req->argc);
         if (c->flags & (KS_C_CLOSED | KS_C_NOREAD))
             return len; /* QUIT or worse: the rest is not for us */
         if (c->held > srv->sc->max_output_buffer && over_output_limit(c))
             return len;
     }
-    if (off == len && c->req.cap > KS_REQ_KEEP_ARGS)
-        kt_resp_req_free(&c->req);
+    if (off == len && c->req && c->req->cap > KS_REQ_KEEP_ARGS)
+        kt_resp_req_free(c->req);
     if (over_output_limit(c))
         return len;
     return off;
@@ -556,7 +562,10 @@ static void conn_close_cb(kt_stream *s, void *arg)
     if (srv)
         unlink_from(&srv->closing, NULL, c);
     kt_free(c->name);
-    kt_resp_req_free(&c->req);
+    if (c->req) {
+        kt_resp_req_free(c->req);
+        kt_free(c->req);
+    }
     kt_free(c);
     if (srv)
         ks__conn_gone(srv);

@@ -361,7 +361,8 @@ struct ks_conn {
     uint64_t created;          /* loop time */
     uint64_t last;             /* loop time of the last complete request */
     char *name;                /* CLIENT SETNAME */
-    kt_resp_req req;           /* this connection's parser state */
+    kt_resp_req *req;          /* this connection's parser state, from its first
+                                  byte on (an idle client holds none) */
     ks_conn *ynext;            /* srv->yielded */
     uint64_t slice_iter;       /* the loop iteration slice_used counts in */
     size_t slice_used;         /* request bytes dispatched in it */
