@@ -34,6 +34,9 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 INTERVAL = 0.25
+# a free port and a RESP client as the integration tests have them
+sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
+from harness import Client, Closed, free_port  # noqa: E402
 
 
 def builddir():
@@ -41,14 +44,6 @@ def builddir():
         if d and os.access(os.path.join(d, "kettled"), os.X_OK):
             return os.path.abspath(d)
     sys.exit("bench/faults.py: build kettle first or set KETTLE_BUILDDIR")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def start(argv, port):
@@ -87,16 +82,12 @@ def admin(sock, *args):
 def info_lines(port, prefix):
     """The lines of kettled's INFO backend starting with prefix."""
     try:
-        with socket.create_connection(("127.0.0.1", port), 10) as s:
-            s.sendall(command(b"INFO", b"backend"))
-            got = b""
-            while b"\r\n" not in got or len(got) < got.index(b"\r\n") + 4 + int(got[1:got.index(b"\r\n")]):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
-    except (OSError, ValueError) as e:
+        with Client(port) as c:
+            got = c.call("INFO", "backend")
+    except (OSError, Closed, ValueError, AssertionError) as e:  # refused, cut, not RESP
         return ["(INFO failed: %s)" % e]
+    if not isinstance(got, bytes):
+        return ["(INFO failed: %r)" % (got,)]
     return [l for l in got.decode(errors="replace").splitlines() if l.startswith(prefix)]
 
 
