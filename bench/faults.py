@@ -23,8 +23,8 @@ This is a benchmark, not a test: it reports, it asserts nothing. The load
 client runs on the same machine as the servers.
 """
 import argparse
+import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +37,9 @@ INTERVAL = 0.25
 # a free port and a RESP client as the integration tests have them
 sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
 from harness import Client, Closed, free_port  # noqa: E402
+_spec = importlib.util.spec_from_file_location("bench_db", os.path.join(HERE, "bench-db.py"))
+bench_db = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_db)  # stop
 
 
 def builddir():
@@ -130,12 +133,7 @@ def run_fault(B, fault, a):
         report(fault, rows, t_fault, t_clear, ej_lines, log, wall_fault)
     finally:
         for p, _ in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            bench_db.stop(p)
 
 
 def log_time(line):
