@@ -424,7 +424,8 @@ class Pty:
     """A program on a pseudo-terminal: .send() a line (ended with eol, the
     Enter key: "\\r" for a line editor, "\\n" otherwise), .expect() text in
     the output within timeout seconds (the text and all before it are
-    consumed and returned), .wait() for the exit, .kill() at the end."""
+    consumed and returned), .wait() for the exit, .kill() at the end (or
+    at the end of a `with` block)."""
 
     def __init__(self, argv, env, eol="\r", timeout=10):
         self.name = os.path.basename(argv[0])
@@ -438,6 +439,12 @@ class Pty:
                 os._exit(127)
         self.out = b""
         self.reaped = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
 
     def send(self, line):
         os.write(self.fd, line.encode() + self.eol)

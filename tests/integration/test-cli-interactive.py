@@ -29,8 +29,7 @@ def test_prompt_replies_and_history():
     exe = h.program("kettle-cli")
     r = h.start_redis()
     with tempfile.TemporaryDirectory() as home:
-        t = h.Pty([exe, "-p", str(r.port)], env_with(home))
-        try:
+        with h.Pty([exe, "-p", str(r.port)], env_with(home)) as t:
             prompt = "127.0.0.1:%d> " % r.port
             t.expect(prompt)
             t.send('SET greeting "hello there"')
@@ -51,8 +50,6 @@ def test_prompt_replies_and_history():
             t.expect("Invalid argument")
             t.send("quit")
             assert t.wait() == 0
-        finally:
-            t.kill()
         if not have_libedit():
             print("built without libedit: history not checked")
             r.stop()
@@ -64,16 +61,13 @@ def test_prompt_replies_and_history():
         assert b"secret-not-saved" not in hist, hist
 
         # the next session starts with that history (up arrow recalls it)
-        t = h.Pty([exe, "-p", str(r.port)], env_with(home))
-        try:
+        with h.Pty([exe, "-p", str(r.port)], env_with(home)) as t:
             t.expect("> ")
             t.send("\x1b[A")  # up recalls the last line saved, NOSUCH; then Enter
             t.expect("NOSUCH")
             t.expect("(error) ERR unknown command")
             t.send("quit")
             assert t.wait() == 0
-        finally:
-            t.kill()
     r.stop()
 
 
@@ -81,11 +75,8 @@ def test_not_connected_then_reconnect():
     exe = h.program("kettle-cli")
     port = h.free_port()
     with tempfile.TemporaryDirectory() as home:
-        t = h.Pty([exe, "-p", str(port)], env_with(home))
-        try:
+        with h.Pty([exe, "-p", str(port)], env_with(home)) as t:
             not_connected(t, port)
-        finally:
-            t.kill()
 
 
 def not_connected(t, port):

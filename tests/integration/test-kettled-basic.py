@@ -68,20 +68,14 @@ def test_redis_cli_interactive():
     """redis-cli's prompt reads COMMAND DOCS at start: help and replies work."""
     exe = h.need("redis-cli")
     k = kettled()
-    t = None
-    try:
-        env = dict(os.environ, TERM="dumb", HOME=tempfile.mkdtemp())
-        t = h.Pty([exe, "-p", str(k.port)], env, eol="\n", timeout=60)
+    env = dict(os.environ, TERM="dumb", HOME=tempfile.mkdtemp())
+    with k, h.Pty([exe, "-p", str(k.port)], env, eol="\n", timeout=60) as t:
         t.send("help mgetany")
         t.expect("first to arrive")
         t.send("mget 1 2")
         t.expect('2) "2"')
         t.send("ping")
         t.expect("PONG")
-    finally:
-        if t:
-            t.kill()
-        k.stop()
 
 
 def test_pipeline_in_order():
