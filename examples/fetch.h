@@ -5,9 +5,10 @@
  * Each example fetches numbers from kettle-db with `GET n`. Parsing the
  * address, connecting, encoding the request and parsing the reply are the
  * same in every one of them, so they live here, as static inline functions
- * (no library to link, nothing hidden: this file is all there is). What is
- * NOT here is the point of each example: where it waits, and how it keeps
- * its place while waiting. That stays in the example's own file. (06 and
+ * (no library to link, nothing hidden: this file is all there is), with the
+ * poll() call of the poll loops and its deadline. What is NOT here is the
+ * point of each example: where it waits, and how it keeps its place while
+ * waiting. That stays in the example's own file. (06 and
  * 08 leave all this to libkettle: see kettle-fetch.h.)
  *
  * Every function prints nothing unless it says so, and returns an error
