@@ -31,28 +31,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_kb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
+# free ports and /proc figures as the integration tests read them
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
+from harness import cpu_seconds, free_port, rss_kb  # noqa: E402
 
 
 def resp(port, *args):
@@ -191,7 +172,7 @@ def in_flight(exe, load, rounds, backend):
                 "late_p99_ms": float(inf["delay_lateness_p99_us"]) / 1e3,
                 "late_max_ms": float(inf["delay_lateness_max_us"]) / 1e3,
                 "client_late_p99_ms": c["late_p99_ms"], "client_late_max_ms": c["late_max_ms"],
-                "rss_peak_mb": peak_rss_kb(kdb.pid) / 1024.0,
+                "rss_peak_mb": rss_kb(kdb.pid, "VmHWM") / 1024.0,
                 "io": inf.get("io_backend"),
             }
             results.append(row)

@@ -190,21 +190,12 @@ run_kb() {
 }
 # the server's own count of commands (INFO total_commands_processed), or "?"
 server_count() {
-    python3 - "$1" <<'PYEOF' 2>/dev/null || echo "?"
-import socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), 5)
-s.sendall(b"*2\r\n$4\r\nINFO\r\n$5\r\nstats\r\n")
-buf = b""
-while b"\r\n" not in buf or len(buf) < buf.index(b"\r\n") + 2 + int(buf[1:buf.index(b"\r\n")]):
-    chunk = s.recv(65536)
-    if not chunk:
-        break
-    buf += chunk
-for line in buf.decode(errors="replace").splitlines():
-    if line.startswith("total_commands_processed:"):
-        print(line.split(":", 1)[1].strip())
-        sys.exit(0)
-print("?")
+    python3 - "$1" "$top/tests/integration" <<'PYEOF' 2>/dev/null || echo "?"
+import sys
+sys.path.insert(0, sys.argv[2])
+import harness as h
+with h.Client(int(sys.argv[1]), timeout=5) as c:
+    print(h.info(c, "stats").get("total_commands_processed", "?").strip())
 PYEOF
 }
 median() {

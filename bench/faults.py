@@ -23,8 +23,8 @@ This is a benchmark, not a test: it reports, it asserts nothing. The load
 client runs on the same machine as the servers.
 """
 import argparse
+import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +34,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOP = os.path.dirname(HERE)
 INTERVAL = 0.25
+# a free port and a RESP client as the integration tests have them
+sys.path.insert(0, os.path.join(TOP, "tests", "integration"))
+from harness import Client, Closed, free_port  # noqa: E402
+_spec = importlib.util.spec_from_file_location("bench_db", os.path.join(HERE, "bench-db.py"))
+bench_db = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench_db)  # stop
 
 
 def builddir():
@@ -41,14 +47,6 @@ def builddir():
         if d and os.access(os.path.join(d, "kettled"), os.X_OK):
             return os.path.abspath(d)
     sys.exit("bench/faults.py: build kettle first or set KETTLE_BUILDDIR")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def start(argv, port):
@@ -87,16 +85,12 @@ def admin(sock, *args):
 def info_lines(port, prefix):
     """The lines of kettled's INFO backend starting with prefix."""
     try:
-        with socket.create_connection(("127.0.0.1", port), 10) as s:
-            s.sendall(command(b"INFO", b"backend"))
-            got = b""
-            while b"\r\n" not in got or len(got) < got.index(b"\r\n") + 4 + int(got[1:got.index(b"\r\n")]):
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                got += chunk
-    except (OSError, ValueError) as e:
+        with Client(port) as c:
+            got = c.call("INFO", "backend")
+    except (OSError, Closed, ValueError, AssertionError) as e:  # refused, cut, not RESP
         return ["(INFO failed: %s)" % e]
+    if not isinstance(got, bytes):
+        return ["(INFO failed: %r)" % (got,)]
     return [l for l in got.decode(errors="replace").splitlines() if l.startswith(prefix)]
 
 
@@ -139,12 +133,7 @@ def run_fault(B, fault, a):
         report(fault, rows, t_fault, t_clear, ej_lines, log, wall_fault)
     finally:
         for p, _ in reversed(procs):
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            bench_db.stop(p)
 
 
 def log_time(line):

@@ -21,10 +21,8 @@ int main(int argc, char **argv)
     struct example ex;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    example_setup(argc, argv, &ex, &ss, &sslen); /* exits on bad usage or address */
     struct numbers nums;
-    if (numbers_init(&nums, &ex) < 0)
-        return 1;
+    example_setup(argc, argv, &ex, &ss, &sslen, &nums); /* exits on bad usage, address, memory */
 
     const char *what;
     int fd = dial(&ss, sslen, DIAL_BLOCKING, &what); /* recv/send give up after 10 s */

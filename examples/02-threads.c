@@ -63,9 +63,9 @@ int main(int argc, char **argv)
     struct example ex;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    example_setup(argc, argv, &ex, &ss, &sslen); /* exits on bad usage or address */
+    example_setup(argc, argv, &ex, &ss, &sslen, &nums); /* exits on bad usage, address, memory */
     struct job *jobs = calloc((size_t)ex.n, sizeof *jobs);
-    if (!jobs || numbers_init(&nums, &ex) < 0)
+    if (!jobs)
         return 1;
     fd_limit_raise(); /* one connection per thread */
 

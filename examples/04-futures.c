@@ -341,17 +341,11 @@ static int block_on(struct future *root, size_t max_waits, unsigned long *rounds
             break;
         }
         int ready;
-        do {
-            long left = TIMEOUT_MS - elapsed_ms();
-            ready = left > 0 ? poll(r.pfd, r.n, (int)left) : 0;
-        } while (ready < 0 && errno == EINTR);
-        if (ready < 0) {
-            example_error("poll: %s", strerror(errno));
+        do
+            ready = poll_deadline(r.pfd, r.n);
+        while (ready == 0); /* interrupted */
+        if (ready < 0)
             rc = -1;
-        } else if (ready == 0) {
-            example_error("timed out after %d ms waiting for the database", TIMEOUT_MS);
-            rc = -1;
-        }
     }
     free(r.pfd);
     return rc;
@@ -370,11 +364,11 @@ int main(int argc, char **argv)
     struct example ex;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    example_setup(argc, argv, &ex, &ss, &sslen); /* exits on bad usage or address */
     struct numbers nums;
+    example_setup(argc, argv, &ex, &ss, &sslen, &nums); /* exits on bad usage, address, memory */
     size_t n = (size_t)ex.n;
     struct future **parts = calloc(n, sizeof *parts);
-    if (!parts || numbers_init(&nums, &ex) < 0)
+    if (!parts)
         return 1;
     fd_limit_raise(); /* one socket per fetch */
     nfetch = ex.n;

@@ -149,12 +149,12 @@ int main(int argc, char **argv)
     struct example ex;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    example_setup(argc, argv, &ex, &ss, &sslen); /* exits on bad usage or address */
+    example_setup(argc, argv, &ex, &ss, &sslen, &nums); /* exits on bad usage, address, memory */
     size_t n = (size_t)ex.n;
     struct fetch *fetches = calloc(n, sizeof *fetches);
     struct pollfd *pfd = calloc(n, sizeof *pfd);
     struct fetch **owner = calloc(n, sizeof *owner);
-    if (!fetches || !pfd || !owner || numbers_init(&nums, &ex) < 0)
+    if (!fetches || !pfd || !owner)
         return 1;
     fd_limit_raise(); /* one socket per coroutine */
 
@@ -188,17 +188,11 @@ int main(int argc, char **argv)
                                       .events = fetches[i].co.wait_events };
             owner[k++] = &fetches[i];
         }
-        long left = TIMEOUT_MS - elapsed_ms();
-        int rc = left > 0 ? poll(pfd, k, (int)left) : 0;
-        if (rc < 0 && errno == EINTR)
-            continue;
-        if (rc <= 0) {
-            if (rc < 0)
-                example_error("poll: %s", strerror(errno));
-            else
-                example_error("timed out after %d ms waiting for the database", TIMEOUT_MS);
+        int rc = poll_deadline(pfd, k);
+        if (rc == 0)
+            continue; /* interrupted */
+        if (rc < 0)
             break;
-        }
         wakeups++;
         for (nfds_t i = 0; i < k; i++) {
             if (!pfd[i].revents)

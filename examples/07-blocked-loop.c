@@ -321,13 +321,13 @@ int main(int argc, char **argv)
     struct example ex;
     struct sockaddr_storage ss;
     socklen_t sslen;
-    example_setup(argc, argv, &ex, &ss, &sslen); /* exits on bad usage or address */
+    example_setup(argc, argv, &ex, &ss, &sslen, &nums); /* exits on bad usage, address, memory */
     int ntask = ex.n + 1;
     fetches = calloc((size_t)ex.n, sizeof *fetches);
     struct task **tasks = calloc((size_t)ntask, sizeof *tasks);
     struct pollfd *pfd = calloc((size_t)ntask, sizeof *pfd);
     struct task **owner = calloc((size_t)ntask, sizeof *owner);
-    if (!fetches || !tasks || !pfd || !owner || numbers_init(&nums, &ex) < 0)
+    if (!fetches || !tasks || !pfd || !owner)
         return 1;
     fd_limit_raise(); /* one socket per fetch */
 

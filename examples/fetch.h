@@ -5,9 +5,10 @@
  * Each example fetches numbers from kettle-db with `GET n`. Parsing the
  * address, connecting, encoding the request and parsing the reply are the
  * same in every one of them, so they live here, as static inline functions
- * (no library to link, nothing hidden: this file is all there is). What is
- * NOT here is the point of each example: where it waits, and how it keeps
- * its place while waiting. That stays in the example's own file. (06 and
+ * (no library to link, nothing hidden: this file is all there is), with the
+ * poll() call of the poll loops and its deadline. What is NOT here is the
+ * point of each example: where it waits, and how it keeps its place while
+ * waiting. That stays in the example's own file. (06 and
  * 08 leave all this to libkettle: see kettle-fetch.h.)
  *
  * Every function prints nothing unless it says so, and returns an error
@@ -18,6 +19,7 @@
 
 #include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -61,13 +63,34 @@ static inline int resolve(const char *spec, struct sockaddr_storage *out, sockle
 }
 
 /* The start of each main(): the command line into *ex (exits 2 on bad
- * usage), then its HOST:PORT resolved into *ss (exits 1 when it cannot be). */
+ * usage), then its HOST:PORT resolved into *ss and the record of the
+ * numbers to come set up in *nums (exits 1 when either cannot be). */
 static inline void example_setup(int argc, char **argv, struct example *ex,
-                                 struct sockaddr_storage *ss, socklen_t *sslen)
+                                 struct sockaddr_storage *ss, socklen_t *sslen,
+                                 struct numbers *nums)
 {
     example_init(argc, argv, ex, EX_BASIC);
-    if (resolve(ex->addr, ss, sslen) < 0)
+    if (resolve(ex->addr, ss, sslen) < 0 || numbers_init(nums, ex) < 0)
         exit(1);
+}
+
+/*
+ * The wait of a poll() loop (03, 04, 05): poll() the k sockets for no
+ * longer than what is left of TIMEOUT_MS since the start. Returns how many
+ * are ready; 0 when a signal interrupted the wait (go round again); -1 with
+ * the reason printed when poll() failed or the time is up.
+ */
+static inline int poll_deadline(struct pollfd *pfd, nfds_t k)
+{
+    long left = TIMEOUT_MS - elapsed_ms();
+    int rc = left > 0 ? poll(pfd, k, (int)left) : 0;
+    if (rc < 0 && errno == EINTR)
+        return 0;
+    if (rc < 0)
+        example_error("poll: %s", strerror(errno));
+    else if (rc == 0)
+        example_error("timed out after %d ms waiting for the database", TIMEOUT_MS);
+    return rc > 0 ? rc : -1;
 }
 
 /*

@@ -34,6 +34,19 @@
 #define KT__FREE_FUTURES_MAX 16384
 #define KT__FREE_CONTS_MAX 16384
 
+/* Recycle node: onto the free list at head (n long) while it is below cap,
+ * else back to the allocator. Futures and continuation nodes alike. */
+#define FREE_LIST_PUT(head, n, cap, node)                          \
+    do {                                                           \
+        if ((n) < (cap)) {                                         \
+            (node)->next = (head);                                 \
+            (head) = (node);                                       \
+            (n)++;                                                 \
+        } else {                                                   \
+            kt_free(node);                                         \
+        }                                                          \
+    } while (0)
+
 /* ---- the loop's side ------------------------------------------------------- */
 
 /* The module's state and its permanent out-of-memory future. 0 or -ENOMEM. */
@@ -101,13 +114,7 @@ static struct kt__cont *cont_get(struct kt__futures *m)
 /* Back to the free list, or to the allocator beyond its cap. */
 static void cont_put(struct kt__futures *m, struct kt__cont *c)
 {
-    if (m->nfree_conts < KT__FREE_CONTS_MAX) {
-        c->next = m->free_conts;
-        m->free_conts = c;
-        m->nfree_conts++;
-    } else {
-        kt_free(c);
-    }
+    FREE_LIST_PUT(m->free_conts, m->nfree_conts, KT__FREE_CONTS_MAX, c);
 }
 
 /* Drain the ready queue. A future's continuations run in registration
@@ -187,13 +194,7 @@ static void recycle(struct kt__futures *m, kt_future *f)
     if (f->comb)
         kt__comb_release(f);
     m->live--;
-    if (m->nfree < KT__FREE_FUTURES_MAX) {
-        f->next = m->free_list;
-        m->free_list = f;
-        m->nfree++;
-    } else {
-        kt_free(f);
-    }
+    FREE_LIST_PUT(m->free_list, m->nfree, KT__FREE_FUTURES_MAX, f);
 }
 
 /* At zero, f joins the dying list; the outermost release drains it, so a

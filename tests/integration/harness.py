@@ -15,8 +15,10 @@ Programs come from $KETTLE_BUILDDIR (set by make check). Each test file is
 bounded by an alarm (KETTLE_TEST_TIMEOUT, default 150 s).
 """
 import atexit
+import http.client
 import json
 import os
+import pty
 import re
 import select
 import shutil
@@ -418,14 +420,107 @@ def pump(fd, deadline, each=None):
     return None
 
 
+class Pty:
+    """A program on a pseudo-terminal: .send() a line (ended with eol, the
+    Enter key: "\\r" for a line editor, "\\n" otherwise), .expect() text in
+    the output within timeout seconds (the text and all before it are
+    consumed and returned), .wait() for the exit, .kill() at the end (or
+    at the end of a `with` block)."""
+
+    def __init__(self, argv, env, eol="\r", timeout=10):
+        self.name = os.path.basename(argv[0])
+        self.eol = eol.encode()
+        self.timeout = timeout
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:
+            try:
+                os.execve(argv[0], argv, env)
+            finally:
+                os._exit(127)
+        self.out = b""
+        self.reaped = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.kill()
+
+    def send(self, line):
+        os.write(self.fd, line.encode() + self.eol)
+
+    def expect(self, text, timeout=None):
+        want = text.encode()
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while want not in self.out:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no %r in the output:\n%r" % (text, self.out[-2000:]))
+            r, _, _ = select.select([self.fd], [], [], left)
+            if r:
+                try:
+                    chunk = os.read(self.fd, 65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    raise AssertionError("%s ended before %r:\n%r" % (self.name, text,
+                                                                      self.out[-2000:]))
+                self.out += chunk
+        i = self.out.index(want) + len(want)
+        before, self.out = self.out[:i], self.out[i:]
+        return before
+
+    def wait(self, timeout=None):
+        """The exit code, once the program has exited by itself."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while time.monotonic() < deadline:
+            # drain so that the child never blocks writing to the terminal
+            r, _, _ = select.select([self.fd], [], [], 0.05)
+            if r:
+                try:
+                    os.read(self.fd, 65536)
+                except OSError:
+                    pass
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.reaped = True
+                os.close(self.fd)
+                return os.waitstatus_to_exitcode(status)
+        self.kill()
+        raise AssertionError("%s did not exit" % self.name)
+
+    def kill(self):
+        """SIGKILL unless it has exited already; reap it, close the terminal."""
+        if not self.reaped:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.reaped = True
+            os.close(self.fd)
+
+
+def http_get(port, method="GET", path="/metrics"):
+    """One HTTP request to 127.0.0.1:port: (the response, its body)."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request(method, path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r, body
+
+
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
-def rss_kb(pid):
+def rss_kb(pid, field="VmRSS"):
+    """A size from /proc/PID/status in kB: the resident set, or another
+    field such as VmHWM (its peak)."""
     with open("/proc/%d/status" % pid) as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     return 0
 

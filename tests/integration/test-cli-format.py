@@ -48,6 +48,9 @@ ERRORS = [
 ]
 
 
+MODES = ("--no-raw", "--raw")
+
+
 def run(argv, **kw):
     return subprocess.run(argv, capture_output=True, timeout=30, **kw)
 
@@ -56,114 +59,104 @@ def kcli():
     return h.program("kettle-cli")
 
 
-def test_standard_and_raw_match_redis_cli():
+def kc(port, *args, **kw):
+    """kettle-cli -p port with args."""
+    return run([kcli(), "-p", str(port)] + list(args), **kw)
+
+
+def side_by_side(port, cmds, no_raw_flag=True):
+    """Each command in each output mode through redis-cli and kettle-cli
+    against port: (mode, cmd, redis-cli's run, kettle-cli's run). kettle-cli
+    is given --no-raw only with no_raw_flag (without, its default applies)."""
     rcli = h.need("redis-cli")
-    r = h.start_redis()
-    try:
+    for mode in MODES:
+        for cmd in cmds:
+            kmode = [mode] if no_raw_flag or mode != "--no-raw" else []
+            yield mode, cmd, run([rcli, "-p", str(port), mode] + cmd), kc(port, *(kmode + cmd))
+
+
+def test_standard_and_raw_match_redis_cli():
+    h.need("redis-cli")
+    with h.start_redis() as r:
         with h.Client(r.port) as c:
             for cmd in SETUP:
                 assert not isinstance(c.call(*cmd), h.RespError)
-        for mode in ("--no-raw", "--raw"):
-            for cmd in COMMANDS:
-                want = run([rcli, "-p", str(r.port), mode] + cmd)
-                got = run([kcli(), "-p", str(r.port)] + ([mode] if mode == "--raw" else []) + cmd)
-                assert got.returncode == 0, (cmd, got.stderr)
-                assert got.stdout == want.stdout, "%s %s:\nredis-cli:  %r\nkettle-cli: %r" % (
-                    mode, cmd, want.stdout, got.stdout)
-                assert got.stderr == b"", got.stderr
-    finally:
-        r.stop()
+        for mode, cmd, want, got in side_by_side(r.port, COMMANDS, no_raw_flag=False):
+            assert got.returncode == 0, (cmd, got.stderr)
+            assert got.stdout == want.stdout, "%s %s:\nredis-cli:  %r\nkettle-cli: %r" % (
+                mode, cmd, want.stdout, got.stdout)
+            assert got.stderr == b"", got.stderr
 
 
 def test_error_reply_on_stderr_with_status_1():
-    rcli = h.need("redis-cli")
-    r = h.start_redis()
-    try:
+    h.need("redis-cli")
+    with h.start_redis() as r:
         with h.Client(r.port) as c:
             c.call("SET", "s", "a string")
-        for mode in ("--no-raw", "--raw"):
-            for cmd in ERRORS:
-                want = run([rcli, "-p", str(r.port), mode] + cmd)
-                got = run([kcli(), "-p", str(r.port), mode] + cmd)
-                assert got.returncode == 1, (cmd, got.returncode)
-                assert got.stdout == b"", got.stdout
-                # the same text as redis-cli prints (to stdout, exit 0)
-                assert got.stderr.strip() == want.stdout.strip(), (mode, cmd, want.stdout, got.stderr)
-                if mode == "--no-raw":
-                    assert got.stderr.startswith(b"(error) "), got.stderr
-                else:
-                    assert not got.stderr.startswith(b"(error)"), got.stderr
-    finally:
-        r.stop()
+        for mode, cmd, want, got in side_by_side(r.port, ERRORS):
+            assert got.returncode == 1, (cmd, got.returncode)
+            assert got.stdout == b"", got.stdout
+            # the same text as redis-cli prints (to stdout, exit 0)
+            assert got.stderr.strip() == want.stdout.strip(), (mode, cmd, want.stdout, got.stderr)
+            if mode == "--no-raw":
+                assert got.stderr.startswith(b"(error) "), got.stderr
+            else:
+                assert not got.stderr.startswith(b"(error)"), got.stderr
 
 
 def test_text_replies_print_as_lines_like_redis_cli():
-    rcli = h.need("redis-cli")
-    r = h.start_redis()
-    try:
+    h.need("redis-cli")
+    with h.start_redis() as r:
         # deterministic text blobs: the same bytes as redis-cli, in both forms
-        for mode in ("--no-raw", "--raw"):
-            for cmd in (["INFO", "keyspace"], ["INFO", "nosuchsection"]):
-                want = run([rcli, "-p", str(r.port), mode] + cmd)
-                got = run([kcli(), "-p", str(r.port), mode] + cmd)
-                assert got.returncode == 0 and got.stdout == want.stdout, (mode, cmd, want, got)
-        got = run([kcli(), "-p", str(r.port), "client", "info"])
+        for mode, cmd, want, got in side_by_side(r.port, (["INFO", "keyspace"],
+                                                          ["INFO", "nosuchsection"])):
+            assert got.returncode == 0 and got.stdout == want.stdout, (mode, cmd, want, got)
+        got = kc(r.port, "client", "info")
         assert got.returncode == 0 and got.stdout.startswith(b"id=") and got.stdout.count(b"\n") == 1
-        got = run([kcli(), "-p", str(r.port), "INFO"])
+        got = kc(r.port, "INFO")
         lines = got.stdout.decode().splitlines()
         assert "# Server" in [l.strip() for l in lines] and len(lines) > 20, got.stdout[:200]
         # a text command's other replies keep the standard form
-        got = run([kcli(), "-p", str(r.port), "CLIENT", "LIST", "NOSUCHARG"])
+        got = kc(r.port, "CLIENT", "LIST", "NOSUCHARG")
         assert got.returncode == 1 and got.stderr.startswith(b"(error) "), got
-    finally:
-        r.stop()
-    kd = h.Server("kettled")
-    try:
-        got = run([kcli(), "-p", str(kd.port), "INFO", "server"])
+    with h.Server("kettled") as kd:
+        got = kc(kd.port, "INFO", "server")
         assert got.returncode == 0
         text = got.stdout.decode()
         assert text.startswith("# Server\r\n") and "\nserver_name:kettled\r\n" in text, text
-        got = run([kcli(), "-p", str(kd.port), "CLIENT", "LIST"])
+        got = kc(kd.port, "CLIENT", "LIST")
         assert got.stdout.startswith(b"id=") and b'"' not in got.stdout, got.stdout
         # --raw keeps its meaning, the bytes as they are; a plain bulk stays quoted
-        raw = run([kcli(), "-p", str(kd.port), "--raw", "INFO", "server"])
+        raw = kc(kd.port, "--raw", "INFO", "server")
         assert raw.stdout.startswith(b"# Server\r\n"), raw.stdout[:40]
-        got = run([kcli(), "-p", str(kd.port), "ECHO", "a\r\nb"])
+        got = kc(kd.port, "ECHO", "a\r\nb")
         assert got.stdout == b'"a\\r\\nb"\n', got.stdout
-    finally:
-        kd.stop()
 
 
 def test_help_one_shot():
-    kd = h.Server("kettled")
-    try:
-        got = run([kcli(), "-p", str(kd.port), "help", "MGET"])
+    with h.Server("kettled") as kd:
+        got = kc(kd.port, "help", "MGET")
         assert got.returncode == 0, got
         assert got.stdout.startswith(b"\n  MGET key [key ...]\n  summary: Fetch several numbers"), got.stdout
-        got = run([kcli(), "-p", str(kd.port), "help", "NOSUCH"])
+        got = kc(kd.port, "help", "NOSUCH")
         assert got.returncode == 1 and b"No help for 'NOSUCH'" in got.stdout, got
-        got = run([kcli(), "-p", str(kd.port), "help", "@string"])
+        got = kc(kd.port, "help", "@string")
         assert b"  GET key\n" in got.stdout and b"  MGETSEQ key [key ...]" in got.stdout, got.stdout
-    finally:
-        kd.stop()
-    r = h.start_redis()
-    try:
-        got = run([kcli(), "-p", str(r.port), "help", "set"])
+    with h.start_redis() as r:
+        got = kc(r.port, "help", "set")
         assert got.stdout.startswith(b"\n  SET key value [NX | XX] [GET] [EX seconds | PX"), got.stdout
         assert b"group: string" in got.stdout
-    finally:
-        r.stop()
 
 
 def test_connection_failure():
     port = h.free_port()
-    got = run([kcli(), "-p", str(port), "PING"])
+    got = kc(port, "PING")
     assert got.returncode == 1
     assert b"Could not connect to 127.0.0.1:%d" % port in got.stderr, got.stderr
     assert got.stdout == b""
     got = run([kcli(), "-h", "no-such-host.invalid", "PING"])
     assert got.returncode == 1 and got.stderr, got
-    got = run([kcli(), "-p", "notaport", "PING"])
+    got = kc("notaport", "PING")
     assert got.returncode == 2
 
 
@@ -181,70 +174,58 @@ def test_auth_and_unix_socket():
                     return c.call("AUTH", "s3cret") == "OK"
             except OSError:
                 return False
-        try:
+        with r:
             h.wait_for(up, 10, "redis-server with a password")
-            r.port = port
-            got = run([kcli(), "-p", str(r.port), "-a", "s3cret", "PING"])
+            got = kc(port, "-a", "s3cret", "PING")
             assert got.returncode == 0 and got.stdout == b"PONG\n", got
-            got = run([kcli(), "-p", str(r.port), "-a", "wrong", "PING"])
+            got = kc(port, "-a", "wrong", "PING")
             assert got.returncode == 1 and b"AUTH failed" in got.stderr, got
-            got = run([kcli(), "-p", str(r.port), "PING"])
+            got = kc(port, "PING")
             assert got.returncode == 1 and got.stderr.startswith(b"(error) NOAUTH"), got
             got = run([kcli(), "-s", sock, "-a", "s3cret", "ECHO", "via unix"])
             assert got.returncode == 0 and got.stdout == b'"via unix"\n', got
-        finally:
-            r.stop()
 
 
 def test_commands_from_stdin():
     rcli = h.need("redis-cli")
-    r = h.start_redis()
-    try:
+    with h.start_redis() as r:
         lines = b'SET k "two words"\nGET k\nRPUSH q 1 2 3\nLRANGE q 0 -1\n\nGET nothing\nECHO "a\\tb\\x41"\n'
         want = run([rcli, "-p", str(r.port), "--no-raw"], input=lines)
-        run([kcli(), "-p", str(r.port), "DEL", "k", "q"])
-        got = run([kcli(), "-p", str(r.port)], input=lines)
+        kc(r.port, "DEL", "k", "q")
+        got = kc(r.port, input=lines)
         assert got.returncode == 0, got.stderr
         assert got.stdout == want.stdout, (want.stdout, got.stdout)
         # a failing line makes the status 1, the other lines still run
-        got = run([kcli(), "-p", str(r.port)], input=b"NOSUCH\nPING\n")
+        got = kc(r.port, input=b"NOSUCH\nPING\n")
         assert got.returncode == 1
         assert got.stdout.endswith(b"PONG\n") and b"(error) ERR unknown command" in got.stdout
-        got = run([kcli(), "-p", str(r.port)], input=b'GET "unbalanced\nPING\n')
+        got = kc(r.port, input=b'GET "unbalanced\nPING\n')
         assert got.returncode == 1 and b"Invalid argument" in got.stderr
         assert got.stdout == b"PONG\n"
-    finally:
-        r.stop()
 
 
 def test_against_kettle_db():
     if not os.access(os.path.join(h.BUILDDIR, "kettle-db"), os.X_OK):
         print("kettle-db not built: part skipped")
         return
-    db = h.Server("kettle-db", "--latency", "none")
-    try:
-        got = run([kcli(), "-p", str(db.port), "MGET", "1", "2", "3"])
+    with h.Server("kettle-db", "--latency", "none") as db:
+        got = kc(db.port, "MGET", "1", "2", "3")
         assert got.returncode == 0 and got.stdout == b'1) "1"\n2) "2"\n3) "3"\n', got
-        got = run([kcli(), "-p", str(db.port), "--raw", "GET", "7"])
+        got = kc(db.port, "--raw", "GET", "7")
         assert got.stdout == b"7\n", got
-    finally:
-        db.stop()
 
 
 def test_against_kettled():
     if not os.access(os.path.join(h.BUILDDIR, "kettled"), os.X_OK):
         print("kettled not built: part skipped")
         return
-    kd = h.Server("kettled")
-    try:
-        got = run([kcli(), "-p", str(kd.port), "MGET", "1", "2", "3"])
+    with h.Server("kettled") as kd:
+        got = kc(kd.port, "MGET", "1", "2", "3")
         assert got.returncode == 0 and got.stdout == b'1) "1"\n2) "2"\n3) "3"\n', got
-        got = run([kcli(), "-p", str(kd.port), "--raw", "MGET", "4", "5"])
+        got = kc(kd.port, "--raw", "MGET", "4", "5")
         assert got.returncode == 0 and got.stdout == b"4\n5\n", got
-        got = run([kcli(), "-p", str(kd.port), "NOSUCHCOMMAND"])
+        got = kc(kd.port, "NOSUCHCOMMAND")
         assert got.returncode == 1 and got.stderr.startswith(b"(error) ERR"), got
-    finally:
-        kd.stop()
 
 
 h.main(globals())

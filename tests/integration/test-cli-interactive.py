@@ -3,74 +3,9 @@ with line editing, replies printed, the history saved to the history file
 (AUTH lines left out), a lost server shown as "not connected>" and
 reconnected to. Skipped without redis-server (the peer)."""
 import os
-import pty
-import select
-import signal
 import tempfile
-import time
 
 import harness as h
-
-
-class Pty:
-    """kettle-cli on a pseudo-terminal; .expect() waits for output."""
-
-    def __init__(self, argv, env):
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            try:
-                os.execve(argv[0], argv, env)
-            finally:
-                os._exit(127)
-        self.out = b""
-        self.reaped = False
-
-    def send(self, line):
-        os.write(self.fd, line.encode() + b"\r")
-
-    def expect(self, text, timeout=10):
-        want = text.encode()
-        deadline = time.monotonic() + timeout
-        while want not in self.out:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("no %r in the output:\n%r" % (text, self.out[-2000:]))
-            r, _, _ = select.select([self.fd], [], [], left)
-            if r:
-                try:
-                    chunk = os.read(self.fd, 65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    raise AssertionError("kettle-cli ended before %r:\n%r" % (text, self.out[-2000:]))
-                self.out += chunk
-        i = self.out.index(want) + len(want)
-        before, self.out = self.out[:i], self.out[i:]
-        return before
-
-    def wait(self, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            # drain so that the child never blocks writing to the terminal
-            r, _, _ = select.select([self.fd], [], [], 0.05)
-            if r:
-                try:
-                    os.read(self.fd, 65536)
-                except OSError:
-                    pass
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.reaped = True
-                os.close(self.fd)
-                return os.waitstatus_to_exitcode(status)
-        self.kill()
-        raise AssertionError("kettle-cli did not exit")
-
-    def kill(self):
-        if not self.reaped:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            self.reaped = True
 
 
 def env_with(home):
@@ -94,8 +29,7 @@ def test_prompt_replies_and_history():
     exe = h.program("kettle-cli")
     r = h.start_redis()
     with tempfile.TemporaryDirectory() as home:
-        t = Pty([exe, "-p", str(r.port)], env_with(home))
-        try:
+        with h.Pty([exe, "-p", str(r.port)], env_with(home)) as t:
             prompt = "127.0.0.1:%d> " % r.port
             t.expect(prompt)
             t.send('SET greeting "hello there"')
@@ -116,8 +50,6 @@ def test_prompt_replies_and_history():
             t.expect("Invalid argument")
             t.send("quit")
             assert t.wait() == 0
-        finally:
-            t.kill()
         if not have_libedit():
             print("built without libedit: history not checked")
             r.stop()
@@ -129,16 +61,13 @@ def test_prompt_replies_and_history():
         assert b"secret-not-saved" not in hist, hist
 
         # the next session starts with that history (up arrow recalls it)
-        t = Pty([exe, "-p", str(r.port)], env_with(home))
-        try:
+        with h.Pty([exe, "-p", str(r.port)], env_with(home)) as t:
             t.expect("> ")
             t.send("\x1b[A")  # up recalls the last line saved, NOSUCH; then Enter
             t.expect("NOSUCH")
             t.expect("(error) ERR unknown command")
             t.send("quit")
             assert t.wait() == 0
-        finally:
-            t.kill()
     r.stop()
 
 
@@ -146,11 +75,8 @@ def test_not_connected_then_reconnect():
     exe = h.program("kettle-cli")
     port = h.free_port()
     with tempfile.TemporaryDirectory() as home:
-        t = Pty([exe, "-p", str(port)], env_with(home))
-        try:
+        with h.Pty([exe, "-p", str(port)], env_with(home)) as t:
             not_connected(t, port)
-        finally:
-            t.kill()
 
 
 def not_connected(t, port):

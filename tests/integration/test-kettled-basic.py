@@ -6,9 +6,6 @@ MGETANY first-wins), request-timeout with partial results, AUTH/HELLO,
 CLIENT, CONFIG GET/SET, INFO, a unix socket listener, two instances on one
 port with reuseport, --check-config and the committed conf/kettled.conf."""
 import os
-import pty
-import select
-import signal
 import subprocess
 import tempfile
 import time
@@ -67,65 +64,18 @@ def test_redis_cli_every_command():
         assert out.startswith('1) "1"\n2) (error) ERR'), out
 
 
-class Pty:
-    def __init__(self, argv, env):
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            try:
-                os.execve(argv[0], argv, env)
-            finally:
-                os._exit(127)
-        self.out = b""
-
-    def send(self, line):
-        os.write(self.fd, line.encode() + b"\n")
-
-    def expect(self, text, timeout=60):
-        want = text.encode()
-        deadline = time.monotonic() + timeout
-        while want not in self.out:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError("no %r in the output:\n%r" % (text, self.out[-2000:]))
-            r, _, _ = select.select([self.fd], [], [], left)
-            if r:
-                try:
-                    chunk = os.read(self.fd, 65536)
-                except OSError:
-                    chunk = b""
-                if not chunk:
-                    raise AssertionError("ended before %r:\n%r" % (text, self.out[-2000:]))
-                self.out += chunk
-        i = self.out.index(want) + len(want)
-        self.out = self.out[i:]
-
-    def close(self):
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        os.waitpid(self.pid, 0)
-        os.close(self.fd)
-
-
 def test_redis_cli_interactive():
     """redis-cli's prompt reads COMMAND DOCS at start: help and replies work."""
     exe = h.need("redis-cli")
     k = kettled()
-    t = None
-    try:
-        env = dict(os.environ, TERM="dumb", HOME=tempfile.mkdtemp())
-        t = Pty([exe, "-p", str(k.port)], env)
+    env = dict(os.environ, TERM="dumb", HOME=tempfile.mkdtemp())
+    with k, h.Pty([exe, "-p", str(k.port)], env, eol="\n", timeout=60) as t:
         t.send("help mgetany")
         t.expect("first to arrive")
         t.send("mget 1 2")
         t.expect('2) "2"')
         t.send("ping")
         t.expect("PONG")
-    finally:
-        if t:
-            t.close()
-        k.stop()
 
 
 def test_pipeline_in_order():

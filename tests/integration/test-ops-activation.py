@@ -6,6 +6,7 @@ connected before kettled existed must be answered. Stale LISTEN_* variables
 meant for another process must be ignored.
 
 Skipped (77) without systemd-socket-activate or without systemd support."""
+import contextlib
 import os
 import re
 import signal
@@ -36,12 +37,25 @@ def activate(ports, notify, unused_sock):
     return p
 
 
-def test_first_client_wakes_kettled():
+@contextlib.contextmanager
+def notify_and_unused():
+    """A notify socket and the path of the unix socket kettled's own listen
+    option names (which must never be created); both gone afterwards."""
     n = Notify()
     tmp = tempfile.mkdtemp(prefix="kettle-act-")
     unused = os.path.join(tmp, "own.sock")
-    port = h.free_port()
     try:
+        yield n, unused
+    finally:
+        n.close()
+        if os.path.exists(unused):
+            os.unlink(unused)
+        os.rmdir(tmp)
+
+
+def test_first_client_wakes_kettled():
+    port = h.free_port()
+    with notify_and_unused() as (n, unused):
         p = activate([port], n, unused)
         # kettled does not exist yet: this client waits in the backlog
         c = h.Client(port, timeout=30)
@@ -57,19 +71,11 @@ def test_first_client_wakes_kettled():
             assert c2.call("GET", 42) == b"42"
         c.close()
         p.stop()
-    finally:
-        n.close()
-        if os.path.exists(unused):
-            os.unlink(unused)
-        os.rmdir(tmp)
 
 
 def test_two_sockets():
-    n = Notify()
-    tmp = tempfile.mkdtemp(prefix="kettle-act-")
-    unused = os.path.join(tmp, "own.sock")
     ports = [h.free_port(), h.free_port()]
-    try:
+    with notify_and_unused() as (n, unused):
         p = activate(ports, n, unused)
         with h.Client(ports[1], timeout=30) as c:
             assert c.call("PING") == "PONG"
@@ -88,11 +94,6 @@ def test_two_sockets():
                 raise AssertionError("port %d still accepts after the exit" % port)
             except ConnectionRefusedError:
                 pass
-    finally:
-        n.close()
-        if os.path.exists(unused):
-            os.unlink(unused)
-        os.rmdir(tmp)
 
 
 def test_stale_listen_fds_ignored():

@@ -6,7 +6,6 @@ a long page does not stop others from being served and is reset at the
 write timeout; junk without an end gets 431 and holds nothing; past the
 connection limit a scraper waits until an idle connection is closed by
 the read timeout, then is served."""
-import http.client
 import socket
 
 import harness as h
@@ -17,22 +16,13 @@ def demo(*args):
     return h.Server(h.program("tests/integration/metrics-demo"), *args)
 
 
-def get(port, method="GET", path="/metrics"):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request(method, path)
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    return r, body
-
-
 
 
 
 
 def test_page_passes_promtool():
     d = demo()
-    r, body = get(d.port)
+    r, body = h.http_get(d.port)
     assert r.status == 200, (r.status, body)
     assert r.getheader("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
     assert int(r.getheader("Content-Length")) == len(body)
@@ -51,20 +41,20 @@ def test_page_passes_promtool():
     assert abs(s['demo_fetch_duration_seconds_sum{backend="[::1]:7380"}'] - 0.003) < 1e-9
     assert s["process_resident_memory_bytes"] > 0
     # a second scrape sees the first counted
-    _, body = get(d.port)
+    _, body = h.http_get(d.port)
     assert h.prom_samples(body.decode())["demo_metrics_requests_total"] == 1
     d.stop()
 
 
 def test_statuses():
     d = demo()
-    r, body = get(d.port, "HEAD")
+    r, body = h.http_get(d.port, "HEAD")
     assert r.status == 200 and body == b"" and int(r.getheader("Content-Length")) > 100
-    r, body = get(d.port, path="/")
+    r, body = h.http_get(d.port, path="/")
     assert r.status == 404, r.status
-    r, body = get(d.port, path="/metrics?x=1")
+    r, body = h.http_get(d.port, path="/metrics?x=1")
     assert r.status == 200
-    r, body = get(d.port, "POST")
+    r, body = h.http_get(d.port, "POST")
     assert r.status == 405 and r.getheader("Allow") == "GET, HEAD", (r.status, r.getheaders())
     for raw, status in ((b"HELLO\r\n\r\n", 400), (b"GET /metrics HTTP/2.0\r\n\r\n", 505),
                         (b"*1\r\n$4\r\nPING\r\n\r\n", 400)):
@@ -91,12 +81,12 @@ def test_slow_scraper_and_junk():
     m = d.wait_log(r"page 1: (\d+) bytes", 30)
     assert int(m.group(1)) > 3 << 20, m.group(0)
     # others are served meanwhile (the answer is queued, not written in a loop)
-    r, body = get(d.port)
+    r, body = h.http_get(d.port)
     s = h.prom_samples(body.decode())
     assert r.status == 200 and s["demo_scrapes_total"] == 2, body[:300]
     assert "demo_filler" not in body.decode()
     # the slow one is reset at the write timeout
-    h.wait_for(lambda: h.prom_samples(get(d.port)[1].decode())["demo_metrics_timeouts_total"] >= 1,
+    h.wait_for(lambda: h.prom_samples(h.http_get(d.port)[1].decode())["demo_metrics_timeouts_total"] >= 1,
                30, "the slow scraper's write timeout")
     slow.settimeout(30)
     got = 0
@@ -122,7 +112,7 @@ def test_slow_scraper_and_junk():
     assert got.startswith(b"HTTP/1.1 431 "), got
     # the 431 connection goes once this side has closed: a scrape then
     # finds itself alone
-    h.wait_for(lambda: h.prom_samples(get(d.port)[1].decode())["demo_metrics_clients"] == 1, 20,
+    h.wait_for(lambda: h.prom_samples(h.http_get(d.port)[1].decode())["demo_metrics_clients"] == 1, 20,
                "the junk connection to be closed")
     assert h.rss_kb(d.pid) - rss0 < 16 << 10
     d.stop()

@@ -45,6 +45,17 @@ def alert(severity, labels, summary, description):
             "exp_annotations": {"summary": summary, "description": description}}
 
 
+def at(eval_time, alertname, *alerts):
+    """What is firing of alertname at eval_time: alerts (none: nothing)."""
+    return {"eval_time": eval_time, "alertname": alertname, "exp_alerts": list(alerts)}
+
+
+def rule_test(input_series, *checks):
+    """One of promtool's rule tests: the series, one sample a minute, and
+    the checks of what fires when."""
+    return {"interval": "1m", "input_series": input_series, "alert_rule_test": list(checks)}
+
+
 def test_rules_fire():
     k1 = {"job": "kettled", "instance": "k1"}
     k2 = {"job": "kettled", "instance": "k2"}
@@ -59,65 +70,44 @@ def test_rules_fire():
     backend_desc = ("Fetches for its keys fail at once or go to the next server on the ring "
                     "(INFO backend shows the last error).")
     tests = [
-        {   # k1's scrapes fail from minute 1; d1 stays up
-            "interval": "1m",
-            "input_series": [series("up", k1, "1 0 0 0 0"), series("up", db, "1 1 1 1 1")],
-            "alert_rule_test": [
-                {"eval_time": "1m", "alertname": "KettleTargetDown", "exp_alerts": []},
-                {"eval_time": "3m", "alertname": "KettleTargetDown", "exp_alerts": [
-                    alert("critical", k1,
-                          "kettled on k1 does not answer scrapes", down_desc)]},
-            ],
-        },
-        {   # k1: db1 goes down at minute 1, db2 at minute 3; k2 keeps both
-            "interval": "1m",
-            "input_series": [
-                series("kettled_backend_up", dict(k1, backend="db1:7380"), "1 0 0 0 0 0"),
-                series("kettled_backend_up", dict(k1, backend="db2:7380"), "1 1 1 0 0 0"),
-                series("kettled_backend_up", dict(k2, backend="db1:7380"), "1 1 1 1 1 1"),
-            ],
-            "alert_rule_test": [
-                {"eval_time": "2m", "alertname": "KettleBackendDown", "exp_alerts": [
-                    alert("warning", dict(k1, backend="db1:7380"),
-                          "kettled on k1: database db1:7380 is down", backend_desc)]},
-                {"eval_time": "2m", "alertname": "KettleAllBackendsDown", "exp_alerts": []},
-                {"eval_time": "5m", "alertname": "KettleAllBackendsDown", "exp_alerts": [
-                    alert("critical", k1,
-                          "kettled on k1 has no database server up", "Every fetch fails.")]},
-            ],
-        },
-        {   # k1: 2 timeouts per 100 commands; k2: none
-            "interval": "1m",
-            "input_series": [
-                series("kettled_commands_total", dict(k1, cmd="mget"), "0+100x20"),
-                series("kettled_request_timeouts_total", k1, "0+2x20"),
-                series("kettled_commands_total", dict(k2, cmd="mget"), "0+100x20"),
-                series("kettled_request_timeouts_total", k2, "0+0x20"),
-            ],
-            "alert_rule_test": [
-                {"eval_time": "3m", "alertname": "KettleRequestTimeoutsRising", "exp_alerts": []},
-                {"eval_time": "10m", "alertname": "KettleRequestTimeoutsRising", "exp_alerts": [
-                    alert("warning", k1,
-                          "kettled on k1: 2% of requests time out",
-                          "More than 1% of requests reach request-timeout: the database is "
-                          "slow or overloaded.")]},
-            ],
-        },
-        {   # kettled's loop runs 500 ms late; kettle-db's 10 ms (fine)
-            "interval": "1m",
-            "input_series": [
-                series("kettled_loop_lag_seconds", k1, "0.5x5"),
-                series("kettle_db_loop_lag_seconds", db, "0.01x5"),
-            ],
-            "alert_rule_test": [
-                {"eval_time": "1m", "alertname": "KettleLoopLag", "exp_alerts": []},
-                {"eval_time": "3m", "alertname": "KettleLoopLag", "exp_alerts": [
-                    alert("warning", k1,
-                          "kettled on k1: event loop 500ms late",
-                          "Something blocks the loop, or the process lacks CPU: every client "
-                          "waits for it.")]},
-            ],
-        },
+        # k1's scrapes fail from minute 1; d1 stays up
+        rule_test(
+            [series("up", k1, "1 0 0 0 0"), series("up", db, "1 1 1 1 1")],
+            at("1m", "KettleTargetDown"),
+            at("3m", "KettleTargetDown",
+               alert("critical", k1, "kettled on k1 does not answer scrapes", down_desc))),
+        # k1: db1 goes down at minute 1, db2 at minute 3; k2 keeps both
+        rule_test(
+            [series("kettled_backend_up", dict(k1, backend="db1:7380"), "1 0 0 0 0 0"),
+             series("kettled_backend_up", dict(k1, backend="db2:7380"), "1 1 1 0 0 0"),
+             series("kettled_backend_up", dict(k2, backend="db1:7380"), "1 1 1 1 1 1")],
+            at("2m", "KettleBackendDown",
+               alert("warning", dict(k1, backend="db1:7380"),
+                     "kettled on k1: database db1:7380 is down", backend_desc)),
+            at("2m", "KettleAllBackendsDown"),
+            at("5m", "KettleAllBackendsDown",
+               alert("critical", k1, "kettled on k1 has no database server up",
+                     "Every fetch fails."))),
+        # k1: 2 timeouts per 100 commands; k2: none
+        rule_test(
+            [series("kettled_commands_total", dict(k1, cmd="mget"), "0+100x20"),
+             series("kettled_request_timeouts_total", k1, "0+2x20"),
+             series("kettled_commands_total", dict(k2, cmd="mget"), "0+100x20"),
+             series("kettled_request_timeouts_total", k2, "0+0x20")],
+            at("3m", "KettleRequestTimeoutsRising"),
+            at("10m", "KettleRequestTimeoutsRising",
+               alert("warning", k1, "kettled on k1: 2% of requests time out",
+                     "More than 1% of requests reach request-timeout: the database is "
+                     "slow or overloaded."))),
+        # kettled's loop runs 500 ms late; kettle-db's 10 ms (fine)
+        rule_test(
+            [series("kettled_loop_lag_seconds", k1, "0.5x5"),
+             series("kettle_db_loop_lag_seconds", db, "0.01x5")],
+            at("1m", "KettleLoopLag"),
+            at("3m", "KettleLoopLag",
+               alert("warning", k1, "kettled on k1: event loop 500ms late",
+                     "Something blocks the loop, or the process lacks CPU: every client "
+                     "waits for it."))),
     ]
     with tempfile.TemporaryDirectory(prefix="kettle-rules-") as tmp:
         shutil.copy(os.path.join(CONF, RULES), tmp)

@@ -13,7 +13,6 @@ started on conf/prometheus-kettle.yml (its targets and interval changed,
 a temporary storage directory), scrapes both: its HTTP API reports both
 targets up, the series with the values the daemons hold, and the rules
 loaded. Skipped (77) without promtool or prometheus."""
-import http.client
 import json
 import os
 import re
@@ -33,18 +32,10 @@ def metrics_port(proc):
     return int(proc.wait_log(r"metrics at http://127\.0\.0\.1:(\d+)/metrics").group(1))
 
 
-def get(port, method="GET", path="/metrics"):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    c.request(method, path)
-    r = c.getresponse()
-    body = r.read()
-    c.close()
-    return r.status, body.decode()
-
-
 def scrape(port):
-    status, text = get(port)
-    assert status == 200, (status, text[:300])
+    r, body = h.http_get(port)
+    text = body.decode()
+    assert r.status == 200, (r.status, text[:300])
     return text
 
 
@@ -152,10 +143,10 @@ def test_series_under_load():
 
     # the endpoint's statuses, wired in the daemons
     for port in (kdm, dbm):
-        assert get(port, path="/")[0] == 404
-        assert get(port, path="/metricsx")[0] == 404
-        assert get(port, "POST")[0] == 405
-        assert get(port, "HEAD")[0] == 200
+        assert h.http_get(port, path="/")[0].status == 404
+        assert h.http_get(port, path="/metricsx")[0].status == 404
+        assert h.http_get(port, "POST")[0].status == 405
+        assert h.http_get(port, "HEAD")[0].status == 200
     assert h.prom_samples(scrape(kdm))["kettled_metrics_errors_total"] == 3
     c.close()
     adm.close()
@@ -178,7 +169,7 @@ def test_metrics_listen_moves():
     assert c.call("CONFIG", "SET", "metrics-listen", "127.0.0.1:%d" % new) == "OK"
     assert "kettled_commands_total" in scrape(new)
     try:
-        get(kdm)
+        h.http_get(kdm)
         assert False, "the old metrics port still answers"
     except ConnectionRefusedError:
         pass
@@ -194,7 +185,7 @@ def test_metrics_listen_moves():
     # off
     assert c.call("CONFIG", "SET", "metrics-listen", "") == "OK"
     try:
-        get(port)
+        h.http_get(port)
         assert False, "the metrics port still answers once off"
     except ConnectionRefusedError:
         pass
