@@ -185,8 +185,10 @@ def test_descriptor_limit_stops_a_model_cleanly():
     """RLIMIT_NOFILE 64 (soft and hard): each model that needs a socket per
     fetch says where it stopped, finishes the fetches it started, exits 1.
     02's threads close their sockets as they finish, so it gets a database
-    slow enough (2 s) that none finishes before the limit is reached."""
-    slow = h.Server("kettle-db", "--latency", "fixed 2s")
+    slow enough (6 s) that none finishes before the limit is reached, even
+    on a loaded machine where starting threads is slow (and under the 10 s
+    bound of a blocking call)."""
+    slow = h.Server("kettle-db", "--latency", "fixed 6s")
     for name in NAMES[1:]:
         addr = slow.addr if name == "02-threads" else db().addr
         rc, out, err = run(name, "-v", "-n", N, addr, limit_fds=64)

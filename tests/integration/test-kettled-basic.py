@@ -111,9 +111,14 @@ def test_three_shapes():
     (each key its own GET: a batch would answer with its slowest key).
     Elapsed times are checked from below only (a loaded machine adds to
     them); MGET's concurrency is seen in INFO: all its fetches outstanding
-    at once."""
-    with kettled("--embedded-latency", "proportional 40ms", "--backend-batch", "1") as k:
+    at once. Three connections to the database, all up before the first
+    request, so that each key has one to itself: replies leave a connection
+    in order, and a fast key sent behind a slow one would wait for it."""
+    with kettled("--embedded-latency", "proportional 40ms", "--backend-batch", "1",
+                 "--backend-connections", "3") as k:
         c = h.Client(k.port)
+        h.wait_for(lambda: "connections=3/3," in h.info(c, "backend")["backend0"], 10,
+                   "three connections to the database up")
         t0 = time.monotonic()
         r, inf = with_info(c, "MGET", "1", "2", "3")
         assert r == [b"1", b"2", b"3"] and time.monotonic() - t0 >= 0.12, (r, time.monotonic() - t0)
