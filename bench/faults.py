@@ -16,8 +16,8 @@ the first kettle-db through FAULT SET (its admin commands) for `during`
 seconds, then cleared ("none": no fault; --shards N: N kettle-db, the
 fault on the first). Printed: one line per 250 ms (requests/s, partial
 share, error replies), then the fault-free rate, when throughput was back
-to 80% of it for good, the throughput from 2 s after the fault's start as
-a share of the fault-free rate, the partial share from the ejection on,
+to 80% of it for good, the throughput in the first 2 s of the fault and
+from 2 s after its start as shares of the fault-free rate, the partial share from the ejection on,
 and kettled's INFO lines for the faulty server.
 
 Environment: KETTLE_BUILDDIR (default ./build, then the current directory).
@@ -188,6 +188,8 @@ def report(fault, lines, t_fault, t_clear, ej_lines, log, wall_fault, shards):
         if all(rps >= 0.8 * base_rps for _, rps, _, _, _ in during[k:]):
             back = during[k][0] - t_fault
             break
+    early = [rps for t, rps, _, _, _ in rows if t_fault - INTERVAL / 2 <= t < t_fault + 2 - INTERVAL / 2]
+    early_rps = sum(early) / len(early) if early else 0
     late = [(rps, p, n) for t, rps, p, n, _ in during if t >= t_fault + 2]
     late_rps = sum(x[0] for x in late) / len(late) if late else 0
     ej_at = None
@@ -201,6 +203,8 @@ def report(fault, lines, t_fault, t_clear, ej_lines, log, wall_fault, shards):
           % base_rps)
     print("- back to >= 80%% of it for good: %s" % ("%.2f s after the fault's start" % back
                                                   if back is not None else "never during the fault"))
+    print("- in the first 2 s of the fault (the intervals starting within them): %.0f requests/s, "
+          "%.0f%% of fault-free" % (early_rps, 100.0 * early_rps / base_rps if base_rps else 0))
     print("- from 2 s after the fault's start to its end: %.0f requests/s, %.0f%% of fault-free"
           % (late_rps, 100.0 * late_rps / base_rps if base_rps else 0))
     p2 = sum(x[1] for x in late)
