@@ -42,8 +42,9 @@
 
 /* An ejected replica comes back when a burst of this many probes, sent at
  * once on one connection, is answered in full: a server failing 5% of its
- * requests passes one burst in five, a healthy one every time. */
-#define PROBE_BURST 30
+ * requests passes one burst in twenty (with 30 it passed one in five, and
+ * came back to stall its clients again), a healthy one every time. */
+#define PROBE_BURST 60
 
 static void probe_failed(kd_replica *r, const char *what);
 
