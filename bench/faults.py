@@ -7,15 +7,17 @@ partial (an error element in place of a value).
     bench/faults.py "stall 0.05"          # one fault
     bench/faults.py --before 3 --during 8 --clients 64 "close 0.05"
     bench/faults.py --kettled-arg=--eject-failure-rate=10% "stall 0.05"
+    bench/faults.py --shards 1 none       # what one kettle-db carries alone
 
 For each fault: fresh servers (kettle-db --latency "fixed 1ms", kettled with
 the two as shards), a closed-loop load of MGET k1 k2 k3 over random keys
 from --clients connections (bench/bench-faults-load, built with the tree), `before` seconds fault-free, the fault set on
 the first kettle-db through FAULT SET (its admin commands) for `during`
-seconds, then cleared. Printed: one line per 250 ms (requests/s, partial
+seconds, then cleared ("none": no fault; --shards N: N kettle-db, the
+fault on the first). Printed: one line per 250 ms (requests/s, partial
 share, error replies), then the fault-free rate, when throughput was back
-to 80% of it for good, the throughput from 2 s after the fault's start as
-a share of the fault-free rate, the partial share from the ejection on,
+to 80% of it for good, the throughput in the first 2 s of the fault and
+from 2 s after its start as shares of the fault-free rate, the partial share from the ejection on,
 and kettled's INFO lines for the faulty server.
 
 Environment: KETTLE_BUILDDIR (default ./build, then the current directory).
@@ -97,13 +99,14 @@ def info_lines(port, prefix):
 def run_fault(B, fault, a):
     procs = []
     try:
-        ports = [free_port(), free_port()]
+        ports = [free_port() for _ in range(a.shards)]
         for p in ports:
             procs.append(start([os.path.join(B, "kettle-db"), "--listen", "127.0.0.1:%d" % p,
                                 "--latency", a.latency, "--log-level", "warning"], p))
         kp = free_port()
-        argv = [os.path.join(B, "kettled"), "--listen", "127.0.0.1:%d" % kp, "--log-level", "notice",
-                "--backend", "127.0.0.1:%d" % ports[0], "--backend", "127.0.0.1:%d" % ports[1]]
+        argv = [os.path.join(B, "kettled"), "--listen", "127.0.0.1:%d" % kp, "--log-level", "notice"]
+        for p in ports:
+            argv += ["--backend", "127.0.0.1:%d" % p]
         argv += a.kettled_arg
         kd, kdlog = start(argv, kp)
         procs.append((kd, kdlog))
@@ -116,21 +119,28 @@ def run_fault(B, fault, a):
         # one admin connection sets and clears the fault: stop-reading
         # spares the connection that set it, not new ones
         adm = socket.create_connection(("127.0.0.1", ports[0]), 10)
+        # the load's first line is its time zero: the fault is timed from
+        # it, not from the start of the program (which may take a while)
+        if not load.stdout.readline():
+            raise RuntimeError("bench-faults-load did not start")
         t_start = time.monotonic()
         time.sleep(a.before)
         t_fault = time.monotonic() - t_start
         wall_fault = time.time()
-        admin(adm, "FAULT", "SET", *fault.split())
+        if fault != "none":
+            admin(adm, "FAULT", "SET", *fault.split())
         time.sleep(a.during)
         t_clear = time.monotonic() - t_start
-        admin(adm, "FAULT", "CLEAR")
+        if fault != "none":
+            admin(adm, "FAULT", "CLEAR")
         adm.close()
         out, _ = load.communicate(timeout=a.after + 30)
         rows = [tuple(int(x) for x in line.split()) for line in out.splitlines() if line.strip()]
+        rows = [r for r in rows if r[0] > 0]
         ej_lines = info_lines(kp, "backend0:")
         kdlog.seek(0)
         log = kdlog.read().decode(errors="replace").splitlines()
-        report(fault, rows, t_fault, t_clear, ej_lines, log, wall_fault)
+        report(fault, rows, t_fault, t_clear, ej_lines, log, wall_fault, a.shards)
     finally:
         for p, _ in reversed(procs):
             bench_db.stop(p)
@@ -146,9 +156,9 @@ def log_time(line):
         return None
 
 
-def report(fault, lines, t_fault, t_clear, ej_lines, log, wall_fault):
-    print("## FAULT SET %s on one of two kettle-db shards (set at %.2f s, cleared at %.2f s)\n"
-          % (fault, t_fault, t_clear))
+def report(fault, lines, t_fault, t_clear, ej_lines, log, wall_fault, shards):
+    print("## FAULT SET %s on one of %d kettle-db shards (set at %.2f s, cleared at %.2f s)\n"
+          % (fault, shards, t_fault, t_clear))
     rows = []
     print("| t (s) | requests/s | partial % | error replies |")
     print("|---:|---:|---:|---:|")
@@ -167,6 +177,8 @@ def report(fault, lines, t_fault, t_clear, ej_lines, log, wall_fault):
         if all(rps >= 0.8 * base_rps for _, rps, _, _, _ in during[k:]):
             back = during[k][0] - t_fault
             break
+    early = [rps for t, rps, _, _, _ in rows if t_fault - INTERVAL / 2 <= t < t_fault + 2 - INTERVAL / 2]
+    early_rps = sum(early) / len(early) if early else 0
     late = [(rps, p, n) for t, rps, p, n, _ in during if t >= t_fault + 2]
     late_rps = sum(x[0] for x in late) / len(late) if late else 0
     ej_at = None
@@ -180,6 +192,8 @@ def report(fault, lines, t_fault, t_clear, ej_lines, log, wall_fault):
           % base_rps)
     print("- back to >= 80%% of it for good: %s" % ("%.2f s after the fault's start" % back
                                                   if back is not None else "never during the fault"))
+    print("- in the first 2 s of the fault (the intervals starting within them): %.0f requests/s, "
+          "%.0f%% of fault-free" % (early_rps, 100.0 * early_rps / base_rps if base_rps else 0))
     print("- from 2 s after the fault's start to its end: %.0f requests/s, %.0f%% of fault-free"
           % (late_rps, 100.0 * late_rps / base_rps if base_rps else 0))
     p2 = sum(x[1] for x in late)
@@ -214,6 +228,7 @@ def main():
     ap.add_argument("--after", type=float, default=2, help="seconds after clearing (default 2)")
     ap.add_argument("--clients", type=int, default=50, help="connections (default 50)")
     ap.add_argument("--keys", type=int, default=3, help="keys per MGET (default 3)")
+    ap.add_argument("--shards", type=int, default=2, help="kettle-db servers (default 2)")
     ap.add_argument("--latency", default="fixed 1ms", help="kettle-db --latency (default fixed 1ms)")
     ap.add_argument("--kettled-arg", action="append", default=[],
                     help="an extra kettled argument (repeatable), e.g. --kettled-arg=--stall-floor=100ms")

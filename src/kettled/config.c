@@ -114,7 +114,9 @@ const kt_opt kd_options[] = {
     { "eject-after", KT_OPT_INT, O(eject_after), "3",
       "connection failures in a row after which a server is ejected, its keys going to its "
       "replicas or the next servers on the ring (never the last one); a stall while the server "
-      "answers nothing on any connection, another waiting too, ejects it at once; 0: never",
+      "answers nothing on any connection, another waiting too, or while every other connection "
+      "is stuck too (its oldest reply waiting half the stall threshold, or stalled less than a "
+      "threshold ago), ejects it at once; 0: never",
       0, 1000000, 0, NULL, RT },
     { "eject-failure-rate", KT_OPT_STR, O(eject_failure_rate), "5%",
       "a server whose requests failed at this rate over the health window is ejected "

@@ -304,6 +304,7 @@ static void conn_reply_cb(kt_pconn *pc, void *slot, uint64_t sent, const kt_resp
         c->served = true;
         c->fails = 0;
     }
+    c->stalled_at = 0;
     const kt_resp_node *top = reply ? &reply->nodes[0] : NULL;
     /* An error reply is an answer: the server is up and said no (a key of
      * the wrong type, a malformed key). It counts for health as any reply;

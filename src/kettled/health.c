@@ -19,8 +19,11 @@
  *                    (doubling while it keeps failing, up to eject-time-max);
  *                    so does a stall while the server answers nothing on
  *                    any of its connections, another one waiting too (it
- *                    has stopped, or the way to it has): its other
- *                    connections would only stall in turn;
+ *                    has stopped, or the way to it has), or while each of
+ *                    its other connections is stuck too (its oldest reply
+ *                    has waited half the threshold, or it stalled less
+ *                    than a threshold ago): its other connections would
+ *                    only stall in turn;
  *                    failures are failures to answer (refused, reset,
  *                    closed, stalled, garbage): an error reply is an answer;
  *   return           after that it is probed (a burst of GET 0 on its own
@@ -39,8 +42,9 @@
 
 /* An ejected replica comes back when a burst of this many probes, sent at
  * once on one connection, is answered in full: a server failing 5% of its
- * requests passes one burst in five, a healthy one every time. */
-#define PROBE_BURST 30
+ * requests passes one burst in twenty (with 30 it passed one in five, and
+ * came back to stall its clients again), a healthy one every time. */
+#define PROBE_BURST 60
 
 static void probe_failed(kd_replica *r, const char *what);
 
@@ -336,8 +340,8 @@ void kd_health_failure(kd_replica *r, uint32_t events, bool consecutive, const c
     const kd_pool_params *prm = &p->prm;
     uint64_t now = kt_loop_now(p->loop);
     uint32_t k = events ? events : 1;
-    bool silent = r->silent;
-    r->silent = false;
+    bool silent = r->silent, stuck = r->stuck;
+    r->silent = r->stuck = false;
     kd_slice *s = kd_window_slice(&r->win, now);
     s->fail += k;
     r->win.tot.fail += k;
@@ -359,6 +363,10 @@ void kd_health_failure(kd_replica *r, uint32_t events, bool consecutive, const c
         snprintf(cause, sizeof cause, "no reply on any connection for %llu ms",
                  (unsigned long long)((now - r->last_reply) / KT_MSEC(1)));
         why = 0;
+    } else if (stuck && prm->eject_after) {
+        snprintf(cause, sizeof cause, "every connection stalled (no reply within %llu ms)",
+                 (unsigned long long)(r->stall_ns / KT_MSEC(1)));
+        why = 0;
     } else if (prm->eject_after && r->fails >= prm->eject_after) {
         snprintf(cause, sizeof cause, "%u failures in a row", (unsigned)r->fails);
         why = 0;
@@ -373,6 +381,31 @@ void kd_health_failure(kd_replica *r, uint32_t events, bool consecutive, const c
         eject(r, why, cause);
 }
 
+/* Is every connection of r but c stuck, at least one of them? A
+ * connection is stuck when its oldest reply has waited half the stall
+ * threshold, or when the watchdog failed it less than a threshold ago and it has served
+ * nothing since; one that waits less is not (the server answers on it),
+ * and an idle one tells nothing either way. */
+static bool others_stuck(kd_replica *r, const kd_conn *c, uint64_t now)
+{
+    uint64_t threshold = c->pc.timeout;
+    uint32_t stuck = 0;
+    for (uint32_t i = 0; i < r->nconns; i++) {
+        kd_conn *o = &r->conns[i];
+        uint64_t sent = now;
+        if (o == c)
+            continue;
+        if (kt_pconn_outstanding(&o->pc) > 0 && kt_pconn_oldest(&o->pc, &sent) != NULL) {
+            if (now < sent || now - sent < threshold / 2)
+                return false;
+            stuck++;
+        } else if (o->stalled_at && now - o->stalled_at < threshold) {
+            stuck++;
+        }
+    }
+    return stuck > 0;
+}
+
 void kd_health_overdue(kd_conn *c, uint64_t waited)
 {
     kd_replica *r = c->r;
@@ -380,17 +413,23 @@ void kd_health_overdue(kd_conn *c, uint64_t waited)
     r->st.stalls++;
     /* Silent: nothing came back from the server, on any connection, for
      * as long as this reply has waited, while another connection waits
-     * for it too. One connection alone proves less (a reply stuck at the
-     * head of its pipeline), and is left to the counts. */
+     * for it too. Stuck: the server may have answered a little since this
+     * reply was sent, but every other connection is stuck too (a server
+     * that stalls one request in twenty holds up each connection within a
+     * few dozen): its next connections would only stall in turn. One
+     * connection alone proves less (a reply stuck at the head of its
+     * pipeline), and is left to the counts. */
     bool other = false;
     for (uint32_t i = 0; i < r->nconns && !other; i++)
         other = &r->conns[i] != c && kt_pconn_outstanding(&r->conns[i].pc) > 0;
     r->silent = other && now - r->last_reply >= waited;
+    r->stuck = !r->silent && others_stuck(r, c, now);
+    c->stalled_at = now;
     /* The text keeps the threshold, not the wait: the same stall logs
      * the same line. */
     kt_pconn_fail(&c->pc, -ETIMEDOUT, "no reply within %llu ms",
                   (unsigned long long)(c->pc.timeout / KT_MSEC(1)));
-    r->silent = false; /* taken by kd_health_failure, or not for it */
+    r->silent = r->stuck = false; /* taken by kd_health_failure, or not for it */
 }
 
 /* ---- ejection's end: probing ----------------------------------------------------------------- */

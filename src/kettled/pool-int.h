@@ -135,6 +135,8 @@ struct kd_conn {
     kd_replica *r;
     uint32_t fails;         /* failed attempts in a row: the backoff exponent */
     bool served;            /* a reply arrived since it connected */
+    uint64_t stalled_at;    /* loop time the watchdog last failed it (0: it has
+                               served a reply since, or never stalled) */
     bool up;                /* counted in its replica's `up` */
     uint32_t lost;          /* commands abandoned by the failure being handled */
     const char *close_msg;  /* kd_conn_close: what the abandoned fetches are told */
@@ -176,6 +178,7 @@ struct kd_replica {
     uint64_t last_reply;    /* loop time of its last reply, on any connection */
     bool silent;            /* the failure being reported is a stall of a server
                                that answers nothing on any connection */
+    bool stuck;             /* ... or of a server whose every connection is stuck */
     uint64_t stall_slice;   /* window slice stall_ns and p99_ns were computed in */
     char last_error[160];
     char eject_cause[96];

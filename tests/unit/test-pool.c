@@ -787,7 +787,7 @@ static void test_eject_and_probe(void **state)
     assert_int_equal(served_by(e, key), 1); /* the neighbour serves it */
     assert_string_equal(db_cmd(e, 0, "FAULT CLEAR"), "+OK");
     run_until(e, state_pred_live, r);
-    assert_true(r->st.probes >= 30);
+    assert_true(r->st.probes >= 60);
     assert_int_equal(served_by(e, key), 0);
     kt_timer_stop(&tick);
     env_free(e);
@@ -908,6 +908,72 @@ static void test_one_stall_is_not_silence(void **state)
     assert_int_equal(r->st.stalls, 1);
     assert_int_equal(r->state, KD_REP_LIVE);
     assert_int_equal(r->st.ejections, 0);
+    env_free(e);
+}
+
+/* A server that stalls a request on each connection in turn, having
+ * answered on the second after the first's stalled one was sent (so it
+ * was not silent for that long): when the first stalls, the second is
+ * stuck too (or, when the second stalls, the first stalled less than a
+ * threshold ago), and the server is ejected then, not after failures in
+ * a row or a rate over the window (both out of reach here). */
+static void test_stuck_server_ejected(void **state)
+{
+    (void)state;
+    env *e = env_new(2, "fixed 1ms");
+    e->prm.connections = 2;
+    e->prm.stall_floor = KT_MSEC(300); /* the steps below take far less */
+    e->prm.eject_after = 1000;         /* not 0: that turns ejection off */
+    e->prm.eject_min_requests = 1000000;
+    e->prm.eject_time = KT_SEC(10);
+    e->prm.eject_time_max = KT_SEC(10);
+    const char *lines[] = { e->addr[0], e->addr[1], NULL };
+    configure(e, lines);
+    char keys[2][16];
+    int nk = 0;
+    for (int i = 0; i < 200 && nk < 2; i++) {
+        snprintf(keys[nk], sizeof keys[nk], "%d", i);
+        if (served_by(e, keys[nk]) == 0)
+            nk++;
+    }
+    assert_int_equal(nk, 2);
+    kd_replica *r = rep(e, 0, 0);
+    for (int i = 0; i < 30; i++) { /* the window learns its latency */
+        kt_future *f = fetch(e, keys[i % 2]);
+        await(e, f);
+        kt_future_unref(f);
+    }
+    assert_string_equal(db_cmd(e, 0, "FAULT SET stall 1"), "+OK");
+    kt_future *f0 = fetch(e, keys[0]);
+    (void)kt_loop_run(e->loop, KT_RUN_NOWAIT);
+    assert_string_equal(db_cmd(e, 0, "FAULT CLEAR"), "+OK");
+    /* the other connection (fewer outstanding) answers, after f0 was sent */
+    kt_future *f1 = fetch(e, keys[1]);
+    await(e, f1);
+    assert_int_equal(kt_future_state_of(f1), KT_FUTURE_RESOLVED);
+    kt_future_unref(f1);
+    int stuck_conn = kt_pconn_outstanding(&r->conns[0].pc) ? 0 : 1;
+    assert_int_equal(kt_pconn_outstanding(&r->conns[stuck_conn].pc), 1);
+    assert_string_equal(db_cmd(e, 0, "FAULT SET stall 1"), "+OK");
+    f1 = fetch(e, keys[1]); /* the other connection stalls too */
+    (void)kt_loop_run(e->loop, KT_RUN_NOWAIT);
+    assert_int_equal(kt_pconn_outstanding(&r->conns[1 - stuck_conn].pc), 1);
+    assert_true(r->last_reply > 0);
+    run_until(e, state_pred_out, r);
+    assert_int_equal(r->state, KD_REP_EJECTED);
+    assert_int_equal(r->st.ejections, 1);
+    assert_int_equal(r->st.ej_consecutive, 1);
+    assert_int_equal(r->st.ej_rate, 0);
+    assert_true(r->st.stalls >= 1 && r->st.stalls <= 2);
+    assert_non_null(strstr(r->eject_cause, "every connection stalled"));
+    await(e, f0);
+    await(e, f1);
+    assert_int_equal(kt_future_state_of(f0), KT_FUTURE_FAILED);
+    assert_int_equal(kt_future_state_of(f1), KT_FUTURE_FAILED);
+    kt_future_unref(f0);
+    kt_future_unref(f1);
+    assert_string_equal(db_cmd(e, 0, "FAULT CLEAR"), "+OK");
+    assert_int_equal(served_by(e, keys[0]), 1); /* the neighbour serves it */
     env_free(e);
 }
 
@@ -1085,6 +1151,7 @@ int main(void)
         cmocka_unit_test(test_stall_fails_early),
         cmocka_unit_test(test_silent_server_ejected_at_first_stall),
         cmocka_unit_test(test_one_stall_is_not_silence),
+        cmocka_unit_test(test_stuck_server_ejected),
         cmocka_unit_test(test_backoff),
         cmocka_unit_test(test_refused_retries),
         cmocka_unit_test(test_eject_and_probe),
