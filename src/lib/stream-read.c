@@ -13,6 +13,13 @@
  *
  * Input for a stream arrives only from its backend, never inside one of
  * its callbacks, so rbuf does not move while on_read looks at it.
+ *
+ * At most KT__READ_SLICE new bytes reach on_read per iteration: the rest
+ * is kept unseen (rfresh, at the end of rbuf), the backend stops reading
+ * (KT__S_THROTTLED) and the stream goes on loop->pending, which presents
+ * the next slice in the next iteration and restarts the backend once
+ * nothing unseen is left. So one client sending a lot costs an iteration
+ * a bounded amount of copying and parsing, whatever its backend took.
  */
 #include "config.h"
 #include <errno.h>
@@ -25,20 +32,30 @@
  * rbuf exists only while input is kept, and is sized to it: a block of the
  * smallest class that holds the kept bytes (KT__S_RBLOCK), or malloc'd
  * memory beyond the largest class. It is freed once consumed, and moved to
- * a smaller block when a partial consume leaves it mostly empty.
+ * a smaller block when a partial consume leaves it mostly empty. Otherwise
+ * a partial consume only advances rbuf (rhead bytes into its allocation):
+ * the rest moves to the front only when room is needed behind it, so a
+ * pipeline of large requests is not copied again at every request.
  */
 
-/* Give the read buffer back: to the block free list if it came from it. */
+/* Free rbuf's memory: to the block free list if it came from it. */
+static void rbuf_free(kt_stream *s)
+{
+    char *base = s->rbuf - s->rhead;
+    if (s->flags & KT__S_RBLOCK)
+        kt__block_put(s->loop, (kt__block *)(base - offsetof(kt__block, data)));
+    else
+        kt_free(base);
+}
+
+/* Give the read buffer back, with whatever it kept. */
 void kt__stream_rbuf_release(kt_stream *s)
 {
     if (s->rbuf == NULL)
         return;
-    if (s->flags & KT__S_RBLOCK)
-        kt__block_put(s->loop, (kt__block *)(s->rbuf - offsetof(kt__block, data)));
-    else
-        kt_free(s->rbuf);
+    rbuf_free(s);
     s->rbuf = NULL;
-    s->rlen = s->rcap = 0;
+    s->rlen = s->rcap = s->rhead = s->rfresh = 0;
     s->flags &= ~KT__S_RBLOCK;
 }
 
@@ -60,10 +77,13 @@ static int rbuf_move(kt_stream *s, size_t from, size_t cap)
     size_t keep = s->rlen - from;
     if (keep)
         memcpy(p, s->rbuf + from, keep);
-    kt__stream_rbuf_release(s);
+    if (s->rbuf)
+        rbuf_free(s);
     s->rbuf = p;
     s->rlen = keep;
     s->rcap = cap;
+    s->rhead = 0;
+    s->flags &= ~KT__S_RBLOCK;
     if (c < KT__BLOCK_NCLASS)
         s->flags |= KT__S_RBLOCK;
     return 0;
@@ -79,6 +99,17 @@ static int rbuf_reserve(kt_stream *s, size_t more)
     size_t need = s->rlen + more;
     if (need < more)
         return -ENOMEM;
+    size_t total = s->rhead + s->rcap;
+    if (need <= total) {
+        /* Room enough before rbuf (consumed bytes): move the kept bytes
+         * to the front, once per consume at most. */
+        char *base = s->rbuf - s->rhead;
+        memmove(base, s->rbuf, s->rlen);
+        s->rbuf = base;
+        s->rcap = total;
+        s->rhead = 0;
+        return 0;
+    }
     if (kt__block_class_for(need) == KT__BLOCK_BIG && need < 2 * s->rcap)
         need = 2 * s->rcap;
     return rbuf_move(s, 0, need);
@@ -107,11 +138,63 @@ static void rbuf_consume(kt_stream *s, size_t n)
         return;
     size_t left = s->rlen - n;
     unsigned c = kt__block_class_for(left);
-    if (c < KT__BLOCK_NCLASS && (size_t)kt__block_capacity(c) * 8 <= s->rcap &&
+    if (c < KT__BLOCK_NCLASS && (size_t)kt__block_capacity(c) * 8 <= s->rhead + s->rcap &&
         rbuf_move(s, n, left) == 0)
         return;
-    memmove(s->rbuf, s->rbuf + n, left);
+    /* The rest stays where it is: it moves only if room is needed. */
+    s->rbuf += n;
+    s->rhead += n;
+    s->rcap -= n;
     s->rlen = left;
+}
+
+/* ---- the per-iteration slice ------------------------------------------------------ */
+
+/* New bytes s may still present to on_read in this iteration. */
+static size_t slice_room(kt_stream *s)
+{
+    uint64_t it = s->loop->stats.iterations;
+    if (s->slice_iter != it) {
+        s->slice_iter = it;
+        s->slice_used = 0;
+    }
+    return s->slice_used < KT__READ_SLICE ? KT__READ_SLICE - s->slice_used : 0;
+}
+
+/* Keep len bytes that on_read has not seen yet, behind the kept ones. */
+static void keep_fresh(kt_stream *s, const char *data, size_t len)
+{
+    if (rbuf_append(s, data, len) < 0) {
+        kt__stream_failed(s, -ENOMEM);
+        return;
+    }
+    s->rfresh += len;
+}
+
+/* Unseen input is kept: the backend takes no more until it has been
+ * presented (from loop->pending, the next iteration on). */
+static void throttle(kt_stream *s)
+{
+    if (!(s->flags & KT__S_THROTTLED)) {
+        s->flags |= KT__S_THROTTLED;
+        if ((s->flags & KT__S_READING) &&
+            !(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_CLOSE_SENT)))
+            s->loop->io->read_stop(s);
+    }
+    if (s->flags & KT__S_READING)
+        kt__stream_add_pending(s);
+}
+
+/* Everything kept has been presented: the backend reads again. */
+static void unthrottle(kt_stream *s)
+{
+    s->flags &= ~KT__S_THROTTLED;
+    if ((s->flags & KT__S_READING) &&
+        !(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_CLOSING | KT__S_FAILED))) {
+        int rc = s->loop->io->read_start(s);
+        if (rc < 0)
+            kt__stream_failed(s, rc);
+    }
 }
 
 /* ---- delivering input ------------------------------------------------------------- */
@@ -139,14 +222,27 @@ static size_t call_read(kt_stream *s, const char *data, size_t len)
     return off;
 }
 
-/* Present the kept bytes again. rbuf cannot move during the callback:
- * input for s arrives only from the backend, never inside a callback. */
+/* Present the kept bytes again, with as many unseen ones as the slice
+ * allows; the rest waits for the next iteration. rbuf cannot move during
+ * the callback: input for s arrives only from the backend, never inside a
+ * callback. */
 static void present_kept(kt_stream *s)
 {
-    size_t used = call_read(s, s->rbuf, s->rlen);
+    size_t show = slice_room(s);
+    if (show > s->rfresh)
+        show = s->rfresh;
+    s->slice_used += show;
+    s->rfresh -= show;
+    size_t used = call_read(s, s->rbuf, s->rlen - s->rfresh);
     if (s->flags & KT__S_CLOSING)
         return; /* rbuf goes with the stream */
     rbuf_consume(s, used);
+    if (s->flags & KT__S_FAILED)
+        return;
+    if (s->rfresh > 0)
+        throttle(s);
+    else if (s->flags & KT__S_THROTTLED)
+        unthrottle(s);
 }
 
 /* Input could not be kept: the stream cannot go on. */
@@ -206,8 +302,7 @@ static void deliver_after_kept(kt_stream *s, const char *data, size_t len)
         if (off == len)
             return;
         if (!(s->flags & KT__S_READING)) {
-            if (rbuf_append(s, data + off, len - off) < 0)
-                stream_fail_nomem(s);
+            keep_fresh(s, data + off, len - off);
             return;
         }
         own -= used; /* it needs more bytes than rbuf holds */
@@ -219,17 +314,30 @@ void kt__stream_data(kt_stream *s, const char *data, size_t len)
 {
     if (len == 0 || (s->flags & (KT__S_CLOSING | KT__S_FAILED)))
         return; /* closing: discarded (see kt_stream_close) */
-    if (!(s->flags & KT__S_READING) || (s->flags & KT__S_IN_READ_CB)) {
+    if (!(s->flags & KT__S_READING) || (s->flags & (KT__S_IN_READ_CB | KT__S_THROTTLED)) ||
+        s->rfresh > 0) {
         /* A completion backend may deliver bytes already in flight after
-         * read_stop: keep them for read_start. */
-        if (rbuf_append(s, data, len) < 0)
-            stream_fail_nomem(s);
+         * read_stop or a throttle: keep them, behind the unseen ones. */
+        keep_fresh(s, data, len);
+        if ((s->flags & (KT__S_READING | KT__S_FAILED)) == KT__S_READING)
+            throttle(s);
         return;
     }
-    if (s->rlen == 0)
-        deliver_direct(s, data, len);
-    else
-        deliver_after_kept(s, data, len);
+    size_t room = slice_room(s);
+    size_t now = len < room ? len : room;
+    s->slice_used += now;
+    if (now > 0) {
+        if (s->rlen == 0)
+            deliver_direct(s, data, now);
+        else
+            deliver_after_kept(s, data, now);
+    }
+    if (now < len && !(s->flags & (KT__S_CLOSING | KT__S_FAILED))) {
+        /* The slice is spent: the rest is for the next iteration. */
+        keep_fresh(s, data + now, len - now);
+        if ((s->flags & (KT__S_READING | KT__S_FAILED)) == KT__S_READING)
+            throttle(s);
+    }
 }
 
 /* FIN: kept input is presented once more before on_eof. If reading is off
@@ -238,8 +346,9 @@ static void deliver_eof(kt_stream *s)
 {
     if (s->rlen > 0) {
         present_kept(s);
-        if ((s->flags & (KT__S_CLOSING | KT__S_FAILED)) || !(s->flags & KT__S_READING))
-            return;
+        if ((s->flags & (KT__S_CLOSING | KT__S_FAILED)) || !(s->flags & KT__S_READING) ||
+            s->rfresh > 0)
+            return; /* unseen input first: present_kept queued s again */
     }
     s->flags &= ~(KT__S_EOF_DUE | KT__S_READING);
     if (s->cbs.on_eof)
@@ -281,7 +390,8 @@ void kt__streams_run_pending(kt_loop *loop, kt_stream *batch)
             if (s->rlen > 0)
                 present_kept(s);
             if ((s->flags & (KT__S_EOF_DUE | KT__S_READING | KT__S_CLOSING | KT__S_FAILED)) ==
-                (KT__S_EOF_DUE | KT__S_READING))
+                    (KT__S_EOF_DUE | KT__S_READING) &&
+                s->rfresh == 0)
                 deliver_eof(s);
         }
         s = next;
@@ -299,7 +409,7 @@ int kt_stream_read_start(kt_stream *s)
     s->flags |= KT__S_READING;
     /* While connecting, the backend starts reading once connected; after
      * FIN there is nothing left to read. */
-    if (!(s->flags & (KT__S_EOF | KT__S_CONNECTING))) {
+    if (!(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_THROTTLED))) {
         int rc = s->loop->io->read_start(s);
         if (rc < 0) {
             s->flags &= ~KT__S_READING;
@@ -317,7 +427,7 @@ void kt_stream_read_stop(kt_stream *s)
     if (!(s->flags & KT__S_READING))
         return;
     s->flags &= ~KT__S_READING;
-    if (!(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_CLOSE_SENT)))
+    if (!(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_CLOSE_SENT | KT__S_THROTTLED)))
         s->loop->io->read_stop(s);
 }
 

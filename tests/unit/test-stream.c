@@ -1053,6 +1053,118 @@ static void test_idle_holds_nothing(void **state)
     loop_done(loop);
 }
 
+/* The read slice: however much the peer has sent, a stream presents at
+ * most KT__READ_SLICE new bytes to on_read per iteration, keeps the rest
+ * for the next ones, and loses or reorders nothing. The reader takes
+ * messages of `msg` bytes only whole (0: it takes every byte at once), so
+ * kept, unseen and partly consumed input all come into play; FIN comes
+ * after the last byte. */
+struct slicer {
+    kt_loop *loop;
+    size_t msg;             /* bytes per message, 0 for a byte stream */
+    size_t got;             /* bytes consumed (checked against the pattern) */
+    size_t shown;           /* the most bytes presented past `got` so far */
+    uint64_t iter;          /* the iteration new_bytes counts for */
+    size_t new_bytes, most; /* new bytes presented in it, and the most in one */
+    bool bad, eof, closed;
+};
+
+static size_t slicer_read(kt_stream *s, const char *data, size_t len, void *arg)
+{
+    struct slicer *sl = arg;
+    (void)s;
+    uint64_t it = iterations(sl->loop);
+    if (it != sl->iter) {
+        sl->iter = it;
+        sl->new_bytes = 0;
+    }
+    if (len > sl->shown) {
+        sl->new_bytes += len - sl->shown;
+        sl->shown = len;
+    }
+    if (sl->new_bytes > sl->most)
+        sl->most = sl->new_bytes;
+    size_t take = sl->msg ? (len >= sl->msg ? sl->msg : 0) : len;
+    if (take) {
+        char want[4096];
+        for (size_t off = 0; off < take; off += sizeof(want)) {
+            size_t n = take - off < sizeof(want) ? take - off : sizeof(want);
+            pat_fill(want, n, sl->got + off);
+            if (memcmp(data + off, want, n) != 0)
+                sl->bad = true;
+        }
+        sl->got += take;
+        sl->shown = len - take;
+    }
+    return take;
+}
+
+static void slicer_eof(kt_stream *s, void *arg)
+{
+    ((struct slicer *)arg)->eof = true;
+    kt_stream_close(s, KT_CLOSE_NOW);
+}
+
+static void slicer_close(kt_stream *s, void *arg)
+{
+    (void)s;
+    ((struct slicer *)arg)->closed = true;
+}
+
+static void read_slice_case(size_t msg)
+{
+    const size_t total = 4u << 20;
+    kt_loop *loop = unit_loop_new();
+    struct slicer sl = { .loop = loop, .msg = msg };
+    kt_stream_cbs cbs = { .on_read = slicer_read, .on_eof = slicer_eof, .on_close = slicer_close };
+    int sv[2];
+    kt_stream *s;
+    open_pair(loop, sv, &cbs, &sl, &s);
+    /* A deep socket buffer, so that far more than a slice waits at once. */
+    int big = 4 << 20;
+    if (setsockopt(sv[1], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big)) < 0)
+        (void)setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    fcntl(sv[1], F_SETFL, fcntl(sv[1], F_GETFL) | O_NONBLOCK);
+    /* Fill the socket before the stream reads at all. */
+    static char chunk[256 << 10];
+    size_t sent = 0;
+    uint64_t end = kt_clock_ns() + KT_SEC(30);
+    for (bool started = false; !sl.closed;) {
+        while (sent < total) {
+            size_t n = total - sent < sizeof(chunk) ? total - sent : sizeof(chunk);
+            pat_fill(chunk, n, sent);
+            ssize_t w = write(sv[1], chunk, n);
+            if (w <= 0)
+                break;
+            sent += (size_t)w;
+            if (sent == total)
+                shutdown(sv[1], SHUT_WR);
+        }
+        if (!started) {
+            assert_int_equal(kt_stream_read_start(s), 0);
+            started = true;
+        }
+        assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
+        if (kt_clock_ns() > end)
+            fail_msg("read slice (msg %zu): %zu of %zu bytes", msg, sl.got, total);
+    }
+    assert_false(sl.bad);
+    assert_true(sl.eof);
+    assert_int_equal(sl.got, msg ? total - total % msg : total); /* an unfinished one stays */
+    assert_true(sl.most > 0);
+    assert_true(sl.most <= KT__READ_SLICE);
+    close(sv[1]);
+    loop_done(loop);
+}
+
+static void test_read_slice(void **state)
+{
+    (void)state;
+    read_slice_case(0);          /* every byte taken at once */
+    read_slice_case(1u << 20);   /* messages of four slices, taken whole */
+    read_slice_case(100000);     /* messages that end mid-read */
+}
+
 /* ---- listeners ----------------------------------------------------------------------------- */
 
 struct counter {
@@ -1846,6 +1958,7 @@ int main(void)
         cmocka_unit_test(test_close_other_in_read),
         cmocka_unit_test(test_kept_input),
         cmocka_unit_test(test_idle_holds_nothing),
+        cmocka_unit_test(test_read_slice),
         cmocka_unit_test(test_listener_pause_resume),
         cmocka_unit_test(test_unix_paths),
         cmocka_unit_test(test_emfile),
