@@ -212,9 +212,6 @@ struct kt_stream {
     char *rbuf;               /* unconsumed input, NULL when none */
     size_t rlen, rcap;        /* kept bytes; room from rbuf on */
     size_t rhead;             /* consumed bytes before rbuf in its allocation */
-    size_t rfresh;            /* last rfresh bytes of rbuf: not yet presented to on_read */
-    uint64_t slice_iter;      /* the iteration slice_used counts for */
-    size_t slice_used;        /* new bytes presented in it (KT__READ_SLICE) */
 
     kt__block *out_head, *out_tail;
     size_t out_bytes;         /* queued, not yet sent */
@@ -250,14 +247,6 @@ struct kt_stream {
 #define KT__S_EOF_DUE     0x2000u /* FIN received while not reading: on_eof after read_start */
 #define KT__S_RBLOCK      0x4000u /* rbuf is the data[] of a kt__block from the free list */
 #define KT__S_CLOSE_SENT  0x8000u /* io->close has been called: nothing more is asked of the backend */
-#define KT__S_THROTTLED   0x10000u /* its slice is spent, input is kept: the backend reads no more */
-
-/* New input bytes a stream presents to on_read in one loop iteration, on
- * every backend; the rest is kept (and the backend stops reading it) until
- * the next iteration, so that one client sending a lot cannot make an
- * iteration long for everyone else. The readiness backends read at most
- * this much per wake-up anyway (KT__RD_READS_MAX reads of 64 KiB). */
-#define KT__READ_SLICE (256u << 10)
 
 /* Backends: after any kt__stream_* call, s may have been closed by a user
  * callback. It stays allocated until the end of the iteration, but once
@@ -304,9 +293,7 @@ struct kt_loop {
 /* ---- completions reported by backends (stream.c) ------------------------- */
 
 /* Bytes arrived for s; they are delivered (with kept bytes first) before
- * this returns, and copied if not consumed, so the backend may reuse data.
- * Past the iteration's KT__READ_SLICE they are kept instead, and the
- * backend is told to stop reading (read_stop) until they are presented. */
+ * this returns, and copied if not consumed, so the backend may reuse data. */
 void kt__stream_data(kt_stream *s, const char *data, size_t len);
 void kt__stream_eof(kt_stream *s);
 void kt__stream_failed(kt_stream *s, int err);

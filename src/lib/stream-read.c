@@ -13,13 +13,6 @@
  *
  * Input for a stream arrives only from its backend, never inside one of
  * its callbacks, so rbuf does not move while on_read looks at it.
- *
- * At most KT__READ_SLICE new bytes reach on_read per iteration: the rest
- * is kept unseen (rfresh, at the end of rbuf), the backend stops reading
- * (KT__S_THROTTLED) and the stream goes on loop->pending, which presents
- * the next slice in the next iteration and restarts the backend once
- * nothing unseen is left. So one client sending a lot costs an iteration
- * a bounded amount of copying and parsing, whatever its backend took.
  */
 #include "config.h"
 #include <errno.h>
@@ -55,7 +48,7 @@ void kt__stream_rbuf_release(kt_stream *s)
         return;
     rbuf_free(s);
     s->rbuf = NULL;
-    s->rlen = s->rcap = s->rhead = s->rfresh = 0;
+    s->rlen = s->rcap = s->rhead = 0;
     s->flags &= ~KT__S_RBLOCK;
 }
 
@@ -148,55 +141,6 @@ static void rbuf_consume(kt_stream *s, size_t n)
     s->rlen = left;
 }
 
-/* ---- the per-iteration slice ------------------------------------------------------ */
-
-/* New bytes s may still present to on_read in this iteration. */
-static size_t slice_room(kt_stream *s)
-{
-    uint64_t it = s->loop->stats.iterations;
-    if (s->slice_iter != it) {
-        s->slice_iter = it;
-        s->slice_used = 0;
-    }
-    return s->slice_used < KT__READ_SLICE ? KT__READ_SLICE - s->slice_used : 0;
-}
-
-/* Keep len bytes that on_read has not seen yet, behind the kept ones. */
-static void keep_fresh(kt_stream *s, const char *data, size_t len)
-{
-    if (rbuf_append(s, data, len) < 0) {
-        kt__stream_failed(s, -ENOMEM);
-        return;
-    }
-    s->rfresh += len;
-}
-
-/* Unseen input is kept: the backend takes no more until it has been
- * presented (from loop->pending, the next iteration on). */
-static void throttle(kt_stream *s)
-{
-    if (!(s->flags & KT__S_THROTTLED)) {
-        s->flags |= KT__S_THROTTLED;
-        if ((s->flags & KT__S_READING) &&
-            !(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_CLOSE_SENT)))
-            s->loop->io->read_stop(s);
-    }
-    if (s->flags & KT__S_READING)
-        kt__stream_add_pending(s);
-}
-
-/* Everything kept has been presented: the backend reads again. */
-static void unthrottle(kt_stream *s)
-{
-    s->flags &= ~KT__S_THROTTLED;
-    if ((s->flags & KT__S_READING) &&
-        !(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_CLOSING | KT__S_FAILED))) {
-        int rc = s->loop->io->read_start(s);
-        if (rc < 0)
-            kt__stream_failed(s, rc);
-    }
-}
-
 /* ---- delivering input ------------------------------------------------------------- */
 
 /* Present data to on_read until it consumes all, consumes nothing (it
@@ -222,27 +166,14 @@ static size_t call_read(kt_stream *s, const char *data, size_t len)
     return off;
 }
 
-/* Present the kept bytes again, with as many unseen ones as the slice
- * allows; the rest waits for the next iteration. rbuf cannot move during
- * the callback: input for s arrives only from the backend, never inside a
- * callback. */
+/* Present the kept bytes again. rbuf cannot move during the callback:
+ * input for s arrives only from the backend, never inside a callback. */
 static void present_kept(kt_stream *s)
 {
-    size_t show = slice_room(s);
-    if (show > s->rfresh)
-        show = s->rfresh;
-    s->slice_used += show;
-    s->rfresh -= show;
-    size_t used = call_read(s, s->rbuf, s->rlen - s->rfresh);
+    size_t used = call_read(s, s->rbuf, s->rlen);
     if (s->flags & KT__S_CLOSING)
         return; /* rbuf goes with the stream */
     rbuf_consume(s, used);
-    if (s->flags & KT__S_FAILED)
-        return;
-    if (s->rfresh > 0)
-        throttle(s);
-    else if (s->flags & KT__S_THROTTLED)
-        unthrottle(s);
 }
 
 /* Input could not be kept: the stream cannot go on. */
@@ -302,7 +233,8 @@ static void deliver_after_kept(kt_stream *s, const char *data, size_t len)
         if (off == len)
             return;
         if (!(s->flags & KT__S_READING)) {
-            keep_fresh(s, data + off, len - off);
+            if (rbuf_append(s, data + off, len - off) < 0)
+                stream_fail_nomem(s);
             return;
         }
         own -= used; /* it needs more bytes than rbuf holds */
@@ -314,30 +246,17 @@ void kt__stream_data(kt_stream *s, const char *data, size_t len)
 {
     if (len == 0 || (s->flags & (KT__S_CLOSING | KT__S_FAILED)))
         return; /* closing: discarded (see kt_stream_close) */
-    if (!(s->flags & KT__S_READING) || (s->flags & (KT__S_IN_READ_CB | KT__S_THROTTLED)) ||
-        s->rfresh > 0) {
+    if (!(s->flags & KT__S_READING) || (s->flags & KT__S_IN_READ_CB)) {
         /* A completion backend may deliver bytes already in flight after
-         * read_stop or a throttle: keep them, behind the unseen ones. */
-        keep_fresh(s, data, len);
-        if ((s->flags & (KT__S_READING | KT__S_FAILED)) == KT__S_READING)
-            throttle(s);
+         * read_stop: keep them for read_start. */
+        if (rbuf_append(s, data, len) < 0)
+            stream_fail_nomem(s);
         return;
     }
-    size_t room = slice_room(s);
-    size_t now = len < room ? len : room;
-    s->slice_used += now;
-    if (now > 0) {
-        if (s->rlen == 0)
-            deliver_direct(s, data, now);
-        else
-            deliver_after_kept(s, data, now);
-    }
-    if (now < len && !(s->flags & (KT__S_CLOSING | KT__S_FAILED))) {
-        /* The slice is spent: the rest is for the next iteration. */
-        keep_fresh(s, data + now, len - now);
-        if ((s->flags & (KT__S_READING | KT__S_FAILED)) == KT__S_READING)
-            throttle(s);
-    }
+    if (s->rlen == 0)
+        deliver_direct(s, data, len);
+    else
+        deliver_after_kept(s, data, len);
 }
 
 /* FIN: kept input is presented once more before on_eof. If reading is off
@@ -346,9 +265,8 @@ static void deliver_eof(kt_stream *s)
 {
     if (s->rlen > 0) {
         present_kept(s);
-        if ((s->flags & (KT__S_CLOSING | KT__S_FAILED)) || !(s->flags & KT__S_READING) ||
-            s->rfresh > 0)
-            return; /* unseen input first: present_kept queued s again */
+        if ((s->flags & (KT__S_CLOSING | KT__S_FAILED)) || !(s->flags & KT__S_READING))
+            return;
     }
     s->flags &= ~(KT__S_EOF_DUE | KT__S_READING);
     if (s->cbs.on_eof)
@@ -390,8 +308,7 @@ void kt__streams_run_pending(kt_loop *loop, kt_stream *batch)
             if (s->rlen > 0)
                 present_kept(s);
             if ((s->flags & (KT__S_EOF_DUE | KT__S_READING | KT__S_CLOSING | KT__S_FAILED)) ==
-                    (KT__S_EOF_DUE | KT__S_READING) &&
-                s->rfresh == 0)
+                (KT__S_EOF_DUE | KT__S_READING))
                 deliver_eof(s);
         }
         s = next;
@@ -409,7 +326,7 @@ int kt_stream_read_start(kt_stream *s)
     s->flags |= KT__S_READING;
     /* While connecting, the backend starts reading once connected; after
      * FIN there is nothing left to read. */
-    if (!(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_THROTTLED))) {
+    if (!(s->flags & (KT__S_EOF | KT__S_CONNECTING))) {
         int rc = s->loop->io->read_start(s);
         if (rc < 0) {
             s->flags &= ~KT__S_READING;
@@ -427,7 +344,7 @@ void kt_stream_read_stop(kt_stream *s)
     if (!(s->flags & KT__S_READING))
         return;
     s->flags &= ~KT__S_READING;
-    if (!(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_CLOSE_SENT | KT__S_THROTTLED)))
+    if (!(s->flags & (KT__S_EOF | KT__S_CONNECTING | KT__S_CLOSE_SENT)))
         s->loop->io->read_stop(s);
 }
 
