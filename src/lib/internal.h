@@ -210,7 +210,8 @@ struct kt_stream {
     unsigned flags;           /* KT__S_* */
 
     char *rbuf;               /* unconsumed input, NULL when none */
-    size_t rlen, rcap;
+    size_t rlen, rcap;        /* kept bytes; room from rbuf on */
+    size_t rhead;             /* consumed bytes before rbuf in its allocation */
 
     kt__block *out_head, *out_tail;
     size_t out_bytes;         /* queued, not yet sent */

@@ -25,20 +25,30 @@
  * rbuf exists only while input is kept, and is sized to it: a block of the
  * smallest class that holds the kept bytes (KT__S_RBLOCK), or malloc'd
  * memory beyond the largest class. It is freed once consumed, and moved to
- * a smaller block when a partial consume leaves it mostly empty.
+ * a smaller block when a partial consume leaves it mostly empty. Otherwise
+ * a partial consume only advances rbuf (rhead bytes into its allocation):
+ * the rest moves to the front only when room is needed behind it, so a
+ * pipeline of large requests is not copied again at every request.
  */
 
-/* Give the read buffer back: to the block free list if it came from it. */
+/* Free rbuf's memory: to the block free list if it came from it. */
+static void rbuf_free(kt_stream *s)
+{
+    char *base = s->rbuf - s->rhead;
+    if (s->flags & KT__S_RBLOCK)
+        kt__block_put(s->loop, (kt__block *)(base - offsetof(kt__block, data)));
+    else
+        kt_free(base);
+}
+
+/* Give the read buffer back, with whatever it kept. */
 void kt__stream_rbuf_release(kt_stream *s)
 {
     if (s->rbuf == NULL)
         return;
-    if (s->flags & KT__S_RBLOCK)
-        kt__block_put(s->loop, (kt__block *)(s->rbuf - offsetof(kt__block, data)));
-    else
-        kt_free(s->rbuf);
+    rbuf_free(s);
     s->rbuf = NULL;
-    s->rlen = s->rcap = 0;
+    s->rlen = s->rcap = s->rhead = 0;
     s->flags &= ~KT__S_RBLOCK;
 }
 
@@ -60,10 +70,13 @@ static int rbuf_move(kt_stream *s, size_t from, size_t cap)
     size_t keep = s->rlen - from;
     if (keep)
         memcpy(p, s->rbuf + from, keep);
-    kt__stream_rbuf_release(s);
+    if (s->rbuf)
+        rbuf_free(s);
     s->rbuf = p;
     s->rlen = keep;
     s->rcap = cap;
+    s->rhead = 0;
+    s->flags &= ~KT__S_RBLOCK;
     if (c < KT__BLOCK_NCLASS)
         s->flags |= KT__S_RBLOCK;
     return 0;
@@ -79,6 +92,17 @@ static int rbuf_reserve(kt_stream *s, size_t more)
     size_t need = s->rlen + more;
     if (need < more)
         return -ENOMEM;
+    size_t total = s->rhead + s->rcap;
+    if (need <= total) {
+        /* Room enough before rbuf (consumed bytes): move the kept bytes
+         * to the front, once per consume at most. */
+        char *base = s->rbuf - s->rhead;
+        memmove(base, s->rbuf, s->rlen);
+        s->rbuf = base;
+        s->rcap = total;
+        s->rhead = 0;
+        return 0;
+    }
     if (kt__block_class_for(need) == KT__BLOCK_BIG && need < 2 * s->rcap)
         need = 2 * s->rcap;
     return rbuf_move(s, 0, need);
@@ -107,10 +131,13 @@ static void rbuf_consume(kt_stream *s, size_t n)
         return;
     size_t left = s->rlen - n;
     unsigned c = kt__block_class_for(left);
-    if (c < KT__BLOCK_NCLASS && (size_t)kt__block_capacity(c) * 8 <= s->rcap &&
+    if (c < KT__BLOCK_NCLASS && (size_t)kt__block_capacity(c) * 8 <= s->rhead + s->rcap &&
         rbuf_move(s, n, left) == 0)
         return;
-    memmove(s->rbuf, s->rbuf + n, left);
+    /* The rest stays where it is: it moves only if room is needed. */
+    s->rbuf += n;
+    s->rhead += n;
+    s->rcap -= n;
     s->rlen = left;
 }
 

@@ -138,7 +138,7 @@ size_t kt__stream_mem(const kt_stream *s)
     for (const kt__block *b = s->out_head; b; b = b->next)
         n += sizeof(*b) + b->size;
     if (s->rbuf)
-        n += s->rcap + ((s->flags & KT__S_RBLOCK) ? sizeof(kt__block) : 0);
+        n += s->rhead + s->rcap + ((s->flags & KT__S_RBLOCK) ? sizeof(kt__block) : 0);
     return n;
 }
 

@@ -1053,6 +1053,100 @@ static void test_idle_holds_nothing(void **state)
     loop_done(loop);
 }
 
+/* Large pipelined input: 4 MiB sent as fast as the socket takes it, read
+ * by a callback that takes messages of `msg` bytes only whole (0: every
+ * byte at once), so that kept input grows, is partly consumed (the rest
+ * stays in place, rbuf advancing) and grows again; nothing is lost or
+ * reordered, and FIN comes after the last byte. */
+struct piper {
+    kt_loop *loop;
+    size_t msg;             /* bytes per message, 0 for a byte stream */
+    size_t got;             /* bytes consumed (checked against the pattern) */
+    bool bad, eof, closed;
+};
+
+static size_t piper_read(kt_stream *s, const char *data, size_t len, void *arg)
+{
+    struct piper *sl = arg;
+    (void)s;
+    size_t take = sl->msg ? (len >= sl->msg ? sl->msg : 0) : len;
+    if (take) {
+        char want[4096];
+        for (size_t off = 0; off < take; off += sizeof(want)) {
+            size_t n = take - off < sizeof(want) ? take - off : sizeof(want);
+            pat_fill(want, n, sl->got + off);
+            if (memcmp(data + off, want, n) != 0)
+                sl->bad = true;
+        }
+        sl->got += take;
+    }
+    return take;
+}
+
+static void piper_eof(kt_stream *s, void *arg)
+{
+    ((struct piper *)arg)->eof = true;
+    kt_stream_close(s, KT_CLOSE_NOW);
+}
+
+static void piper_close(kt_stream *s, void *arg)
+{
+    (void)s;
+    ((struct piper *)arg)->closed = true;
+}
+
+static void pipeline_case(size_t msg)
+{
+    const size_t total = 4u << 20;
+    kt_loop *loop = unit_loop_new();
+    struct piper sl = { .loop = loop, .msg = msg };
+    kt_stream_cbs cbs = { .on_read = piper_read, .on_eof = piper_eof, .on_close = piper_close };
+    int sv[2];
+    kt_stream *s;
+    open_pair(loop, sv, &cbs, &sl, &s);
+    /* A deep socket buffer, so that megabytes wait at once. */
+    int big = 4 << 20;
+    if (setsockopt(sv[1], SOL_SOCKET, SO_SNDBUFFORCE, &big, sizeof(big)) < 0)
+        (void)setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &big, sizeof(big));
+    fcntl(sv[1], F_SETFL, fcntl(sv[1], F_GETFL) | O_NONBLOCK);
+    /* Fill the socket before the stream reads at all. */
+    static char chunk[256 << 10];
+    size_t sent = 0;
+    uint64_t end = kt_clock_ns() + KT_SEC(30);
+    for (bool started = false; !sl.closed;) {
+        while (sent < total) {
+            size_t n = total - sent < sizeof(chunk) ? total - sent : sizeof(chunk);
+            pat_fill(chunk, n, sent);
+            ssize_t w = write(sv[1], chunk, n);
+            if (w <= 0)
+                break;
+            sent += (size_t)w;
+            if (sent == total)
+                shutdown(sv[1], SHUT_WR);
+        }
+        if (!started) {
+            assert_int_equal(kt_stream_read_start(s), 0);
+            started = true;
+        }
+        assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
+        if (kt_clock_ns() > end)
+            fail_msg("large pipeline (msg %zu): %zu of %zu bytes", msg, sl.got, total);
+    }
+    assert_false(sl.bad);
+    assert_true(sl.eof);
+    assert_int_equal(sl.got, msg ? total - total % msg : total); /* an unfinished one stays */
+    close(sv[1]);
+    loop_done(loop);
+}
+
+static void test_large_pipeline(void **state)
+{
+    (void)state;
+    pipeline_case(0);          /* every byte taken at once */
+    pipeline_case(1u << 20);   /* 1 MiB messages, taken whole */
+    pipeline_case(100000);     /* messages that end mid-read */
+}
+
 /* ---- listeners ----------------------------------------------------------------------------- */
 
 struct counter {
@@ -1846,6 +1940,7 @@ int main(void)
         cmocka_unit_test(test_close_other_in_read),
         cmocka_unit_test(test_kept_input),
         cmocka_unit_test(test_idle_holds_nothing),
+        cmocka_unit_test(test_large_pipeline),
         cmocka_unit_test(test_listener_pause_resume),
         cmocka_unit_test(test_unix_paths),
         cmocka_unit_test(test_emfile),
