@@ -24,7 +24,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include "server-int.h"
 
 /* A parser state with more argument slots than this is released once the
@@ -387,8 +386,8 @@ static bool slice_spent(ks_conn *c)
 {
     kt_loop_stats ls;
     kt_loop_get_stats(c->srv->loop, &ls);
-    if (c->slice_iter != ls.iterations) {
-        c->slice_iter = ls.iterations;
+    if (c->slice_iter != (uint32_t)ls.iterations) {
+        c->slice_iter = (uint32_t)ls.iterations;
         c->slice_used = 0;
     }
     return c->slice_used >= KS_CONN_SLICE;
@@ -509,7 +508,8 @@ static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg
             return len;
         }
         off += (size_t)r;
-        c->slice_used += (size_t)r;
+        c->slice_used = (size_t)r < UINT32_MAX - c->slice_used ? c->slice_used + (uint32_t)r
+                                                                : UINT32_MAX;
         if (c->req->argc == 0)
             continue; /* empty line, *0, *-1 */
         ks__touch(c);
@@ -653,40 +653,6 @@ void ks_conn_start(ks_conn *c)
 {
     c->flags &= ~KS_C_IDLE;
     ks_conn_update_reading(c);
-}
-
-/* ---- the drain's view of a connection ----------------------------------------------------- */
-
-static size_t unread_in_socket(const ks_conn *c)
-{
-    int n = 0;
-    int fd = kt_stream_fd(c->s);
-    if (fd < 0 || ioctl(fd, FIONREAD, &n) < 0 || n < 0)
-        return 0;
-    return (size_t)n;
-}
-
-bool ks__conn_idle_for_drain(ks_conn *c)
-{
-    if (c->head || (c->flags & (KS_C_PAUSED | KS_C_HOLD)) || kt_stream_pending(c->s))
-        return false;
-    /* Input kept by the stream must be the start of a request that is not
-     * complete; anything in the socket is still to be read. */
-    if (kt_stream_buffered(c->s) && !(c->flags & KS_C_PARTIAL) && !(c->flags & KS_C_NOREAD))
-        return false;
-    return unread_in_socket(c) == 0;
-}
-
-void ks__conn_count_lost(ks_conn *c, ks_lost *lost)
-{
-    size_t unread = unread_in_socket(c);
-    if (!(c->flags & (KS_C_PARTIAL | KS_C_NOREAD)))
-        unread += kt_stream_buffered(c->s);
-    if (c->pending == 0 && unread == 0)
-        return;
-    lost->clients++;
-    lost->requests += c->pending;
-    lost->unread_bytes += unread;
 }
 
 /* ---- CLIENT LIST ------------------------------------------------------------------------------ */

@@ -31,10 +31,6 @@ ks_conn *ks__conn_new(ks_server *srv, kt_stream *s);
 void ks__conn_set_watermarks(ks_conn *c);
 /* A connection's stream finished closing (server side bookkeeping). */
 void ks__conn_gone(ks_server *srv);
-/* Drain: is c done (nothing owed, nothing unread, not paused)? Counts
- * what it would lose when closed now into lost. */
-bool ks__conn_idle_for_drain(ks_conn *c);
-void ks__conn_count_lost(ks_conn *c, ks_lost *lost);
 /* The cron tick (server-lag.c): arm it; at each tick, measure how late it
  * ran and re-arm it. ks__lag_tick is true once every KS_CRON_TICKS ticks
  * (the idle sweep and the memory trim run then). */

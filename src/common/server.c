@@ -17,6 +17,7 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -361,6 +362,43 @@ static void cron_cb(kt_timer *t, void *arg)
     (void)ks_server_trim(srv);
 }
 
+/* ---- the drain's view of a connection ----------------------------------------------------- */
+
+/* Is c done (nothing owed, nothing unread, not paused)? And what would it
+ * lose if closed now? */
+
+static size_t unread_in_socket(const ks_conn *c)
+{
+    int n = 0;
+    int fd = kt_stream_fd(c->s);
+    if (fd < 0 || ioctl(fd, FIONREAD, &n) < 0 || n < 0)
+        return 0;
+    return (size_t)n;
+}
+
+static bool conn_idle_for_drain(ks_conn *c)
+{
+    if (c->head || (c->flags & (KS_C_PAUSED | KS_C_HOLD)) || kt_stream_pending(c->s))
+        return false;
+    /* Input kept by the stream must be the start of a request that is not
+     * complete; anything in the socket is still to be read. */
+    if (kt_stream_buffered(c->s) && !(c->flags & KS_C_PARTIAL) && !(c->flags & KS_C_NOREAD))
+        return false;
+    return unread_in_socket(c) == 0;
+}
+
+static void conn_count_lost(ks_conn *c, ks_lost *lost)
+{
+    size_t unread = unread_in_socket(c);
+    if (!(c->flags & (KS_C_PARTIAL | KS_C_NOREAD)))
+        unread += kt_stream_buffered(c->s);
+    if (c->pending == 0 && unread == 0)
+        return;
+    lost->clients++;
+    lost->requests += c->pending;
+    lost->unread_bytes += unread;
+}
+
 /* ---- the drain ---------------------------------------------------------------------------- */
 
 static void drained(ks_server *srv)
@@ -394,7 +432,7 @@ static void drain_sweep(ks_server *srv)
         next = c->next;
         if (srv->d->stuck && srv->d->stuck(c)) {
             ks_conn_close(c, KT_CLOSE_NOW);
-        } else if (!ks__conn_idle_for_drain(c)) {
+        } else if (!conn_idle_for_drain(c)) {
             c->quiet = 0;
         } else if (++c->quiet >= KS_DRAIN_QUIET) {
             ks_conn_close(c, KT_CLOSE_FLUSH);
@@ -416,7 +454,7 @@ static void drain_end(ks_server *srv, const char *why)
     size_t n = srv->nclients;
     for (ks_conn *c = srv->head; c; c = c->next)
         if (!(srv->d->stuck && srv->d->stuck(c)))
-            ks__conn_count_lost(c, &srv->lost);
+            conn_count_lost(c, &srv->lost);
     if (srv->lost.clients)
         kt_log_warning("%s: closing %zu clients; %llu of them had requests not answered: "
                        "%llu requests unanswered, %llu bytes unread", why, n,

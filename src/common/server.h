@@ -354,7 +354,8 @@ struct ks_conn {
     ks_conn *prev, *next;      /* srv's list, least recently active first */
     ks_slot *head, *tail;      /* replies owed, in request order */
     uint32_t pending;          /* slots in the FIFO */
-    uint32_t flags;            /* KS_C_* */
+    uint16_t flags;            /* KS_C_* */
+    uint8_t quiet;             /* drain: ticks in a row with nothing to do */
     size_t held;               /* bytes of immediate replies parked in the FIFO */
     size_t pending_bytes;      /* bytes held for requests in flight (ks_slot_hold) */
     uint64_t id;
@@ -364,9 +365,8 @@ struct ks_conn {
     kt_resp_req *req;          /* this connection's parser state, from its first
                                   byte on (an idle client holds none) */
     ks_conn *ynext;            /* srv->yielded */
-    uint64_t slice_iter;       /* the loop iteration slice_used counts in */
-    size_t slice_used;         /* request bytes dispatched in it */
-    uint8_t quiet;             /* drain: ticks in a row with nothing to do */
+    uint32_t slice_iter;       /* the loop iteration slice_used counts in (low bits) */
+    uint32_t slice_used;       /* request bytes dispatched in it (saturating) */
 };
 
 /* A reply owed, in the FIFO. A daemon's deferred request starts with it. */
