@@ -287,7 +287,7 @@ def test_runtime_config():
         assert c.call("CONFIG", "GET", "latency") == [b"latency", b"fixed 200ms"]
         assert c.call("CONFIG", "GET", "max-*")[0::2] == [
             b"max-delay", b"max-inline", b"max-bulk", b"max-args", b"max-query-buffer",
-            b"max-output-buffer", b"max-pending"]
+            b"max-output-buffer", b"max-pending", b"max-clients-memory"]
         r = c.call("CONFIG", "SET", "latency", "sometimes")
         assert isinstance(r, E) and str(r).startswith(
             "ERR CONFIG SET failed (possibly related to argument 'latency') - expected none"), r
