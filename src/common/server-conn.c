@@ -508,8 +508,8 @@ static size_t conn_read_cb(kt_stream *s, const char *data, size_t len, void *arg
             return len;
         }
         off += (size_t)r;
-        c->slice_used = (size_t)r < UINT32_MAX - c->slice_used ? c->slice_used + (uint32_t)r
-                                                                : UINT32_MAX;
+        /* past the slice the next pass yields: no need to count further */
+        c->slice_used += (size_t)r < KS_CONN_SLICE ? (uint32_t)r : KS_CONN_SLICE;
         if (c->req->argc == 0)
             continue; /* empty line, *0, *-1 */
         ks__touch(c);

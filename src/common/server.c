@@ -284,18 +284,18 @@ uint64_t ks_conn_bytes(const ks_conn *c)
 
 size_t ks_server_evict(ks_server *srv)
 {
-    uint64_t limit = srv->sc->max_clients_memory, total = 0;
+    uint64_t limit = srv->sc->max_clients_memory, q, o, p;
     if (limit == 0)
         return 0;
-    for (const ks_conn *c = srv->head; c; c = c->next)
-        total += ks_conn_bytes(c);
+    ks_server_client_bytes(srv, &q, &o, &p);
+    uint64_t total = q + o + p;
     size_t closed = 0;
     while (total > limit && closed < KS_EVICT_MAX) {
         ks_conn *big = NULL;
         uint64_t most = 0;
         for (ks_conn *c = srv->head; c; c = c->next) {
             uint64_t b = ks_conn_bytes(c);
-            if (b > most && !(c->flags & KS_C_CLOSED)) {
+            if (b > most) { /* a closed client has left the list */
                 most = b;
                 big = c;
             }
@@ -364,9 +364,6 @@ static void cron_cb(kt_timer *t, void *arg)
 
 /* ---- the drain's view of a connection ----------------------------------------------------- */
 
-/* Is c done (nothing owed, nothing unread, not paused)? And what would it
- * lose if closed now? */
-
 static size_t unread_in_socket(const ks_conn *c)
 {
     int n = 0;
@@ -376,6 +373,7 @@ static size_t unread_in_socket(const ks_conn *c)
     return (size_t)n;
 }
 
+/* Is c done (nothing owed, nothing unread, not paused)? */
 static bool conn_idle_for_drain(ks_conn *c)
 {
     if (c->head || (c->flags & (KS_C_PAUSED | KS_C_HOLD)) || kt_stream_pending(c->s))
@@ -387,6 +385,7 @@ static bool conn_idle_for_drain(ks_conn *c)
     return unread_in_socket(c) == 0;
 }
 
+/* What c would lose if closed now, counted into lost. */
 static void conn_count_lost(ks_conn *c, ks_lost *lost)
 {
     size_t unread = unread_in_socket(c);

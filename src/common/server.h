@@ -366,7 +366,7 @@ struct ks_conn {
                                   byte on (an idle client holds none) */
     ks_conn *ynext;            /* srv->yielded */
     uint32_t slice_iter;       /* the loop iteration slice_used counts in (low bits) */
-    uint32_t slice_used;       /* request bytes dispatched in it (saturating) */
+    uint32_t slice_used;       /* request bytes dispatched in it (< 2 slices) */
 };
 
 /* A reply owed, in the FIFO. A daemon's deferred request starts with it. */

@@ -827,32 +827,41 @@ static void test_eject_by_rate(void **state)
 /* A server that answers nothing on any connection: the first stall ejects
  * it, without waiting for failures in a row or for enough requests in the
  * window to judge a rate. */
-static void test_silent_server_ejected_at_first_stall(void **state)
+/* Two shards over two connections each, ejection only by the stall rules
+ * (counts and rates out of reach), stall threshold floor; keys[0..1] served
+ * by shard 0, whose latency window has learned from 30 fetches. */
+static env *stall_env(uint64_t stall_floor, char keys[2][16])
 {
-    (void)state;
     env *e = env_new(2, "fixed 1ms");
     e->prm.connections = 2;
-    e->prm.stall_floor = KT_MSEC(30);
+    e->prm.stall_floor = stall_floor;
     e->prm.eject_after = 1000; /* not 0: that turns ejection off */
     e->prm.eject_min_requests = 1000000;
     e->prm.eject_time = KT_SEC(10);
     e->prm.eject_time_max = KT_SEC(10);
     const char *lines[] = { e->addr[0], e->addr[1], NULL };
     configure(e, lines);
-    char keys[2][16];
     int nk = 0;
     for (int i = 0; i < 200 && nk < 2; i++) {
-        snprintf(keys[nk], sizeof keys[nk], "%d", i);
+        snprintf(keys[nk], 16, "%d", i);
         if (served_by(e, keys[nk]) == 0)
             nk++;
     }
     assert_int_equal(nk, 2);
-    kd_replica *r = rep(e, 0, 0);
     for (int i = 0; i < 30; i++) { /* the window learns its latency */
         kt_future *f = fetch(e, keys[i % 2]);
         await(e, f);
         kt_future_unref(f);
     }
+    return e;
+}
+
+static void test_silent_server_ejected_at_first_stall(void **state)
+{
+    (void)state;
+    char keys[2][16];
+    env *e = stall_env(KT_MSEC(30), keys);
+    kd_replica *r = rep(e, 0, 0);
     assert_string_equal(db_cmd(e, 0, "FAULT SET stop-reading 1 all"), "+OK");
     /* one fetch on each connection (the second goes to the one with fewer
      * outstanding) */
@@ -920,29 +929,9 @@ static void test_one_stall_is_not_silence(void **state)
 static void test_stuck_server_ejected(void **state)
 {
     (void)state;
-    env *e = env_new(2, "fixed 1ms");
-    e->prm.connections = 2;
-    e->prm.stall_floor = KT_MSEC(300); /* the steps below take far less */
-    e->prm.eject_after = 1000;         /* not 0: that turns ejection off */
-    e->prm.eject_min_requests = 1000000;
-    e->prm.eject_time = KT_SEC(10);
-    e->prm.eject_time_max = KT_SEC(10);
-    const char *lines[] = { e->addr[0], e->addr[1], NULL };
-    configure(e, lines);
     char keys[2][16];
-    int nk = 0;
-    for (int i = 0; i < 200 && nk < 2; i++) {
-        snprintf(keys[nk], sizeof keys[nk], "%d", i);
-        if (served_by(e, keys[nk]) == 0)
-            nk++;
-    }
-    assert_int_equal(nk, 2);
+    env *e = stall_env(KT_MSEC(300), keys); /* the steps below take far less */
     kd_replica *r = rep(e, 0, 0);
-    for (int i = 0; i < 30; i++) { /* the window learns its latency */
-        kt_future *f = fetch(e, keys[i % 2]);
-        await(e, f);
-        kt_future_unref(f);
-    }
     assert_string_equal(db_cmd(e, 0, "FAULT SET stall 1"), "+OK");
     kt_future *f0 = fetch(e, keys[0]);
     (void)kt_loop_run(e->loop, KT_RUN_NOWAIT);
