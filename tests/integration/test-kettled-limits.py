@@ -301,6 +301,10 @@ def test_backend_queue_limit():
                  "--backend-queue-limit", "3", "--backend-batch", "1")
     try:
         c = h.Client(kd.port)
+        # the connection's pipeline counts only once it is up (a fetch sent
+        # while it connects waits in the queue)
+        h.wait_for(lambda: "connections=1/1" in h.info(c, "backend")["backend0"], 30,
+                   "the backend connection up")
         r = c.call("MGET", *[str(i) for i in range(8)])
         assert r[:5] == [str(i).encode() for i in range(5)], r
         for x in r[5:]:
