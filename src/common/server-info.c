@@ -154,6 +154,9 @@ void ks_info_loop(ks_server *srv, kt_buf *out)
     ks_info_add(out, "timers_pending:%llu\r\n", (unsigned long long)ls.timers_pending);
     ks_info_add(out, "streams:%llu\r\n", (unsigned long long)ls.streams);
     ks_info_add(out, "futures_live:%llu\r\n", (unsigned long long)ls.futures_live);
+    /* io-batch-wait in effect (0 where the backend cannot) and the waits it made */
+    ks_info_add(out, "io_batch_wait_us:%llu\r\n", (unsigned long long)(srv->batch_wait / KT_USEC(1)));
+    ks_info_add(out, "batch_waits:%llu\r\n", (unsigned long long)ls.batch_waits);
     /* how late the 100 ms cron tick ran: smoothed, and the worst of the last 10-20 s */
     ks_info_add(out, "loop_lag_us:%llu\r\n", (unsigned long long)(ks_lag_avg(srv) / KT_USEC(1)));
     ks_info_add(out, "loop_lag_max_us:%llu\r\n", (unsigned long long)(ks_lag_max(srv) / KT_USEC(1)));

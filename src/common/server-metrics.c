@@ -9,7 +9,8 @@
  *   <daemon>_clients_closed_total{reason}, _client_read_pauses_total
  *   <daemon>_connected_clients, _blocked_clients, _maxclients
  *   <daemon>_client_buffer_bytes{kind}  what clients make it hold now
- *   <daemon>_loop_lag_seconds, _loop_lag_max_seconds, _loop_iterations_total
+ *   <daemon>_loop_lag_seconds, _loop_lag_max_seconds, _loop_iterations_total,
+ *   _loop_batch_waits_total
  *   <daemon>_metrics_scrapes_total ...  the endpoint's own counters
  *   process_*                           CPU, RSS, descriptors, start time
  *
@@ -106,6 +107,9 @@ static void core_metrics(ks_server *srv, kt_metrics *m, const char *p)
     kt_loop_stats ls;
     kt_loop_get_stats(srv->loop, &ls);
     kt_metrics_counter(m, p, "loop_iterations_total", "Event loop iterations.", ls.iterations);
+    kt_metrics_counter(m, p, "loop_batch_waits_total",
+                       "Waits of the busy event loop that let the kernel gather completions "
+                       "(io-batch-wait).", ls.batch_waits);
     if (srv->metrics) {
         kt_metrics_stats ms;
         kt_metrics_server_stats(srv->metrics, &ms);

@@ -99,6 +99,13 @@ void ks_server_apply(ks_server *srv)
     /* The output mark where reading pauses (see ks_daemon.pause_divisor). */
     size_t mark = (size_t)sc->max_output_buffer / (srv->d->pause_divisor ? srv->d->pause_divisor : 1);
     srv->high_water = mark < (1u << 20) ? mark : (1u << 20);
+    int r = kt_loop_set_batch_wait(srv->loop, sc->io_batch_wait, KS_BATCH_EVENTS);
+    srv->batch_wait = r == 0 ? sc->io_batch_wait : 0;
+    if (r < 0 && !srv->batch_wait_noted) {
+        srv->batch_wait_noted = true;
+        kt_log_info("io-batch-wait: the %s backend cannot gather completions (io_uring on "
+                    "Linux 6.12 or later can): every wait wakes at the first", kt_loop_backend(srv->loop));
+    }
     for (ks_conn *c = srv->head; c; c = c->next) {
         ks__conn_set_watermarks(c);
         ks_conn_update_reading(c);

@@ -63,6 +63,7 @@ struct kt_metrics_server;
 typedef struct ks_config {
     kt_opt_list listen;          /* ADDR:PORT or unix:PATH, repeatable */
     char *io;                    /* auto, io_uring, epoll, libevent */
+    uint64_t io_batch_wait;      /* ns a busy loop's wait may gather completions (0: off) */
     char *log_level;
     int64_t backlog;
     bool reuseport;              /* SO_REUSEPORT on the listening sockets */
@@ -92,6 +93,15 @@ typedef struct ks_config {
     { "io", KT_OPT_STR, KS_OFF(T, m, io), "auto",                                              \
       "I/O backend: auto (io_uring, else epoll), io_uring, epoll, libevent", 0, 0, 0,          \
       kt_opt_check_io, 0 }
+/* Completions a batch wait gathers at most (kt_loop_set_batch_wait). */
+#define KS_BATCH_EVENTS 32
+#define KS_OPT_IO_BATCH_WAIT(T, m, def)                                                        \
+    { "io-batch-wait", KT_OPT_DURATION, KS_OFF(T, m, io_batch_wait), def,                      \
+      "while the loop is busy, let the kernel gather up to 32 completions for at most this "  \
+      "long before waking it: fewer wake-ups, more work per wake-up (in kettled, larger "     \
+      "batches to the database), for up to this much more latency per wake-up under load (an idle or lightly loaded loop wakes "   \
+      "at once); io_uring on Linux 6.12 or later, elsewhere ignored; 0: off", 0, 0,            \
+      KT_USEC(1), NULL, KT_OPT_RUNTIME }
 #define KS_OPT_LOG_LEVEL(T, m)                                                                 \
     { "log-level", KT_OPT_STR, KS_OFF(T, m, log_level), "notice",                              \
       "log level: error, warning, notice, info, debug", 0, 0, 0, kt_opt_check_level,           \
@@ -318,6 +328,8 @@ struct ks_server {
     ks_lost lost;
     uint64_t rss_base;         /* resident size after the last trim (or at start) */
     bool trim_quiet;           /* the clients held next to nothing at the last cron tick */
+    uint64_t batch_wait;       /* io-batch-wait in effect (0: off or not supported) */
+    bool batch_wait_noted;     /* "not supported" logged */
     uint64_t started_ns;       /* loop time at start */
     time_t started;
     ks_stats st;

@@ -35,6 +35,7 @@ const kt_opt kdb_options[] = {
       0, 100000000, 0, NULL, KT_OPT_NOFILE },
     KS_OPT_LISTEN(kdb_cfg, srv, "127.0.0.1:7380"),
     KS_OPT_IO(kdb_cfg, srv),
+    KS_OPT_IO_BATCH_WAIT(kdb_cfg, srv, "0"),
     KS_OPT_LOG_LEVEL(kdb_cfg, srv),
     { "latency", KT_OPT_STR, O(latency), "fixed 1ms", "delay model: " KDB_LATENCY_SYNTAX,
       0, 0, 0, check_latency, RT },

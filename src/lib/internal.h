@@ -161,6 +161,9 @@ struct kt__io_ops {
      * watch may be started again on a new descriptor). */
     int (*watch_start)(kt_loop *loop, struct kt__watch *w);
     void (*watch_stop)(kt_loop *loop, struct kt__watch *w);
+
+    /* kt_loop_set_batch_wait(); NULL where the backend has none. */
+    int (*batch_wait)(kt_loop *loop, uint64_t wait_ns, unsigned events);
 };
 
 extern const struct kt__io_ops kt__io_epoll;

@@ -54,6 +54,7 @@ static int ring_create(struct ur_loop *u, unsigned entries)
                 return -ENOSYS;
             }
             u->deferred = (p.flags & IORING_SETUP_DEFER_TASKRUN) != 0;
+            u->min_wait = (p.features & IORING_FEAT_MIN_TIMEOUT) != 0;
             return 0;
         }
         if (rc != -EINVAL)

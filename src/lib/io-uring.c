@@ -42,6 +42,7 @@
 #include "config.h"
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/socket.h>
@@ -460,8 +461,10 @@ static void dispatch(struct ur_loop *u, uint64_t ud, int res, unsigned flags)
 {
     void *p = ud_ptr(ud);
     unsigned tag = (unsigned)(ud & UT_MASK);
-    if (tag != UT_SEND && tag != UT_NONE)
+    if (tag != UT_SEND && tag != UT_NONE) {
         u->seen_real = true;
+        u->nreal++;
+    }
     switch (tag) {
     case UT_RECV: on_recv(u, p, res, flags); break;
     case UT_SEND: on_send(u, p, res); break;
@@ -522,6 +525,53 @@ static int submit_now(struct ur_loop *u)
 }
 
 /*
+ * kt_loop_set_batch_wait(): the wait that follows a busy spell asks the
+ * kernel for a batch (min_wait_usec of IORING_ENTER_EXT_ARG, in the field
+ * older headers call pad): up to batch_events completions, or what came
+ * in batch_us, or after that the first. The timeout always goes with it,
+ * one second standing for "none", since a minimum wait without one ends
+ * when it expires even with nothing to show.
+ */
+static int ur_batch_wait(kt_loop *loop, uint64_t wait_ns, unsigned events)
+{
+    struct ur_loop *u = loop->io_data;
+    if (wait_ns && (!u->min_wait || !u->deferred))
+        return -ENOTSUP;
+    uint64_t us = (wait_ns + 999) / 1000;
+    u->batch_us = us > UINT32_MAX ? UINT32_MAX : (unsigned)us;
+    u->batch_events = events;
+    return 0;
+}
+
+static bool batch_due(struct ur_loop *u)
+{
+    unsigned busy = u->batch_events / 8 > 2 ? u->batch_events / 8 : 2;
+    bool due = u->batch_us && u->nreal >= busy && io_uring_sq_ready(&u->ring) == 0;
+    u->nreal = 0;
+    return due;
+}
+
+static int wait_batch(struct ur_loop *u, int64_t timeout_ns)
+{
+    if (timeout_ns < 0)
+        timeout_ns = 1000000000;
+    struct __kernel_timespec ts = {
+        .tv_sec = timeout_ns / 1000000000,
+        .tv_nsec = timeout_ns % 1000000000,
+    };
+    struct io_uring_getevents_arg arg = {
+        .sigmask_sz = _NSIG / 8,
+        .pad = u->batch_us,
+        .ts = (uint64_t)(uintptr_t)&ts,
+    };
+    u->loop->stats.batch_waits++;
+    int rc = io_uring_enter2((unsigned)u->ring.ring_fd, 0, u->batch_events,
+                             IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *)&arg,
+                             sizeof arg);
+    return rc == -1 ? -errno : rc; /* liburing: -errno, or -1 and errno */
+}
+
+/*
  * One iteration's enters: submit everything queued, wait, dispatch.
  *
  * With DEFER_TASKRUN the submit comes first on its own: the iteration's
@@ -564,7 +614,9 @@ static int ur_poll(kt_loop *loop, int64_t timeout_ns)
             }
         }
     }
-    if (timeout_ns < 0) {
+    if (batch_due(u)) {
+        rc = wait_batch(u, timeout_ns);
+    } else if (timeout_ns < 0) {
         rc = io_uring_submit_and_wait(&u->ring, 1);
     } else {
         struct __kernel_timespec ts = {
@@ -598,6 +650,7 @@ const struct kt__io_ops kt__io_uring = {
     .read_stop = ur_read_stop,
     .flush = ur_flush,
     .close = ur_close,
+    .batch_wait = ur_batch_wait,
     .watch_start = kt__ur_watch_start,
     .watch_stop = kt__ur_watch_stop,
 };

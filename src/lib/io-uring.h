@@ -90,6 +90,10 @@ struct ur_multi {
     };
 };
 
+#ifndef IORING_FEAT_MIN_TIMEOUT /* Linux 6.12; liburing 2.8 */
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
+#endif
+
 struct ur_loop {
     struct io_uring ring;
     bool enabled;                    /* created disabled: enabled by the first poll */
@@ -108,6 +112,9 @@ struct ur_loop {
                                       * posted only inside our enters; pending
                                       * completion work shows in the SQ flags */
     bool seen_real;                  /* reap dispatched more than send/cancel results */
+    bool min_wait;                   /* the kernel takes a minimum wait (6.12) */
+    unsigned batch_us, batch_events; /* kt_loop_set_batch_wait(); batch_us 0: off */
+    unsigned nreal;                  /* real completions since the loop last slept */
     bool single_recv;                /* the kernel refused multishot receive (5.19) */
     unsigned *slots;                 /* free fixed-file slots (a stack) */
     unsigned nslots;                 /* free slots on the stack */

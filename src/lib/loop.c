@@ -406,6 +406,15 @@ const char *kt_loop_backend(const kt_loop *loop) { return loop->io->name; }
 
 const char *kt_loop_fallback_reason(const kt_loop *loop) { return loop->fallback_reason; }
 
+int kt_loop_set_batch_wait(kt_loop *loop, uint64_t wait_ns, unsigned events)
+{
+    if (wait_ns && events == 0)
+        return -EINVAL;
+    if (loop->io->batch_wait == NULL)
+        return wait_ns ? -ENOTSUP : 0;
+    return loop->io->batch_wait(loop, wait_ns, events);
+}
+
 /* ---- deferred callbacks ------------------------------------------------------- */
 
 /* Idle handle in the caller's memory; nothing is allocated. */

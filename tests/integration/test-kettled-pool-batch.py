@@ -4,7 +4,9 @@
 commands that reached the database counted by the database itself
 (kettle-db's INFO, redis-server's INFO commandstats). Also: an error reply
 fails its batch only, cancellation and deadlines inside a batch, and the
-bound on what one client can make the pool hold."""
+bound on what one client can make the pool hold, and io-batch-wait."""
+import os
+import re
 import socket
 import struct
 import threading
@@ -252,6 +254,53 @@ def test_held_bytes_bounded():
         s.close()  # RST: its fetches are cancelled; their replies would be dropped
         h.wait_for(lambda: int(h.info(c, "stats")["fetch_cancellations"]) == (20 << 20) // 8161,
                    10, "the held fetches cancelled")
+    finally:
+        kd.stop()
+        db.stop()
+
+
+def kernel_at_least(major, minor):
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(m.group(1)), int(m.group(2))) >= (major, minor)
+
+
+def test_batch_wait():
+    """io-batch-wait: reloadable; with clients at once the busy loop's waits
+    gather completions (io_uring on Linux 6.12 or later), every reply right;
+    0 turns it off; with epoll it is off, and logged."""
+    db = kettle_db("--latency", "fixed 1ms")
+    kd = kettled("--backend", db.addr)
+    try:
+        c = h.Client(kd.port)
+
+        def loop_info():
+            return h.info(c, "loop")
+        assert c.call("CONFIG", "GET", "io-batch-wait") == [b"io-batch-wait", b"100us"]
+        gathers = loop_info()["io_backend"] == "io_uring" and kernel_at_least(6, 12)
+        assert loop_info()["io_batch_wait_us"] == ("100" if gathers else "0")
+        b0 = int(loop_info()["batch_waits"])
+        many_clients(kd.port, 16, 50, lambda i, k: [str((i * 37 + k) % 1000)])
+        b1 = int(loop_info()["batch_waits"])
+        assert (b1 > b0) == gathers, (b0, b1, gathers)
+        assert c.call("CONFIG", "SET", "io-batch-wait", "0") == "OK"
+        assert loop_info()["io_batch_wait_us"] == "0"
+        b1 = int(loop_info()["batch_waits"])
+        many_clients(kd.port, 16, 50, lambda i, k: [str((i * 41 + k) % 1000)])
+        assert int(loop_info()["batch_waits"]) == b1
+        assert c.call("CONFIG", "SET", "io-batch-wait", "250us") == "OK"
+        assert c.call("CONFIG", "GET", "io-batch-wait") == [b"io-batch-wait", b"250us"]
+        assert loop_info()["io_batch_wait_us"] == ("250" if gathers else "0")
+        many_clients(kd.port, 8, 20, lambda i, k: [str((i * 43 + k) % 1000), str(k)])
+    finally:
+        kd.stop()
+    kd = kettled("--backend", db.addr, "--io", "epoll", "--log-level", "info")
+    try:
+        c = h.Client(kd.port)
+        inf = h.info(c, "loop")
+        assert inf["io_backend"] == "epoll" and inf["io_batch_wait_us"] == "0", inf
+        many_clients(kd.port, 8, 20, lambda i, k: [str((i * 47 + k) % 1000)])
+        assert h.info(c, "loop")["batch_waits"] == "0"
+        assert "io-batch-wait: the epoll backend cannot gather completions" in kd.log()
     finally:
         kd.stop()
         db.stop()

@@ -5,7 +5,7 @@
  * refused and timed-out connects, the three closes, closing from inside
  * callbacks, the EMFILE back-off, kept input, idle streams holding no
  * buffer, the memory discipline of output blocks and kept input, listener
- * close callbacks and listeners sharing a port.
+ * close callbacks, listeners sharing a port, and the batch wait.
  *
  * Waits are loop runs that end on an event; every one is bounded by a
  * deadline timer that fails the test. No external address is ever used.
@@ -30,6 +30,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <cmocka.h>
 #include <kettle/kettle.h>
@@ -1848,6 +1849,111 @@ static void test_epipe_no_signal(void **state)
     unit_sigpipe_restore(&old);
 }
 
+/* ---- batch wait ------------------------------------------------------------------ */
+
+/* Kernel release at least major.minor (uname). */
+static bool kernel_at_least(int major, int minor)
+{
+    struct utsname u;
+    int ma = 0, mi = 0;
+    assert_int_equal(uname(&u), 0);
+    if (sscanf(u.release, "%d.%d", &ma, &mi) != 2)
+        return false;
+    return ma > major || (ma == major && mi >= minor);
+}
+
+static uint64_t batch_waits(kt_loop *loop)
+{
+    kt_loop_stats st;
+    kt_loop_get_stats(loop, &st);
+    return st.batch_waits;
+}
+
+/* Run until every end has received `want` bytes in all. */
+static void run_until_rx(kt_loop *loop, struct end *e, size_t n, size_t want, const char *what)
+{
+    kt_timer guard;
+    kt_timer_init(loop, &guard, deadline_cb, (void *)what);
+    assert_int_equal(kt_timer_start(&guard, KT_SEC(10), 0), 0);
+    for (;;) {
+        size_t i = 0;
+        while (i < n && e[i].rx_total >= want)
+            i++;
+        if (i == n)
+            break;
+        assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
+    }
+    kt_timer_stop(&guard);
+}
+
+/* One blocking wait: a short timer, run until it fires. */
+static void one_wait(kt_loop *loop)
+{
+    bool fired = false;
+    kt_timer t;
+    kt_timer_init(loop, &t, unit_guard_cb, &fired);
+    assert_int_equal(kt_timer_start(&t, KT_MSEC(1), 0), 0);
+    run_until(loop, &fired, KT_SEC(10), "a 1 ms timer");
+}
+
+/* kt_loop_set_batch_wait: io_uring on Linux 6.12 and later takes it,
+ * other backends say -ENOTSUP. A burst of completions makes the next
+ * blocking wait a batch wait; a wait after a quiet spell is not one; bytes
+ * that arrive meanwhile are all delivered. */
+static void test_batch_wait(void **state)
+{
+    (void)state;
+    enum { N = 8 };
+    kt_loop *loop = unit_loop_new();
+    assert_int_equal(kt_loop_set_batch_wait(loop, KT_MSEC(1), 0), -EINVAL);
+    assert_int_equal(kt_loop_set_batch_wait(loop, 0, 32), 0);
+    int r = kt_loop_set_batch_wait(loop, KT_MSEC(20), N);
+    if (strcmp(kt_loop_backend(loop), "io_uring") != 0 || !kernel_at_least(6, 12)) {
+        assert_int_equal(r, -ENOTSUP);
+        loop_done(loop);
+        return;
+    }
+    assert_int_equal(r, 0);
+    struct end e[N];
+    int peer[N];
+    memset(e, 0, sizeof e);
+    for (int i = 0; i < N; i++) {
+        int sv[2];
+        e[i].loop = loop;
+        open_pair(loop, sv, &end_cbs, &e[i], &e[i].s);
+        peer[i] = sv[1];
+        assert_int_equal(kt_stream_read_start(e[i].s), 0);
+    }
+    one_wait(loop); /* the receives armed */
+    one_wait(loop); /* and a quiet spell behind them */
+    uint64_t before = batch_waits(loop);
+    one_wait(loop);
+    assert_int_equal(batch_waits(loop), before); /* quiet: no batch */
+    /* a burst: one byte on every stream */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(write(peer[i], "x", 1), 1);
+    run_until_rx(loop, e, N, 1, "a byte on each stream");
+    one_wait(loop);
+    assert_int_equal(batch_waits(loop), before + 1); /* the wait after the burst */
+    one_wait(loop);
+    assert_int_equal(batch_waits(loop), before + 1); /* quiet again */
+    /* another burst, and a byte written while the loop may be in a batch wait */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(write(peer[i], "y", 1), 1);
+    run_until_rx(loop, e, N, 2, "a second byte on each stream");
+    assert_int_equal(write(peer[0], "z", 1), 1);
+    run_until_rx(loop, e, 1, 3, "a byte during a batch wait");
+    assert_memory_equal(e[0].rx, "xyz", 3);
+    for (int i = 0; i < N; i++) {
+        close(peer[i]);
+        kt_stream_close(e[i].s, KT_CLOSE_NOW);
+    }
+    for (int i = 0; i < N; i++)
+        run_until(loop, &e[i].closed, KT_SEC(10), "streams closed");
+    assert_int_equal(kt_loop_set_batch_wait(loop, 0, 0), 0);
+    loop_done(loop);
+}
+
 /* ---- a request before reading starts ------------------------------------------------ */
 
 struct early {
@@ -1952,6 +2058,7 @@ int main(void)
         cmocka_unit_test(test_listener_close_cb),
         cmocka_unit_test(test_listen_reuseport),
         cmocka_unit_test(test_epipe_no_signal),
+        cmocka_unit_test(test_batch_wait),
     };
     return unit_run_backend_tests(tests, setup_dir, teardown_dir);
 }
