@@ -39,7 +39,7 @@ const kt_opt kd_options[] = {
 
     KS_OPT_LISTEN(kd_config, srv, "127.0.0.1:7379"),
     KS_OPT_IO(kd_config, srv),
-    KS_OPT_IO_BATCH_WAIT(kd_config, srv, "100us"),
+    KS_OPT_IO_BATCH_WAIT(kd_config, srv, "0"),
     KS_OPT_LOG_LEVEL(kd_config, srv),
     KS_OPT_BACKLOG(kd_config, srv),
     KS_OPT_REUSEPORT(kd_config, srv),

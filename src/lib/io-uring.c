@@ -540,15 +540,45 @@ static int ur_batch_wait(kt_loop *loop, uint64_t wait_ns, unsigned events)
     uint64_t us = (wait_ns + 999) / 1000;
     u->batch_us = us > UINT32_MAX ? UINT32_MAX : (unsigned)us;
     u->batch_events = events;
+    u->batch_avg = 16 * events;
+    u->batch_skip = u->batch_backoff = 0;
     return 0;
 }
 
+/*
+ * A batch wait is due when the loop has been busy since it last slept.
+ * Whether waiting pays shows in what the wait gathers: with few clients,
+ * each waiting for its own reply, the completions that could come have
+ * come long before the wait ends, and every batch wait is time lost. So a
+ * thin batch (under a quarter of batch_events) skips the next busy waits,
+ * 1, 2, 4 ... up to 64 of them while batches stay thin; a full one resets it.
+ */
 static bool batch_due(struct ur_loop *u)
 {
     unsigned busy = u->batch_events / 8 > 2 ? u->batch_events / 8 : 2;
     bool due = u->batch_us && u->nreal >= busy && io_uring_sq_ready(&u->ring) == 0;
     u->nreal = 0;
+    if (due && u->batch_skip) {
+        u->batch_skip--;
+        due = false;
+    }
+    u->in_batch = due;
     return due;
+}
+
+static void batch_judge(struct ur_loop *u)
+{
+    unsigned full = u->batch_events / 4 > 2 ? u->batch_events / 4 : 2;
+    u->in_batch = false;
+    u->batch_avg = (3 * u->batch_avg + 16 * u->nreal) / 4;
+    if (u->batch_avg >= 16 * full) {
+        u->batch_backoff = 0;
+        return;
+    }
+    u->batch_backoff = u->batch_backoff ? u->batch_backoff * 2 : 1;
+    if (u->batch_backoff > 64)
+        u->batch_backoff = 64;
+    u->batch_skip = u->batch_backoff;
 }
 
 static int wait_batch(struct ur_loop *u, int64_t timeout_ns)
@@ -632,6 +662,8 @@ reap:
     if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
         return rc;
     reap(u);
+    if (u->in_batch)
+        batch_judge(u);
     return 0;
 }
 

@@ -115,6 +115,9 @@ struct ur_loop {
     bool min_wait;                   /* the kernel takes a minimum wait (6.12) */
     unsigned batch_us, batch_events; /* kt_loop_set_batch_wait(); batch_us 0: off */
     unsigned nreal;                  /* real completions since the loop last slept */
+    bool in_batch;                   /* this poll waits for a batch */
+    unsigned batch_skip, batch_backoff; /* busy waits left to skip, and how many after the next thin batch */
+    unsigned batch_avg;              /* completions a batch wait gathers, x16, smoothed */
     bool single_recv;                /* the kernel refused multishot receive (5.19) */
     unsigned *slots;                 /* free fixed-file slots (a stack) */
     unsigned nslots;                 /* free slots on the stack */

@@ -265,9 +265,10 @@ def kernel_at_least(major, minor):
 
 
 def test_batch_wait():
-    """io-batch-wait: reloadable; with clients at once the busy loop's waits
-    gather completions (io_uring on Linux 6.12 or later), every reply right;
-    0 turns it off; with epoll it is off, and logged."""
+    """io-batch-wait: off by default, reloadable; with clients at once the
+    busy loop's waits gather completions (io_uring on Linux 6.12 or later),
+    every reply right; 0 turns it off again; with epoll it is off, and
+    logged."""
     db = kettle_db("--latency", "fixed 1ms")
     kd = kettled("--backend", db.addr)
     try:
@@ -275,7 +276,9 @@ def test_batch_wait():
 
         def loop_info():
             return h.info(c, "loop")
-        assert c.call("CONFIG", "GET", "io-batch-wait") == [b"io-batch-wait", b"100us"]
+        assert c.call("CONFIG", "GET", "io-batch-wait") == [b"io-batch-wait", b"0ms"]
+        assert loop_info()["io_batch_wait_us"] == "0"
+        assert c.call("CONFIG", "SET", "io-batch-wait", "100us") == "OK"
         gathers = loop_info()["io_backend"] == "io_uring" and kernel_at_least(6, 12)
         assert loop_info()["io_batch_wait_us"] == ("100" if gathers else "0")
         b0 = int(loop_info()["batch_waits"])
@@ -293,7 +296,8 @@ def test_batch_wait():
         many_clients(kd.port, 8, 20, lambda i, k: [str((i * 43 + k) % 1000), str(k)])
     finally:
         kd.stop()
-    kd = kettled("--backend", db.addr, "--io", "epoll", "--log-level", "info")
+    kd = kettled("--backend", db.addr, "--io", "epoll", "--io-batch-wait", "100us",
+                 "--log-level", "info")
     try:
         c = h.Client(kd.port)
         inf = h.info(c, "loop")
