@@ -549,9 +549,10 @@ static int ur_batch_wait(kt_loop *loop, uint64_t wait_ns, unsigned events)
  * A batch wait is due when the loop has been busy since it last slept.
  * Whether waiting pays shows in what the wait gathers: with few clients,
  * each waiting for its own reply, the completions that could come have
- * come long before the wait ends, and every batch wait is time lost. So a
- * thin batch (under a quarter of batch_events) skips the next busy waits,
- * 1, 2, 4 ... up to 64 of them while batches stay thin; a full one resets it.
+ * come long before the wait ends, and every batch wait is time lost. So
+ * while batches are thin (their smoothed size under a quarter of
+ * batch_events), each one skips the next busy waits, 1, 2, 4 ... up to 64
+ * of them; once they fill again, every busy wait is a batch wait.
  */
 static bool batch_due(struct ur_loop *u)
 {
