@@ -124,9 +124,13 @@ void kt_loop_get_stats(const kt_loop *loop, kt_loop_stats *out);
  * wait_ns before waking the loop, then wakes it for the first. An idle or
  * lightly loaded loop wakes as before, so a lone request pays nothing; under
  * load a request may wait up to wait_ns more per wake-up, for fewer and
- * larger iterations. io_uring on Linux 6.12 and later (min_wait of
- * io_uring_enter); wait_ns 0 turns it off (the default). 0, -EINVAL (events
- * 0 with wait_ns set) or -ENOTSUP where the backend or the kernel cannot.
+ * larger iterations. A timer due sooner ends the gathering. While the waits
+ * gather little (their smoothed size under events / 4), each skips the next
+ * busy waits, 1, 2, 4 ... up to 64. io_uring on Linux 6.12 and later, with
+ * DEFER_TASKRUN (min_wait of io_uring_enter); wait_ns 0 turns it off (the
+ * default); at most 1 s and 4096 events are used. Setting the same values
+ * again keeps what the loop has learnt. 0, -EINVAL (events 0 with wait_ns
+ * set) or -ENOTSUP where the backend or the kernel cannot.
  */
 int kt_loop_set_batch_wait(kt_loop *loop, uint64_t wait_ns, unsigned events);
 

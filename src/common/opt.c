@@ -147,6 +147,16 @@ int kt_opt_check_io(const char *value, const char **why)
     return 0;
 }
 
+int kt_opt_check_batch_wait(const char *value, const char **why)
+{
+    uint64_t ns;
+    if (kt_parse_duration(value, KT_USEC(1), &ns) < 0 || ns > KT_MSEC(10)) {
+        *why = "expected a duration of at most 10ms (0: off)";
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int kt_opt_check_level(const char *value, const char **why)
 {
     kt_log_level l;

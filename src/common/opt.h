@@ -60,6 +60,8 @@ int kt_opt_parse_double(const char *s, double *out);
  * kt_addr_parse takes, an I/O backend name, a log level name. */
 int kt_opt_check_addr(const char *value, const char **why);
 int kt_opt_check_io(const char *value, const char **why);
+/* io-batch-wait: a duration of at most 10 ms. */
+int kt_opt_check_batch_wait(const char *value, const char **why);
 int kt_opt_check_level(const char *value, const char **why);
 
 /* Fill cfg with every option's default. 0 or negative errno. */

@@ -98,12 +98,12 @@ typedef struct ks_config {
 #define KS_OPT_IO_BATCH_WAIT(T, m, def)                                                        \
     { "io-batch-wait", KT_OPT_DURATION, KS_OFF(T, m, io_batch_wait), def,                      \
       "while the loop is busy, let the kernel gather up to 32 completions for at most this "  \
-      "long before waking it: fewer wake-ups, more work per wake-up (in kettled, larger "     \
-      "batches to the database), for up to this much more latency per wake-up under load "     \
-      "(an idle loop wakes at once; waits that gather little are skipped). For many clients "  \
-      "and a fast database when CPU is short (100us); io_uring on Linux 6.12 or later, "       \
-      "elsewhere ignored; 0: off", 0, 0,                                                        \
-      KT_USEC(1), NULL, KT_OPT_RUNTIME }
+      "long (10ms at most, and never past the next timer) before waking it: fewer wake-ups, " \
+      "more work per wake-up (in kettled, larger batches to the database), for up to this "   \
+      "much more latency per wake-up under load (an idle loop wakes at once; while waits "     \
+      "gather little, most are skipped). For many clients and a fast database when CPU is "   \
+      "short (100us); io_uring on Linux 6.12 or later, elsewhere ignored; 0: off", 0, 0,       \
+      KT_USEC(1), kt_opt_check_batch_wait, KT_OPT_RUNTIME }
 #define KS_OPT_LOG_LEVEL(T, m)                                                                 \
     { "log-level", KT_OPT_STR, KS_OFF(T, m, log_level), "notice",                              \
       "log level: error, warning, notice, info, debug", 0, 0, 0, kt_opt_check_level,           \

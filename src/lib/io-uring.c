@@ -537,8 +537,14 @@ static int ur_batch_wait(kt_loop *loop, uint64_t wait_ns, unsigned events)
     struct ur_loop *u = loop->io_data;
     if (wait_ns && (!u->min_wait || !u->deferred))
         return -ENOTSUP;
-    uint64_t us = (wait_ns + 999) / 1000;
-    u->batch_us = us > UINT32_MAX ? UINT32_MAX : (unsigned)us;
+    uint64_t us = wait_ns / 1000 + (wait_ns % 1000 != 0);
+    if (us > UR_BATCH_MAX_US)
+        us = UR_BATCH_MAX_US;
+    if (events > UR_BATCH_MAX_EVENTS)
+        events = UR_BATCH_MAX_EVENTS;
+    if (us == u->batch_us && events == u->batch_events)
+        return 0; /* a reload that changed nothing keeps what was learnt */
+    u->batch_us = (unsigned)us;
     u->batch_events = events;
     u->batch_avg = 16 * events;
     u->batch_skip = u->batch_backoff = 0;
@@ -554,10 +560,11 @@ static int ur_batch_wait(kt_loop *loop, uint64_t wait_ns, unsigned events)
  * batch_events), each one skips the next busy waits, 1, 2, 4 ... up to 64
  * of them; once they fill again, every busy wait is a batch wait.
  */
-static bool batch_due(struct ur_loop *u)
+static bool batch_due(struct ur_loop *u, int64_t timeout_ns)
 {
     unsigned busy = u->batch_events / 8 > 2 ? u->batch_events / 8 : 2;
-    bool due = u->batch_us && u->nreal >= busy && io_uring_sq_ready(&u->ring) == 0;
+    bool due = u->batch_us && u->nreal >= busy && io_uring_sq_ready(&u->ring) == 0 &&
+               (timeout_ns < 0 || timeout_ns >= 1000); /* a timer due within 1 us: no gathering */
     u->nreal = 0;
     if (due && u->batch_skip) {
         u->batch_skip--;
@@ -586,20 +593,23 @@ static int wait_batch(struct ur_loop *u, int64_t timeout_ns)
 {
     if (timeout_ns < 0)
         timeout_ns = 1000000000;
+    /* a timer due sooner ends the gathering: it is never made late */
+    unsigned min_us = (uint64_t)timeout_ns / 1000 < u->batch_us ? (unsigned)(timeout_ns / 1000)
+                                                                 : u->batch_us;
     struct __kernel_timespec ts = {
         .tv_sec = timeout_ns / 1000000000,
         .tv_nsec = timeout_ns % 1000000000,
     };
     struct io_uring_getevents_arg arg = {
         .sigmask_sz = _NSIG / 8,
-        .pad = u->batch_us,
+        .pad = min_us,
         .ts = (uint64_t)(uintptr_t)&ts,
     };
     u->loop->stats.batch_waits++;
     int rc = io_uring_enter2((unsigned)u->ring.ring_fd, 0, u->batch_events,
                              IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *)&arg,
                              sizeof arg);
-    return rc == -1 ? -errno : rc; /* liburing: -errno, or -1 and errno */
+    return rc; /* liburing 2.3 returns -errno itself */
 }
 
 /*
@@ -645,7 +655,7 @@ static int ur_poll(kt_loop *loop, int64_t timeout_ns)
             }
         }
     }
-    if (batch_due(u)) {
+    if (batch_due(u, timeout_ns)) {
         rc = wait_batch(u, timeout_ns);
     } else if (timeout_ns < 0) {
         rc = io_uring_submit_and_wait(&u->ring, 1);

@@ -93,6 +93,8 @@ struct ur_multi {
 #ifndef IORING_FEAT_MIN_TIMEOUT /* Linux 6.12; liburing 2.8 */
 #define IORING_FEAT_MIN_TIMEOUT (1U << 15)
 #endif
+#define UR_BATCH_MAX_US 1000000u   /* kt_loop_set_batch_wait: longest gathering */
+#define UR_BATCH_MAX_EVENTS 4096u  /* and most completions waited for */
 
 struct ur_loop {
     struct io_uring ring;
