@@ -589,6 +589,11 @@ static void batch_judge(struct ur_loop *u)
     u->batch_skip = u->batch_backoff;
 }
 
+static struct __kernel_timespec ns_ts(int64_t ns)
+{
+    return (struct __kernel_timespec){ .tv_sec = ns / 1000000000, .tv_nsec = ns % 1000000000 };
+}
+
 static int wait_batch(struct ur_loop *u, int64_t timeout_ns)
 {
     if (timeout_ns < 0)
@@ -596,10 +601,7 @@ static int wait_batch(struct ur_loop *u, int64_t timeout_ns)
     /* a timer due sooner ends the gathering: it is never made late */
     unsigned min_us = (uint64_t)timeout_ns / 1000 < u->batch_us ? (unsigned)(timeout_ns / 1000)
                                                                  : u->batch_us;
-    struct __kernel_timespec ts = {
-        .tv_sec = timeout_ns / 1000000000,
-        .tv_nsec = timeout_ns % 1000000000,
-    };
+    struct __kernel_timespec ts = ns_ts(timeout_ns);
     struct io_uring_getevents_arg arg = {
         .sigmask_sz = _NSIG / 8,
         .pad = min_us,
@@ -660,10 +662,7 @@ static int ur_poll(kt_loop *loop, int64_t timeout_ns)
     } else if (timeout_ns < 0) {
         rc = io_uring_submit_and_wait(&u->ring, 1);
     } else {
-        struct __kernel_timespec ts = {
-            .tv_sec = timeout_ns / 1000000000,
-            .tv_nsec = timeout_ns % 1000000000,
-        };
+        struct __kernel_timespec ts = ns_ts(timeout_ns);
         struct io_uring_cqe *cqe;
         rc = io_uring_submit_and_wait_timeout(&u->ring, &cqe, 1, &ts, NULL);
     }
