@@ -128,7 +128,7 @@ void kt_loop_get_stats(const kt_loop *loop, kt_loop_stats *out);
  * gather little (their smoothed size under events / 4), each skips the next
  * busy waits, 1, 2, 4 ... up to 64. io_uring on Linux 6.12 and later, with
  * DEFER_TASKRUN (min_wait of io_uring_enter); wait_ns 0 turns it off (the
- * default); at most 1 s and 4096 events are used. Setting the same values
+ * default); at most 60 s and 4096 events are used. Setting the same values
  * again keeps what the loop has learnt. 0, -EINVAL (events 0 with wait_ns
  * set) or -ENOTSUP where the backend or the kernel cannot.
  */

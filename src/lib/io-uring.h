@@ -93,7 +93,7 @@ struct ur_multi {
 #ifndef IORING_FEAT_MIN_TIMEOUT /* Linux 6.12; liburing 2.8 */
 #define IORING_FEAT_MIN_TIMEOUT (1U << 15)
 #endif
-#define UR_BATCH_MAX_US 1000000u   /* kt_loop_set_batch_wait: longest gathering */
+#define UR_BATCH_MAX_US 60000000u  /* kt_loop_set_batch_wait: longest gathering (60 s) */
 #define UR_BATCH_MAX_EVENTS 4096u  /* and most completions waited for */
 
 struct ur_loop {

@@ -1949,6 +1949,26 @@ static void test_batch_wait(void **state)
     assert_int_equal(write(peer[0], "z", 1), 1);
     run_until_rx(loop, e, 1, 3, "a byte after a burst");
     assert_memory_equal(e[0].rx, "xyz", 3);
+    /* a timer due before the gathering would end ends it: with 30 s to
+     * gather, after a burst, a 10 ms timer fires before a 10 s guard (the
+     * guard fails the test if it fires first or with it) */
+    assert_int_equal(kt_loop_set_batch_wait(loop, KT_SEC(30), N), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(write(peer[i], "w", 1), 1);
+    run_until_rx(loop, e + 1, N - 1, 3, "a third byte on each stream");
+    run_until_rx(loop, e, 1, 4, "a fourth byte on the first");
+    uint64_t waits = batch_waits(loop);
+    kt_timer guard, t;
+    bool fired = false;
+    kt_timer_init(loop, &guard, deadline_cb, (void *)"a 10 ms timer during a 30 s batch wait");
+    kt_timer_init(loop, &t, unit_guard_cb, &fired);
+    kt_loop_update_time(loop);
+    assert_int_equal(kt_timer_start(&guard, KT_SEC(10), 0), 0);
+    assert_int_equal(kt_timer_start(&t, KT_MSEC(10), 0), 0);
+    while (!fired)
+        assert_int_equal(kt_loop_run(loop, KT_RUN_ONCE), 0);
+    kt_timer_stop(&guard);
+    assert_int_equal(batch_waits(loop), waits + 1); /* it was a batch wait */
     for (int i = 0; i < N; i++) {
         close(peer[i]);
         kt_stream_close(e[i].s, KT_CLOSE_NOW);
